@@ -1,0 +1,40 @@
+"""HBI (Hierarchical Banzhaf Interaction) for video-language tasks, native to Hugging Face transformers.
+
+Importing this package registers every HBI class with the transformers Auto classes, so `AutoConfig`, `AutoModel`
+and friends load HBI checkpoints without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .auto import AutoModelForVideoTextRetrieval
+from .configuration_hbi import HBIBanzhafEstimatorConfig, HBIConfig
+from .modeling_hbi import (
+    HBIAlignmentLoss,
+    HBIBanzhafEstimator,
+    HBIForRetrieval,
+    HBIModel,
+    HBIPreTrainedModel,
+    HBITextFeatures,
+    HBIVideoFeatures,
+)
+
+AutoConfig.register(HBIConfig.model_type, HBIConfig, exist_ok=True)
+AutoConfig.register(HBIBanzhafEstimatorConfig.model_type, HBIBanzhafEstimatorConfig, exist_ok=True)
+AutoModel.register(HBIConfig, HBIModel, exist_ok=True)
+AutoModel.register(HBIBanzhafEstimatorConfig, HBIBanzhafEstimator, exist_ok=True)
+AutoModelForVideoTextRetrieval.register(HBIConfig, HBIForRetrieval, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoModelForVideoTextRetrieval",
+    "HBIAlignmentLoss",
+    "HBIBanzhafEstimator",
+    "HBIBanzhafEstimatorConfig",
+    "HBIConfig",
+    "HBIForRetrieval",
+    "HBIModel",
+    "HBIPreTrainedModel",
+    "HBITextFeatures",
+    "HBIVideoFeatures",
+]

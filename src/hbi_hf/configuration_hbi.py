@@ -1,0 +1,209 @@
+"""Configurations of HBI (CVPR 2023) / HBI V2 (TPAMI 2024) and of the Banzhaf-interaction estimator."""
+
+import math
+
+from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+NUM_LEVELS = 3
+"""Entity (frames / words), action (clips / phrases) and event (segments / paragraphs)."""
+
+
+class HBIBanzhafEstimatorConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`HBIBanzhafEstimator`], the small network that maps a frame x word similarity matrix to its
+    Banzhaf-interaction matrix (spec §2.3). The same architecture serves as the trainable prediction head R of every
+    hierarchy level (spec §2.4).
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 64):
+            Channels of the encoding convolution and width of the single-head self-attention over the cells.
+        kernel_size (`int`, *optional*, defaults to 3):
+            Kernel of the encoding and decoding convolutions (padding keeps the matrix shape).
+        initializer_gain (`float`, *optional*, defaults to 1.414):
+            Gain of the Xavier-uniform initialisation of the attention matrices Q, K, V.
+
+    Example:
+
+    ```python
+    >>> from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig
+
+    >>> estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig())
+    ```"""
+
+    model_type = "hbi_banzhaf_estimator"
+
+    hidden_size: int = 64
+    kernel_size: int = 3
+    initializer_gain: float = 1.414
+
+    def __post_init__(self, **kwargs):
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive integer; got {self.hidden_size}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}")
+        super().__post_init__(**kwargs)
+
+
+class HBIConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`HBIModel`] and its task heads. Defaults reproduce the paper's MSR-VTT retrieval setting on
+    `openai/clip-vit-base-patch32` (spec §1, §3, §5, §8); the official code's values are noted where they differ.
+
+    Args:
+        text_config (`dict` or `CLIPTextConfig`, *optional*):
+            The CLIP text tower. Defaults to CLIP ViT-B/32's text tower.
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*):
+            The CLIP image tower, applied to every frame. Defaults to CLIP ViT-B/32's image tower.
+        estimator_config (`dict` or `HBIBanzhafEstimatorConfig`, *optional*):
+            Architecture of the frozen Banzhaf-interaction estimator (the teacher of Eq. 8) and of the per-level
+            prediction heads R.
+        estimator_name_or_path (`str`, *optional*):
+            A saved [`HBIBanzhafEstimator`] (folder or Hub id) whose weights [`HBIForRetrieval.from_clip`] loads into
+            the teacher. Without one the teacher keeps its random initialisation and a warning says so.
+        projection_dim (`int`, *optional*, defaults to 512):
+            Width D of the CLIP joint space, of every token of every level, and of the temporal transformer.
+        logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
+            Initial log of the learnable CLIP logit scale (used only with `learnable_temperature=True`).
+        num_frames (`int`, *optional*, defaults to 12):
+            Frames per video N_v (paper: 12 for MSR-VTT, 64 for ActivityNet, 32 for DiDeMo).
+        max_words (`int`, *optional*, defaults to 32):
+            Text tokens per caption N_t, start and end tokens included (paper: 32 for MSR-VTT; official README 24).
+        temporal_num_layers (`int`, *optional*, defaults to 4):
+            Depth of the temporal transformer over frame embeddings (initialised from the first CLIP text layers).
+        temporal_num_attention_heads (`int`, *optional*, defaults to 8):
+            Heads of the temporal transformer.
+        temporal_intermediate_size (`int`, *optional*, defaults to 2048):
+            Feed-forward width of the temporal transformer.
+        temporal_max_position_embeddings (`int`, *optional*, defaults to 77):
+            Rows of the frame position table (initialised from CLIP's text position table); bounds `num_frames`.
+        temporal_layer_norm_eps (`float`, *optional*, defaults to 1e-12):
+            LayerNorm epsilon inside the temporal transformer (official code: 1e-12, CLIP: 1e-5).
+        cluster_mode (`str`, *optional*, defaults to `"count"`):
+            `"count"`: the action / event levels have the fixed token counts below (paper, Table VI).
+            `"ratio"`: they have `max(ceil(n * ratio), 1)` tokens for an input of `n` padded tokens (official code).
+        video_cluster_counts (`list[int]`, *optional*, defaults to `[6, 2]`):
+            Clips (action level) and segments (event level) per video in `"count"` mode.
+        text_cluster_counts (`list[int]`, *optional*, defaults to `[16, 4]`):
+            Phrases (action level) and paragraphs (event level) per caption in `"count"` mode.
+        video_cluster_ratios (`list[float]`, *optional*, defaults to `[0.25, 0.5]`):
+            Video merge ratios of `"ratio"` mode (official retrieval: 0.25, 0.5; QA: 0.25, 0.25).
+        text_cluster_ratios (`list[float]`, *optional*, defaults to `[0.25, 0.5]`):
+            Text merge ratios of `"ratio"` mode (official retrieval: 0.25, 0.5; QA: 0.25, 0.125).
+        dpc_knn_k (`int`, *optional*, defaults to 3):
+            Neighbours K of the DPC-KNN local density (Eq. 9), the token itself included.
+        merge_num_attention_heads (`int`, *optional*, defaults to 8):
+            Heads of the attention refinement of merged tokens (Eq. 11).
+        representation_reconstruction (`bool`, *optional*, defaults to `True`):
+            `True`: HBI V2 (TPAMI 2024), tokens of every level are mixed with a query-conditioned cross-modal
+            component (Eqs. 2-5) before the similarity. `False`: HBI (CVPR 2023), the method of the released
+            official checkpoints.
+        banzhaf_loss_weight (`float`, *optional*, defaults to 1.0):
+            alpha of Eq. 14, the weight of the Banzhaf-interaction KL loss L_I at every level (official `--skl`).
+        distillation_loss_weight (`float`, *optional*, defaults to 1.0):
+            beta of Eq. 16, the weight of the entity->action and entity->event self-distillation (official `--kl`).
+        temperature (`float`, *optional*, defaults to 0.01):
+            Fixed temperature tau of the contrastive loss (Eq. 13) and of the distillation distributions.
+        learnable_temperature (`bool`, *optional*, defaults to `False`):
+            Use CLIP's learnable logit scale (clamped at 100) instead of the fixed `temperature` (official code).
+        similarity_level_weights (`list[float]`, *optional*, defaults to `[1.0, 0.0, 0.0]`):
+            Weights of the entity, action and event similarities fused into the retrieval score at inference
+            (official retrieval default: entity only). Levels with weight 0 are not computed at inference.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the HBI modules.
+
+    Example:
+
+    ```python
+    >>> from hbi_hf import HBIConfig, HBIForRetrieval
+
+    >>> config = HBIConfig(representation_reconstruction=False)  # HBI (CVPR 2023)
+    >>> model = HBIForRetrieval(config)
+    ```"""
+
+    model_type = "hbi"
+    sub_configs_defaults = {
+        "text_config": CLIPTextConfig,
+        "vision_config": CLIPVisionConfig,
+        "estimator_config": HBIBanzhafEstimatorConfig,
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    estimator_config: dict | PreTrainedConfig | None = None
+    estimator_name_or_path: str | None = None
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592
+    num_frames: int = 12
+    max_words: int = 32
+    temporal_num_layers: int = 4
+    temporal_num_attention_heads: int = 8
+    temporal_intermediate_size: int = 2048
+    temporal_max_position_embeddings: int = 77
+    temporal_layer_norm_eps: float = 1e-12
+    cluster_mode: str = "count"
+    video_cluster_counts: list[int] | tuple[int, ...] = (6, 2)
+    text_cluster_counts: list[int] | tuple[int, ...] = (16, 4)
+    video_cluster_ratios: list[float] | tuple[float, ...] = (0.25, 0.5)
+    text_cluster_ratios: list[float] | tuple[float, ...] = (0.25, 0.5)
+    dpc_knn_k: int = 3
+    merge_num_attention_heads: int = 8
+    representation_reconstruction: bool = True
+    banzhaf_loss_weight: float = 1.0
+    distillation_loss_weight: float = 1.0
+    temperature: float = 0.01
+    learnable_temperature: bool = False
+    similarity_level_weights: list[float] | tuple[float, ...] = (1.0, 0.0, 0.0)
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.video_cluster_counts = [int(n) for n in self.video_cluster_counts]
+        self.text_cluster_counts = [int(n) for n in self.text_cluster_counts]
+        self.video_cluster_ratios = [float(r) for r in self.video_cluster_ratios]
+        self.text_cluster_ratios = [float(r) for r in self.text_cluster_ratios]
+        self.similarity_level_weights = [float(w) for w in self.similarity_level_weights]
+        self._validate_hbi_fields()
+        super().__post_init__(**kwargs)
+
+    def _validate_hbi_fields(self) -> None:
+        if self.cluster_mode not in ("count", "ratio"):
+            raise ValueError(f"cluster_mode must be 'count' or 'ratio'; got {self.cluster_mode!r}")
+        for name in ("video_cluster_counts", "text_cluster_counts", "video_cluster_ratios", "text_cluster_ratios"):
+            values = getattr(self, name)
+            if len(values) != NUM_LEVELS - 1 or any(v <= 0 for v in values):
+                raise ValueError(f"{name} must hold {NUM_LEVELS - 1} positive numbers (action, event); got {values}")
+        if len(self.similarity_level_weights) != NUM_LEVELS:
+            raise ValueError(
+                f"similarity_level_weights must hold {NUM_LEVELS} weights (entity, action, event); "
+                f"got {self.similarity_level_weights}"
+            )
+        if not any(self.similarity_level_weights):
+            raise ValueError("similarity_level_weights must give at least one level a non-zero weight")
+        if not 1 <= self.num_frames <= self.temporal_max_position_embeddings:
+            raise ValueError(
+                f"num_frames must be in [1, temporal_max_position_embeddings={self.temporal_max_position_embeddings}]; "
+                f"got {self.num_frames}"
+            )
+        if self.max_words < 2:
+            raise ValueError(f"max_words must leave room for the start and end tokens (>= 2); got {self.max_words}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive; got {self.temperature}")
+        if self.dpc_knn_k < 1:
+            raise ValueError(f"dpc_knn_k must be >= 1; got {self.dpc_knn_k}")
+        for name in ("temporal_num_attention_heads", "merge_num_attention_heads"):
+            if self.projection_dim % getattr(self, name) != 0:
+                raise ValueError(f"projection_dim ({self.projection_dim}) must be divisible by {name}")
+
+    def num_merged_tokens(self, modality: str, level: int, num_input_tokens: int) -> int:
+        """Token count of `level` (1 = action, 2 = event) for `modality` ("text" or "video"), given the padded
+        token count of the level below."""
+        if self.cluster_mode == "count":
+            counts = self.text_cluster_counts if modality == "text" else self.video_cluster_counts
+            return counts[level - 1]
+        ratios = self.text_cluster_ratios if modality == "text" else self.video_cluster_ratios
+        return max(math.ceil(round(num_input_tokens * ratios[level - 1], 6)), 1)
+
+
+__all__ = ["HBIConfig", "HBIBanzhafEstimatorConfig"]

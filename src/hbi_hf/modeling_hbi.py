@@ -1,0 +1,1218 @@
+"""PyTorch HBI: Hierarchical Banzhaf Interaction for video-language representation learning.
+
+HBI (CVPR 2023) and HBI V2 (TPAMI 2024) on a Hugging Face CLIP backbone. Equation numbers refer to the TPAMI paper;
+section numbers of the form "spec §N" to `shared/design/hbi-spec.md`.
+"""
+
+import math
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+from transformers.utils import ModelOutput, logging
+
+from .configuration_hbi import NUM_LEVELS, HBIBanzhafEstimatorConfig, HBIConfig
+
+logger = logging.get_logger(__name__)
+
+LEVEL_NAMES = ("entity", "action", "event")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HBIModalityFeatures(ModelOutput):
+    r"""
+    Pair-independent features of one modality at the three hierarchy levels: what [`HBIModel`] caches per text or per
+    video and scores against the other modality.
+
+    Args:
+        level_tokens (`tuple(torch.FloatTensor)` of length 3):
+            Single-modal tokens of the entity, action and event levels, each of shape `(batch, tokens_l, dim)`:
+            words / phrases / paragraphs for text, frames / clips / segments for video.
+        level_masks (`tuple(torch.BoolTensor)` of length 3):
+            Validity of each token, each of shape `(batch, tokens_l)`.
+        level_weight_logits (`tuple(torch.FloatTensor)` of length 3):
+            MLP_t / MLP_v logits of Eq. 12 for every token, each of shape `(batch, tokens_l)`.
+        level_gate_logits (`tuple(torch.FloatTensor)`, *optional*):
+            HBI V2 only: `w . x_i` of the linear reconstruction gate of Eqs. 3 / 5 for every token, each of shape
+            `(batch, tokens_l)`.
+        global_embeddings (`torch.FloatTensor` of shape `(batch, dim)`):
+            One vector per item: the sentence ([EOT]) embedding t_c for text, the mean frame token for video.
+        cluster_assignments (`tuple(torch.LongTensor)` of length 2):
+            For the entity->action and action->event merges, the index of the cluster each lower-level token joined,
+            each of shape `(batch, tokens_{l-1})`; -1 for padding.
+    """
+
+    level_tokens: tuple[torch.FloatTensor, ...] | None = None
+    level_masks: tuple[torch.BoolTensor, ...] | None = None
+    level_weight_logits: tuple[torch.FloatTensor, ...] | None = None
+    level_gate_logits: tuple[torch.FloatTensor, ...] | None = None
+    global_embeddings: torch.FloatTensor | None = None
+    cluster_assignments: tuple[torch.LongTensor, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.global_embeddings.shape[0]
+
+    def map(self, fn) -> "HBIModalityFeatures":
+        """Apply `fn` to every tensor (e.g. a batch slice, `.to(device)`, `.detach()`)."""
+        changes = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                changes[field.name] = tuple(fn(v) for v in value)
+            elif value is not None:
+                changes[field.name] = fn(value)
+        return replace(self, **changes)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        return self.map(lambda tensor: tensor[key])
+
+    @classmethod
+    def concatenate(cls, parts: list["HBIModalityFeatures"]) -> "HBIModalityFeatures":
+        """Join features of several batches, e.g. encoded chunk by chunk, along the batch axis."""
+        first = parts[0]
+        changes = {}
+        for field in fields(first):
+            value = getattr(first, field.name)
+            if isinstance(value, tuple):
+                changes[field.name] = tuple(
+                    torch.cat([getattr(p, field.name)[i] for p in parts]) for i in range(len(value))
+                )
+            elif value is not None:
+                changes[field.name] = torch.cat([getattr(p, field.name) for p in parts])
+        return replace(first, **changes)
+
+
+@dataclass
+class HBITextFeatures(HBIModalityFeatures):
+    """Features of a batch of texts; see [`HBIModalityFeatures`]."""
+
+
+@dataclass
+class HBIVideoFeatures(HBIModalityFeatures):
+    """Features of a batch of videos; see [`HBIModalityFeatures`]."""
+
+
+@dataclass
+class HBIModelOutput(ModelOutput):
+    r"""
+    Args:
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+            Fused similarity (levels weighted by `config.similarity_level_weights`) divided by the temperature.
+        logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+            The transpose of `logits_per_text`.
+        similarity_per_level (`tuple(torch.FloatTensor)` of length 3):
+            Similarity S of Eq. 12 at the entity, action and event levels, each `(text_batch_size, video_batch_size)`;
+            `None` for a level that was not computed.
+        text_features ([`HBITextFeatures`]): The texts' features.
+        video_features ([`HBIVideoFeatures`]): The videos' features.
+    """
+
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    similarity_per_level: tuple[torch.FloatTensor | None, ...] | None = None
+    text_features: HBITextFeatures | None = None
+    video_features: HBIVideoFeatures | None = None
+
+
+@dataclass
+class HBIAlignmentLossOutput(ModelOutput):
+    r"""
+    The alignment objective of Eq. 16 without a task loss.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            `contrastive_loss + alpha * banzhaf_loss + beta * distillation_loss`.
+        contrastive_loss (`torch.FloatTensor` of shape `()`): Sum over levels of L_C (Eq. 13).
+        banzhaf_loss (`torch.FloatTensor` of shape `()`): Sum over levels of L_I (Eq. 8), before alpha.
+        distillation_loss (`torch.FloatTensor` of shape `()`): L_D^{e2a} + L_D^{e2v} (Eq. 15), before beta.
+        similarity_per_level (`tuple(torch.FloatTensor)` of length 3):
+            S at each level between this process's texts and videos, each `(batch, batch)`. (The losses use the
+            similarities over the global batch of all processes.)
+    """
+
+    loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    banzhaf_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
+    similarity_per_level: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class HBIRetrievalOutput(ModelOutput):
+    r"""
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned with `return_loss=True`):
+            Total loss of Eq. 16 (retrieval has no task loss).
+        contrastive_loss, banzhaf_loss, distillation_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The parts of `loss`, see [`HBIAlignmentLossOutput`].
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+            Fused similarity divided by the temperature; the retrieval score of a text against each video.
+        logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+            The transpose of `logits_per_text`.
+        similarity_per_level (`tuple(torch.FloatTensor)` of length 3):
+            S of Eq. 12 at each level, each `(text_batch_size, video_batch_size)`.
+        text_features ([`HBITextFeatures`]): The texts' features.
+        video_features ([`HBIVideoFeatures`]): The videos' features.
+    """
+
+    loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    banzhaf_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    similarity_per_level: tuple[torch.FloatTensor | None, ...] | None = None
+    text_features: HBITextFeatures | None = None
+    video_features: HBIVideoFeatures | None = None
+
+
+@dataclass
+class HBIBanzhafEstimatorOutput(ModelOutput):
+    r"""
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Mean squared error against `labels` over the valid cells.
+        interaction (`torch.FloatTensor` of shape `(batch, words, frames)`):
+            Estimated Banzhaf interaction of every (word, frame) pair; 0 on padded cells.
+    """
+
+    loss: torch.FloatTensor | None = None
+    interaction: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Functional building blocks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over the entries where `mask` is True; a slice with no True entry gives all zeros."""
+    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=dim) * mask
+
+
+def weighted_token_interaction(
+    similarity: torch.Tensor,
+    text_weight_logits: torch.Tensor,
+    video_weight_logits: torch.Tensor,
+    text_mask: torch.Tensor,
+    video_mask: torch.Tensor,
+) -> torch.Tensor:
+    r"""
+    Weighted token-wise interaction, Eq. 12:
+    `S = 1/2 [ sum_j w_t^j max_i a_ji + sum_i w_v^i max_j a_ji ]` with `w = softmax(MLP(tokens))` over valid tokens.
+
+    Only valid tokens take part: padded words and frames are excluded from the maxima and from the softmaxes, so the
+    same function is the characteristic function of a coalition (spec §2.2) when the masks select its players. A
+    coalition without any word or without any frame scores 0.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(..., words, frames)`): token similarities a.
+        text_weight_logits (`torch.Tensor` of shape `(..., words)`): MLP_t logits.
+        video_weight_logits (`torch.Tensor` of shape `(..., frames)`): MLP_v logits.
+        text_mask (`torch.BoolTensor` of shape `(..., words)`): the words present.
+        video_mask (`torch.BoolTensor` of shape `(..., frames)`): the frames present.
+    All leading dimensions broadcast against each other.
+
+    Returns:
+        `torch.Tensor` of shape `(...)`.
+    """
+    text_weights = masked_softmax(text_weight_logits, text_mask)
+    video_weights = masked_softmax(video_weight_logits, video_mask)
+    lowest = torch.finfo(similarity.dtype).min
+    best_frame_per_word = similarity.masked_fill(~video_mask.unsqueeze(-2), lowest).amax(dim=-1)
+    best_word_per_frame = similarity.masked_fill(~text_mask.unsqueeze(-1), lowest).amax(dim=-2)
+    best_frame_per_word = best_frame_per_word.masked_fill(~video_mask.any(dim=-1, keepdim=True), 0.0)
+    best_word_per_frame = best_word_per_frame.masked_fill(~text_mask.any(dim=-1, keepdim=True), 0.0)
+    text_to_video = (text_weights * best_frame_per_word).sum(dim=-1)
+    video_to_text = (video_weights * best_word_per_frame).sum(dim=-1)
+    return 0.5 * (text_to_video + video_to_text)
+
+
+class HBIPairLayout:
+    """How text items meet video items when scoring: every text with every video (`(texts, videos)` leading
+    dimensions) or matched pairs (`(batch,)`). Per-modality tensors are broadcast to the layout without copies."""
+
+    def __init__(self, matched: bool):
+        self.matched = matched
+
+    def products(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """Dot products of `(n_text, a, dim)` and `(n_video, b, dim)` -> `(n_text, n_video, a, b)` or `(n, a, b)`."""
+        if self.matched:
+            return torch.einsum("nad,nbd->nab", text, video)
+        return torch.einsum("tad,vbd->tvab", text, video)
+
+    def text_side(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`(n_text, ...)` -> broadcastable against the layout's leading dimensions."""
+        return tensor if self.matched else tensor.unsqueeze(1)
+
+    def video_side(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`(n_video, ...)` -> broadcastable against the layout's leading dimensions."""
+        return tensor if self.matched else tensor.unsqueeze(0)
+
+    def text_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-text `(n_text, a, a)` matrices times per-pair `(..., a)` vectors."""
+        return torch.einsum("nab,nb->na" if self.matched else "tab,tvb->tva", matrices, vectors)
+
+    def video_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-video `(n_video, b, b)` matrices times per-pair `(..., b)` vectors."""
+        return torch.einsum("nab,nb->na" if self.matched else "vab,tvb->tva", matrices, vectors)
+
+
+ALL_PAIRS = HBIPairLayout(matched=False)
+MATCHED_PAIRS = HBIPairLayout(matched=True)
+
+
+@torch.no_grad()
+def dpc_knn_cluster(
+    tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int, k: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Density-peaks clustering with k-nearest neighbours (DPC-KNN, Eqs. 9-10), per sample, without gradient.
+
+    * distance `d_ij = ||x_i - x_j|| / sqrt(dim)`;
+    * local density `rho_i = exp(-mean_{j in kNN(i)} d_ij^2)`, the token itself among its k neighbours;
+    * distance indicator `xi_i = min_{j: rho_j > rho_i} d_ij`, or `max_j d_ij` for the densest token;
+    * the `num_clusters` tokens of highest `rho * xi` become centres; every token joins its nearest centre and each
+      centre its own cluster. Ties in density go to the earlier token (a deterministic stand-in for the official
+      code's 1e-6 random noise), and centres are returned in token order, so merged tokens keep the temporal order.
+
+    Padded tokens are never centres and join no cluster. A sample with fewer valid tokens than `num_clusters` gets
+    one cluster per valid token; the remaining clusters are marked invalid.
+
+    Args:
+        tokens (`torch.Tensor` of shape `(batch, tokens, dim)`)
+        mask (`torch.BoolTensor` of shape `(batch, tokens)`)
+        num_clusters (`int`): clusters per sample.
+        k (`int`): neighbours of the density.
+
+    Returns:
+        assignment (`torch.LongTensor` of shape `(batch, tokens)`): cluster of each token, -1 for padding.
+        cluster_mask (`torch.BoolTensor` of shape `(batch, num_clusters)`): which clusters exist.
+    """
+    batch, length, dim = tokens.shape
+    tokens = tokens.float()
+    distance = torch.cdist(tokens, tokens) / math.sqrt(dim)
+    pair_mask = mask.unsqueeze(2) & mask.unsqueeze(1)
+
+    neighbour_distance = distance.masked_fill(~mask.unsqueeze(1), float("inf"))
+    nearest = neighbour_distance.topk(min(k, length), dim=-1, largest=False).values
+    is_neighbour = nearest.isfinite()
+    mean_square = (nearest.where(is_neighbour, 0.0) ** 2).sum(-1) / is_neighbour.sum(-1).clamp_min(1)
+    order_tiebreak = 1e-6 * (1.0 - torch.arange(length, device=tokens.device) / length)
+    density = (torch.exp(-mean_square) + order_tiebreak).masked_fill(~mask, -1.0)
+
+    denser = (density.unsqueeze(1) > density.unsqueeze(2)) & pair_mask
+    max_distance = distance.masked_fill(~pair_mask, 0.0).flatten(1).amax(-1, keepdim=True)
+    indicator = distance.masked_fill(~denser, float("inf")).amin(-1)
+    indicator = torch.where(indicator.isinf(), max_distance, indicator)
+    centre_score = (density * indicator).masked_fill(~mask, float("-inf"))
+
+    num_centres = min(num_clusters, length)
+    top = centre_score.topk(num_centres, dim=-1)
+    is_centre = top.values.isfinite()
+    positions = torch.where(is_centre, top.indices, top.indices + length)
+    order = positions.argsort(dim=-1)
+    centres = top.indices.gather(1, order)
+    cluster_mask = is_centre.gather(1, order)
+
+    centre_distance = distance.gather(2, centres.unsqueeze(1).expand(batch, length, num_centres))
+    assignment = centre_distance.masked_fill(~cluster_mask.unsqueeze(1), float("inf")).argmin(-1)
+    cluster_index = torch.arange(num_centres, device=tokens.device).expand(batch, num_centres)
+    own = torch.where(cluster_mask, cluster_index, assignment.gather(1, centres))
+    assignment = assignment.scatter(1, centres, own).masked_fill(~mask, -1)
+
+    if num_clusters > num_centres:
+        cluster_mask = F.pad(cluster_mask, (0, num_clusters - num_centres), value=False)
+    return assignment, cluster_mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class HBITemporalTransformer(nn.Module):
+    """Temporal transformer over frame embeddings (Sec. 3.1, official `seqTransf`): learned frame positions, CLIP-style
+    layers, and a residual around the whole stack: `out = Transformer(x + pos) + x`. Padded frames are masked."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        layer_config = CLIPTextConfig(
+            hidden_size=config.projection_dim,
+            intermediate_size=config.temporal_intermediate_size,
+            num_attention_heads=config.temporal_num_attention_heads,
+            num_hidden_layers=config.temporal_num_layers,
+            layer_norm_eps=config.temporal_layer_norm_eps,
+            hidden_act="quick_gelu",
+        )
+        layer_config._attn_implementation = "sdpa"
+        self.frame_position_embeddings = nn.Embedding(config.temporal_max_position_embeddings, config.projection_dim)
+        self.layers = nn.ModuleList([CLIPEncoderLayer(layer_config) for _ in range(config.temporal_num_layers)])
+
+    def forward(self, frame_embeddings: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            frame_embeddings (`torch.Tensor` of shape `(batch, frames, dim)`): projected CLIP [CLS] of each frame.
+            video_mask (`torch.BoolTensor` of shape `(batch, frames)`): valid frames.
+
+        Returns:
+            `torch.Tensor` of shape `(batch, frames, dim)`: the frame tokens V_f^s.
+        """
+        positions = torch.arange(frame_embeddings.shape[1], device=frame_embeddings.device)
+        hidden = frame_embeddings + self.frame_position_embeddings(positions)
+        key_mask = torch.zeros(video_mask.shape, dtype=hidden.dtype, device=hidden.device)
+        key_mask = key_mask.masked_fill(~video_mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        for layer in self.layers:
+            hidden = layer(hidden, key_mask)
+        return hidden + frame_embeddings
+
+
+class HBITokenWeightMLP(nn.Module):
+    """MLP_t / MLP_v of Eq. 12: `Linear(D, 2D) -> ReLU -> Linear(2D, 1)`, one logit per token."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.projection_dim, 2 * config.projection_dim)
+        self.fc2 = nn.Linear(2 * config.projection_dim, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`(batch, tokens, dim)` -> `(batch, tokens)`."""
+        return self.fc2(F.relu(self.fc1(tokens))).squeeze(-1)
+
+
+class HBIRepresentationReconstruction(nn.Module):
+    r"""
+    Representation reconstruction of HBI V2 (Eqs. 2-5), applied pairwise when a text meets a video:
+
+    * `v^c = softmax(t_c . V^T) V` (Eq. 2): the video attention-pooled with the text's sentence embedding as query;
+      `V' = gamma * V + (1 - gamma) * v^c` with `gamma = MLP(V - v^c)` (Eq. 3);
+    * `t^c = softmax(v_c . T^T) T` with `v_c` the mean video token (Eq. 4); `T' = delta * T + (1 - delta) * t^c`
+      with `delta = MLP(T - t^c)` (Eq. 5).
+
+    The gates are linear (one unbounded scalar per token, so they can exceed 1 as the paper observes for delta),
+    which keeps every reconstructed dot product and norm a combination of the single-modal token dot products:
+    the cosine between reconstructed tokens is computed from the `(words, frames)` dot-product matrix of the pair and
+    the per-item Gram matrices, without materialising reconstructed tokens per pair.
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.text_gate = nn.Linear(config.projection_dim, 1)
+        self.video_gate = nn.Linear(config.projection_dim, 1)
+
+    def gate_logits(self, tokens: torch.Tensor, modality: str) -> torch.Tensor:
+        """`w . x_i` for every token (no bias): `(batch, tokens, dim)` -> `(batch, tokens)`."""
+        gate = self.text_gate if modality == "text" else self.video_gate
+        return tokens @ gate.weight.squeeze(0)
+
+    def pair_cosine(
+        self,
+        text: "HBILevelInputs",
+        video: "HBILevelInputs",
+        layout: HBIPairLayout,
+    ) -> torch.Tensor:
+        """Cosine similarity of reconstructed word and frame tokens of each pair: `(..., words, frames)`."""
+        text_mask, video_mask = layout.text_side(text.mask), layout.video_side(video.mask)
+        dots = layout.products(text.tokens, video.tokens)
+        frame_attention = masked_softmax(layout.products(text.query.unsqueeze(1), video.tokens).squeeze(-2), video_mask)
+        word_attention = masked_softmax(layout.products(text.tokens, video.query.unsqueeze(1)).squeeze(-1), text_mask)
+
+        video_gate = layout.video_side(video.gate_logits)
+        text_gate = layout.text_side(text.gate_logits)
+        gamma = video_gate + self.video_gate.bias - (frame_attention * video_gate).sum(-1, keepdim=True)
+        delta = text_gate + self.text_gate.bias - (word_attention * text_gate).sum(-1, keepdim=True)
+
+        word_dot_pooled_video = (dots * frame_attention.unsqueeze(-2)).sum(-1)
+        pooled_text_dot_frame = (word_attention.unsqueeze(-1) * dots).sum(-2)
+        pooled_dot_pooled = (word_attention * word_dot_pooled_video).sum(-1, keepdim=True)
+        g, d = gamma.unsqueeze(-2), delta.unsqueeze(-1)
+        reconstructed_dots = (
+            d * g * dots
+            + d * (1 - g) * word_dot_pooled_video.unsqueeze(-1)
+            + (1 - d) * g * pooled_text_dot_frame.unsqueeze(-2)
+            + (1 - d) * (1 - g) * pooled_dot_pooled.unsqueeze(-1)
+        )
+        video_sq_norm = self._mixture_sq_norm(gamma, frame_attention, video.gram, layout.video_side, layout.video_matvec)
+        text_sq_norm = self._mixture_sq_norm(delta, word_attention, text.gram, layout.text_side, layout.text_matvec)
+        norms = (text_sq_norm.unsqueeze(-1) * video_sq_norm.unsqueeze(-2)).clamp_min(1e-12).sqrt()
+        return reconstructed_dots / norms
+
+    @staticmethod
+    def _mixture_sq_norm(gate, attention, gram, side, matvec) -> torch.Tensor:
+        """`||gate_i x_i + (1 - gate_i) sum_k attention_k x_k||^2` from the Gram matrix of the tokens."""
+        own = side(gram.diagonal(dim1=-2, dim2=-1))
+        cross = matvec(gram, attention)
+        pooled = (attention * cross).sum(-1, keepdim=True)
+        return gate**2 * own + 2 * gate * (1 - gate) * cross + (1 - gate) ** 2 * pooled
+
+
+@dataclass
+class HBILevelInputs:
+    """One modality at one level, everything pair-independent that scoring needs; `(batch, ...)` tensors."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    weight_logits: torch.Tensor
+    query: torch.Tensor | None = None
+    gate_logits: torch.Tensor | None = None
+    gram: torch.Tensor | None = None
+
+    def __getitem__(self, index) -> "HBILevelInputs":
+        return HBILevelInputs(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                                 for f in fields(self)})
+
+
+class HBILevel(nn.Module):
+    """The per-level modules of the similarity: the token-weight MLPs of Eq. 12 and, for HBI V2, the reconstruction
+    gates of Eqs. 2-5."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.text_weight = HBITokenWeightMLP(config)
+        self.video_weight = HBITokenWeightMLP(config)
+        self.reconstruction = HBIRepresentationReconstruction(config) if config.representation_reconstruction else None
+
+    def token_similarity(self, text: HBILevelInputs, video: HBILevelInputs, layout: HBIPairLayout) -> torch.Tensor:
+        """Cosine similarity of every word and frame token of each pair: `(..., words, frames)`."""
+        if self.reconstruction is None:
+            return layout.products(F.normalize(text.tokens, dim=-1), F.normalize(video.tokens, dim=-1))
+        return self.reconstruction.pair_cosine(text, video, layout)
+
+    def similarity(self, text: HBILevelInputs, video: HBILevelInputs, layout: HBIPairLayout) -> torch.Tensor:
+        """S of Eq. 12 for each pair: `(n_text, n_video)` or `(batch,)`."""
+        return weighted_token_interaction(
+            self.token_similarity(text, video, layout),
+            layout.text_side(text.weight_logits),
+            layout.video_side(video.weight_logits),
+            layout.text_side(text.mask),
+            layout.video_side(video.mask),
+        )
+
+
+class HBIMergeAttention(nn.Module):
+    r"""Attention refinement of merged tokens (Eq. 11): `Softmax(Q K^T / sqrt(d_k) + W) V` with the merged tokens as
+    queries, the pre-merge tokens as keys and values, and their log importance `s` as the additive bias W.
+    Pre-LayerNorm (shared by queries and keys) and a residual on the queries, as in the official `TCBlock`."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        dim = config.projection_dim
+        self.num_heads = config.merge_num_attention_heads
+        self.head_dim = dim // self.num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, merged: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, token_scores: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Args:
+            merged (`(batch, clusters, dim)`), tokens (`(batch, tokens, dim)`), token_mask (`(batch, tokens)`),
+            token_scores (`(batch, tokens)`): log importance s of each token.
+
+        Returns:
+            `(batch, clusters, dim)`.
+        """
+        batch, clusters, dim = merged.shape
+        query = self.q_proj(self.norm(merged)).view(batch, clusters, self.num_heads, self.head_dim).transpose(1, 2)
+        key, value = self.kv_proj(self.norm(tokens)).chunk(2, dim=-1)
+        key = key.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        value = value.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        logits = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
+        logits = logits + token_scores.masked_fill(~token_mask, 0.0)[:, None, None, :]
+        attention = masked_softmax(logits, token_mask[:, None, None, :])
+        attended = (attention @ value).transpose(1, 2).reshape(batch, clusters, dim)
+        return merged + self.out_proj(attended)
+
+
+class HBITokenMerge(nn.Module):
+    r"""
+    Token merge module (Sec. 3.2.2, Fig. 6), one step up the hierarchy (entity -> action or action -> event):
+
+    1. temporal enhancement `x <- LayerNorm(x + Conv1d_k3(x))` along the token axis;
+    2. token importance `s = MLP_w(x)`, merge weight `W = exp(s)`;
+    3. DPC-KNN clustering of `x` ([`dpc_knn_cluster`], no gradient);
+    4. each cluster's token is the `W`-weighted mean of its members;
+    5. attention refinement of Eq. 11 ([`HBIMergeAttention`]).
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        dim = config.projection_dim
+        self.k = config.dpc_knn_k
+        self.conv = nn.Conv1d(dim, dim, kernel_size=3, padding=1, bias=False)
+        self.norm = nn.LayerNorm(dim)
+        self.score = nn.Linear(dim, 1)
+        self.refinement = HBIMergeAttention(config)
+
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            tokens (`torch.Tensor` of shape `(batch, tokens, dim)`), mask (`torch.BoolTensor` of shape
+            `(batch, tokens)`), num_clusters (`int`).
+
+        Returns:
+            merged (`(batch, num_clusters, dim)`, zeros for invalid clusters), merged_mask
+            (`(batch, num_clusters)`), assignment (`(batch, tokens)`, -1 for padding).
+        """
+        tokens = tokens * mask.unsqueeze(-1)
+        enhanced = self.norm(tokens + self.conv(tokens.transpose(1, 2)).transpose(1, 2))
+        scores = self.score(enhanced).squeeze(-1)
+        assignment, merged_mask = dpc_knn_cluster(enhanced, mask, num_clusters, self.k)
+        membership = assignment.unsqueeze(1) == torch.arange(num_clusters, device=tokens.device)[None, :, None]
+        cluster_weights = masked_softmax(scores.unsqueeze(1).expand_as(membership), membership)
+        merged = cluster_weights.to(enhanced.dtype) @ enhanced
+        merged = self.refinement(merged, enhanced, mask, scores)
+        return merged * merged_mask.unsqueeze(-1), merged_mask, assignment
+
+
+class HBIBanzhafHead(nn.Module):
+    r"""
+    Conv -> self-attention -> conv network over a `(words, frames)` similarity matrix (spec §2.3-2.4): the prediction
+    head R of each level and the architecture of the Banzhaf-interaction estimator.
+
+    `x = ReLU(Conv3x3_{1->H}(sim))`, cells flattened to `(words * frames, H)`, `x = x + softmax(x Q (x K)^T) x V`
+    (single head, no 1/sqrt(d) scaling, as in the official module), `out = Conv3x3_{H->1}(x)`. Padded cells are
+    zeroed at every stage and never attended to, so the output on valid cells does not depend on padding.
+    """
+
+    def __init__(self, config: HBIBanzhafEstimatorConfig):
+        super().__init__()
+        hidden, kernel = config.hidden_size, config.kernel_size
+        self.encoder = nn.Conv2d(1, hidden, kernel_size=kernel, padding=kernel // 2)
+        self.query = nn.Parameter(torch.empty(hidden, hidden))
+        self.key = nn.Parameter(torch.empty(hidden, hidden))
+        self.value = nn.Parameter(torch.empty(hidden, hidden))
+        self.decoder = nn.Conv2d(hidden, 1, kernel_size=kernel, padding=kernel // 2)
+
+    def forward(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            similarity (`torch.Tensor` of shape `(batch, words, frames)`)
+            cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
+
+        Returns:
+            `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
+        """
+        batch, words, frames = similarity.shape
+        channel_mask = cell_mask.unsqueeze(1)
+        hidden = F.relu(self.encoder(similarity.masked_fill(~cell_mask, 0.0).unsqueeze(1))) * channel_mask
+        cells = hidden.flatten(2).transpose(1, 2)
+        flat_mask = cell_mask.flatten(1)
+        attention = masked_softmax((cells @ self.query) @ (cells @ self.key).transpose(1, 2), flat_mask[:, None, :])
+        cells = cells + attention @ (cells @ self.value)
+        hidden = cells.transpose(1, 2).reshape(batch, -1, words, frames) * channel_mask
+        return self.decoder(hidden).squeeze(1).masked_fill(~cell_mask, 0.0)
+
+
+def _cell_mask(text_mask: torch.Tensor | None, video_mask: torch.Tensor | None, similarity: torch.Tensor):
+    batch, words, frames = similarity.shape
+    if text_mask is None:
+        text_mask = torch.ones(batch, words, dtype=torch.bool, device=similarity.device)
+    if video_mask is None:
+        video_mask = torch.ones(batch, frames, dtype=torch.bool, device=similarity.device)
+    return text_mask.bool().unsqueeze(-1) & video_mask.bool().unsqueeze(-2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    r"""Symmetric InfoNCE of Eq. 13 over a square `(texts, videos)` logit matrix whose matched pairs are on the
+    diagonal: the mean of the text->video and video->text cross-entropies."""
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    return 0.5 * (F.cross_entropy(logits_per_text, targets) + F.cross_entropy(logits_per_text.t(), targets))
+
+
+def _distribution_kl(
+    target_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """KL(softmax(target) || softmax(student)) along `dim` over the masked entries, averaged over the slices that have
+    at least one entry."""
+    target = masked_softmax(target_logits, mask, dim=dim)
+    student_log = torch.log_softmax(student_logits.masked_fill(~mask, torch.finfo(student_logits.dtype).min), dim=dim)
+    per_slice = (torch.xlogy(target, target) - target * student_log.masked_fill(~mask, 0.0)).sum(dim)
+    has_entries = mask.any(dim)
+    return per_slice[has_entries].mean() if has_entries.any() else per_slice.sum() * 0.0
+
+
+def banzhaf_interaction_loss(
+    prediction: torch.Tensor, interaction: torch.Tensor, cell_mask: torch.Tensor
+) -> torch.Tensor:
+    r"""
+    L_I of Eq. 8: `KL(D_v2t^I || D_v2t^R) + KL(D_t2v^I || D_t2v^R)`, the prediction head's distributions R matched to
+    the teacher's Banzhaf interactions I, with `D_v2t` the softmax over words for each frame and `D_t2v` the softmax
+    over frames for each word (not over the batch, the official code's `.T` bug). The teacher is the target
+    distribution, as in the official code.
+
+    Args:
+        prediction, interaction (`torch.Tensor` of shape `(batch, words, frames)`), cell_mask (same shape, bool).
+    """
+    over_words = _distribution_kl(interaction, prediction, cell_mask, dim=-2)
+    over_frames = _distribution_kl(interaction, prediction, cell_mask, dim=-1)
+    return over_words + over_frames
+
+
+def self_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    r"""
+    One term of Eq. 15: `KL(D_v2t^teacher || D_v2t^student) + KL(D_t2v^teacher || D_t2v^student)` over the
+    `(texts, videos)` logits of a batch, row-wise and column-wise. The entity-level teacher is detached, so the
+    coarser levels learn from it and not the other way round.
+    """
+    teacher_logits = teacher_logits.detach()
+    everywhere = torch.ones_like(student_logits, dtype=torch.bool)
+    return _distribution_kl(teacher_logits, student_logits, everywhere, dim=-1) + _distribution_kl(
+        teacher_logits, student_logits, everywhere, dim=-2
+    )
+
+
+def gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate `tensor` `(local_batch, ...)` from every process along the batch axis; only this process's slice
+    keeps its gradient. Returns the global tensor and the offset of the local slice. Batches may differ in size.
+    Without an initialised process group (or with one process) the tensor is returned unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor, 0
+    world_size, rank = dist.get_world_size(), dist.get_rank()
+    local_size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(local_size) for _ in range(world_size)]
+    dist.all_gather(sizes, local_size)
+    sizes = [int(size) for size in sizes]
+    payload = tensor.detach()
+    if payload.dtype == torch.bool:
+        payload = payload.to(torch.uint8)
+    payload = F.pad(payload, (0,) * (2 * (payload.dim() - 1)) + (0, max(sizes) - tensor.shape[0])).contiguous()
+    gathered = [torch.empty_like(payload) for _ in range(world_size)]
+    dist.all_gather(gathered, payload)
+    parts = [part[:size].to(tensor.dtype) for part, size in zip(gathered, sizes)]
+    parts[rank] = tensor
+    return torch.cat(parts), sum(sizes[:rank])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pretrained models
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class HBIPreTrainedModel(PreTrainedModel):
+    config: HBIConfig
+    config_class = HBIConfig
+    base_model_prefix = "hbi"
+    main_input_name = "input_ids"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HBIRepresentationReconstruction):
+            for gate in (module.text_gate, module.video_gate):
+                init.normal_(gate.weight, mean=0.0, std=self.config.initializer_range)
+                init.ones_(gate.bias)
+        elif isinstance(module, HBIBanzhafHead):
+            gain = self.config.estimator_config.initializer_gain
+            for matrix in (module.query, module.key, module.value):
+                init.xavier_uniform_(matrix, gain=gain)
+
+    @classmethod
+    def from_clip(cls, clip_name_or_path: str = "openai/clip-vit-base-patch32", **config_overrides):
+        r"""
+        Build an HBI model around a pretrained CLIP (Hub id or local folder), initialising the temporal transformer
+        from the first CLIP text layers and the frame positions from CLIP's text positions, as the official code
+        does. With `estimator_name_or_path` in the config, the Banzhaf teacher is loaded from it.
+
+        Args:
+            clip_name_or_path (`str`, *optional*, defaults to `"openai/clip-vit-base-patch32"`)
+            config_overrides: any [`HBIConfig`] field, e.g. `num_frames=64, representation_reconstruction=False`.
+        """
+        clip = CLIPModel.from_pretrained(clip_name_or_path)
+        clip_config = clip.config
+        config = HBIConfig(
+            text_config=clip_config.text_config.to_dict(),
+            vision_config=clip_config.vision_config.to_dict(),
+            projection_dim=clip_config.projection_dim,
+            logit_scale_init_value=clip_config.logit_scale_init_value,
+            **config_overrides,
+        )
+        model = cls(config)
+        hbi = model.base_model
+        hbi.clip.load_state_dict(clip.state_dict())
+        hbi.initialize_temporal_from_clip()
+        if hasattr(model, "alignment"):
+            if config.estimator_name_or_path is not None:
+                model.load_banzhaf_teacher(config.estimator_name_or_path)
+            else:
+                logger.warning(
+                    "No estimator_name_or_path given: the Banzhaf teacher of Eq. 8 keeps its random initialisation. "
+                    "Train one with scripts/train_estimator.py and pass estimator_name_or_path=..."
+                )
+        return model
+
+    def load_banzhaf_teacher(self, estimator_name_or_path: str) -> None:
+        """Load the frozen Banzhaf-interaction estimator (teacher of Eq. 8) from a saved [`HBIBanzhafEstimator`]."""
+        alignment = getattr(self, "alignment", None)
+        if alignment is None:
+            raise ValueError(f"{type(self).__name__} has no Banzhaf teacher to load into")
+        estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path)
+        alignment.banzhaf_teacher.load_state_dict(estimator.state_dict())
+        self.config.estimator_name_or_path = str(estimator_name_or_path)
+
+
+class HBIModel(HBIPreTrainedModel):
+    r"""
+    The HBI encoder and scorer: CLIP towers, temporal transformer, token merges giving entity / action / event
+    levels, and the (pairwise, for HBI V2) weighted token-wise similarity. Encode each modality once with
+    [`get_text_features`] / [`get_video_features`], then score any texts against any videos with [`score`].
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__(config)
+        self.clip = CLIPModel(
+            CLIPConfig(
+                text_config=config.text_config.to_dict(),
+                vision_config=config.vision_config.to_dict(),
+                projection_dim=config.projection_dim,
+                logit_scale_init_value=config.logit_scale_init_value,
+            )
+        )
+        self.temporal = HBITemporalTransformer(config)
+        self.text_merges = nn.ModuleList([HBITokenMerge(config) for _ in range(NUM_LEVELS - 1)])
+        self.video_merges = nn.ModuleList([HBITokenMerge(config) for _ in range(NUM_LEVELS - 1)])
+        self.levels = nn.ModuleList([HBILevel(config) for _ in range(NUM_LEVELS)])
+        self.clip.logit_scale.requires_grad_(config.learnable_temperature)
+        self.post_init()
+
+    def initialize_temporal_from_clip(self) -> None:
+        """Copy the first CLIP text layers and text positions into the temporal transformer (official init)."""
+        text_model = self.clip.text_model
+        if text_model.config.hidden_size != self.config.projection_dim:
+            logger.warning(
+                "CLIP text width %d differs from projection_dim %d: the temporal transformer keeps its random init.",
+                text_model.config.hidden_size,
+                self.config.projection_dim,
+            )
+            return
+        for layer, source in zip(self.temporal.layers, text_model.encoder.layers):
+            layer.load_state_dict(source.state_dict())
+        positions = text_model.embeddings.position_embedding.weight
+        rows = min(positions.shape[0], self.temporal.frame_position_embeddings.num_embeddings)
+        with torch.no_grad():
+            self.temporal.frame_position_embeddings.weight[:rows].copy_(positions[:rows])
+
+    # ----- encoding --------------------------------------------------------------------------------------------------
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> HBITextFeatures:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, words)`): CLIP token ids, start and end tokens included.
+            attention_mask (`torch.LongTensor` of shape `(batch, words)`, *optional*): 1 for real tokens.
+
+        Returns:
+            [`HBITextFeatures`]: word tokens T_w^s (every CLIP hidden state after the final norm and the projection),
+            phrases and paragraphs, and the sentence embedding t_c (the end-of-text token's feature).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, words); got {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}; "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        mask = attention_mask.bool()
+        if not mask.any(-1).all():
+            raise ValueError("attention_mask has a row without any token: every text needs at least one token")
+        hidden = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        tokens = self.clip.text_projection(hidden)
+        last = mask.long().cumsum(-1).argmax(-1)
+        sentence = tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+        return self._build_levels(tokens, mask, sentence, "text", HBITextFeatures)
+
+    def get_video_features(
+        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None
+    ) -> HBIVideoFeatures:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, frames, 3, height, width)`): CLIP-normalised frames.
+            video_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*): 1 for real frames, 0 for padding.
+
+        Returns:
+            [`HBIVideoFeatures`]: frame tokens V_f^s (temporal transformer over the projected per-frame [CLS]),
+            clips and segments, and the mean frame token.
+        """
+        if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
+            raise ValueError(f"pixel_values must be (batch, frames, 3, H, W); got {tuple(pixel_values.shape)}")
+        batch, frames = pixel_values.shape[:2]
+        if frames > self.config.temporal_max_position_embeddings:
+            raise ValueError(
+                f"pixel_values has {frames} frames; at most temporal_max_position_embeddings="
+                f"{self.config.temporal_max_position_embeddings} are supported"
+            )
+        if video_mask is None:
+            video_mask = torch.ones(batch, frames, dtype=torch.long, device=pixel_values.device)
+        if tuple(video_mask.shape) != (batch, frames):
+            raise ValueError(f"video_mask must be (batch, frames) = {(batch, frames)}; got {tuple(video_mask.shape)}")
+        mask = video_mask.bool()
+        if not mask.any(-1).all():
+            raise ValueError("video_mask has a row without any frame: every video needs at least one frame")
+        valid_frames = pixel_values[mask]
+        pooled = self.clip.vision_model(pixel_values=valid_frames).pooler_output
+        projected = self.clip.visual_projection(pooled)
+        frame_embeddings = projected.new_zeros(batch, frames, projected.shape[-1])
+        frame_embeddings[mask] = projected
+        tokens = self.temporal(frame_embeddings, mask)
+        mean = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return self._build_levels(tokens, mask, mean, "video", HBIVideoFeatures)
+
+    def _build_levels(self, tokens, mask, global_embeddings, modality, output_class):
+        merges = self.text_merges if modality == "text" else self.video_merges
+        level_tokens, level_masks, assignments = [tokens], [mask], []
+        for level, merge in enumerate(merges, start=1):
+            num_clusters = self.config.num_merged_tokens(modality, level, level_tokens[-1].shape[1])
+            merged, merged_mask, assignment = merge(level_tokens[-1], level_masks[-1], num_clusters)
+            level_tokens.append(merged)
+            level_masks.append(merged_mask)
+            assignments.append(assignment)
+        weight_logits, gate_logits = [], []
+        for level_module, level_token in zip(self.levels, level_tokens):
+            weight_mlp = level_module.text_weight if modality == "text" else level_module.video_weight
+            weight_logits.append(weight_mlp(level_token))
+            if level_module.reconstruction is not None:
+                gate_logits.append(level_module.reconstruction.gate_logits(level_token, modality))
+        return output_class(
+            level_tokens=tuple(level_tokens),
+            level_masks=tuple(level_masks),
+            level_weight_logits=tuple(weight_logits),
+            level_gate_logits=tuple(gate_logits) if gate_logits else None,
+            global_embeddings=global_embeddings,
+            cluster_assignments=tuple(assignments),
+        )
+
+    # ----- scoring ---------------------------------------------------------------------------------------------------
+
+    def level_inputs(self, features: HBIModalityFeatures, level: int) -> HBILevelInputs:
+        """Everything pair-independent that scoring at `level` needs for one modality, computed once per item."""
+        tokens = features.level_tokens[level]
+        mask = features.level_masks[level]
+        inputs = HBILevelInputs(tokens=tokens, mask=mask, weight_logits=features.level_weight_logits[level])
+        if self.config.representation_reconstruction:
+            inputs.gate_logits = features.level_gate_logits[level]
+            inputs.gram = tokens @ tokens.transpose(1, 2)
+            if isinstance(features, HBITextFeatures):
+                inputs.query = features.global_embeddings
+            else:
+                inputs.query = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        return inputs
+
+    def similarity_per_level(
+        self,
+        text_features: HBITextFeatures,
+        video_features: HBIVideoFeatures,
+        levels: tuple[int, ...] = (0, 1, 2),
+        chunk_size: int | None = None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        r"""
+        S of Eq. 12 for every text against every video at the requested levels.
+
+        Args:
+            text_features ([`HBITextFeatures`]), video_features ([`HBIVideoFeatures`])
+            levels (`tuple[int]`): levels to compute (0 entity, 1 action, 2 event); the others are returned as `None`.
+            chunk_size (`int`, *optional*): score blocks of `chunk_size` texts x `chunk_size` videos at a time, which
+                bounds the memory by the chunk size instead of the gallery size. `None` scores everything at once.
+
+        Returns:
+            `tuple` of 3 `torch.FloatTensor` of shape `(n_text, n_video)` (or `None`).
+        """
+        n_text, n_video = len(text_features), len(video_features)
+        step_text = chunk_size or n_text
+        step_video = chunk_size or n_video
+        results: list[torch.Tensor | None] = []
+        for level in range(NUM_LEVELS):
+            if level not in levels:
+                results.append(None)
+                continue
+            text, video = self.level_inputs(text_features, level), self.level_inputs(video_features, level)
+            rows = []
+            for t in range(0, n_text, step_text):
+                text_chunk = text[t : t + step_text]
+                rows.append(
+                    torch.cat(
+                        [
+                            self.levels[level].similarity(text_chunk, video[v : v + step_video], ALL_PAIRS)
+                            for v in range(0, n_video, step_video)
+                        ],
+                        dim=1,
+                    )
+                )
+            results.append(torch.cat(rows, dim=0))
+        return tuple(results)
+
+    def fuse_levels(self, similarity_per_level: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """Weighted sum of the level similarities with `config.similarity_level_weights` (inference score)."""
+        weights = self.config.similarity_level_weights
+        return sum(w * s for w, s in zip(weights, similarity_per_level) if w != 0)
+
+    def score(
+        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures, chunk_size: int | None = 128
+    ) -> torch.Tensor:
+        """Retrieval score `(n_text, n_video)`: the fused similarity, computing only levels with a non-zero weight."""
+        levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
+        return self.fuse_levels(self.similarity_per_level(text_features, video_features, levels, chunk_size))
+
+    def matched_token_similarity(
+        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures, level: int
+    ) -> torch.Tensor:
+        """Word x frame cosine matrix of matched pairs (text i with video i) at `level`: `(batch, words, frames)`."""
+        text, video = self.level_inputs(text_features, level), self.level_inputs(video_features, level)
+        return self.levels[level].token_similarity(text, video, MATCHED_PAIRS)
+
+    def logit_scale(self) -> torch.Tensor:
+        """1 / tau: fixed from `config.temperature`, or CLIP's learnable scale clamped at 100."""
+        if self.config.learnable_temperature:
+            return self.clip.logit_scale.exp().clamp(max=100.0)
+        return torch.tensor(1.0 / self.config.temperature, device=self.clip.logit_scale.device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+    ) -> HBIModelOutput:
+        r"""
+        Args:
+            input_ids (`(text_batch, words)`), pixel_values (`(video_batch, frames, 3, H, W)`),
+            attention_mask (`(text_batch, words)`), video_mask (`(video_batch, frames)`).
+        """
+        text_features = self.get_text_features(input_ids, attention_mask)
+        video_features = self.get_video_features(pixel_values, video_mask)
+        levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
+        per_level = self.similarity_per_level(text_features, video_features, levels)
+        logits_per_text = self.logit_scale() * self.fuse_levels(per_level)
+        return HBIModelOutput(
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.t(),
+            similarity_per_level=per_level,
+            text_features=text_features,
+            video_features=video_features,
+        )
+
+
+class HBIBanzhafEstimator(PreTrainedModel):
+    r"""
+    The Banzhaf-interaction estimator (spec §2.3): maps a `(words, frames)` similarity matrix to the Banzhaf
+    interaction of every (word, frame) pair, trained with MSE on Monte-Carlo labels and then used, frozen, as the
+    teacher of Eq. 8.
+    """
+
+    config: HBIBanzhafEstimatorConfig
+    config_class = HBIBanzhafEstimatorConfig
+    base_model_prefix = "estimator"
+    main_input_name = "similarity"
+
+    def __init__(self, config: HBIBanzhafEstimatorConfig):
+        super().__init__(config)
+        self.head = HBIBanzhafHead(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HBIBanzhafHead):
+            for matrix in (module.query, module.key, module.value):
+                init.xavier_uniform_(matrix, gain=self.config.initializer_gain)
+
+    def forward(
+        self,
+        similarity: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> HBIBanzhafEstimatorOutput:
+        r"""
+        Args:
+            similarity (`torch.FloatTensor` of shape `(batch, words, frames)`): token similarity matrices.
+            text_mask (`(batch, words)`), video_mask (`(batch, frames)`), *optional*: valid words and frames.
+            labels (`torch.FloatTensor` of shape `(batch, words, frames)`, *optional*): target interactions.
+        """
+        if similarity.dim() != 3:
+            raise ValueError(f"similarity must be (batch, words, frames); got {tuple(similarity.shape)}")
+        cell_mask = _cell_mask(text_mask, video_mask, similarity)
+        interaction = self.head(similarity, cell_mask)
+        loss = None
+        if labels is not None:
+            if labels.shape != similarity.shape:
+                raise ValueError(f"labels must have the shape of similarity {tuple(similarity.shape)}; got "
+                                 f"{tuple(labels.shape)}")
+            loss = F.mse_loss(interaction[cell_mask], labels[cell_mask].to(interaction.dtype))
+        return HBIBanzhafEstimatorOutput(loss=loss, interaction=interaction)
+
+
+class HBIAlignmentLoss(nn.Module):
+    r"""
+    The alignment objective shared by every HBI task (Eq. 16 without the task loss): per level the contrastive loss
+    (Eq. 13) plus alpha times the Banzhaf-interaction loss (Eq. 8), and beta times the entity->action and
+    entity->event self-distillation (Eq. 15). Holds the per-level prediction heads R and the frozen teacher.
+    Under `torch.distributed`, negatives come from every process (the local slice keeps its gradient).
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.config = config
+        self.banzhaf_heads = nn.ModuleList([HBIBanzhafHead(config.estimator_config) for _ in range(NUM_LEVELS)])
+        self.banzhaf_teacher = HBIBanzhafEstimator(config.estimator_config)
+        self.banzhaf_teacher.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "HBIAlignmentLoss":
+        super().train(mode)
+        self.banzhaf_teacher.eval()
+        return self
+
+    def forward(
+        self, model: HBIModel, text_features: HBITextFeatures, video_features: HBIVideoFeatures
+    ) -> HBIAlignmentLossOutput:
+        """Texts and videos are matched pairs: text i describes video i."""
+        if len(text_features) != len(video_features):
+            raise ValueError(
+                f"the alignment loss needs matched pairs; got {len(text_features)} texts and "
+                f"{len(video_features)} videos"
+            )
+        global_text = text_features.map(lambda t: gather_with_local_grad(t)[0])
+        global_video = video_features.map(lambda t: gather_with_local_grad(t)[0])
+        offset = gather_with_local_grad(text_features.global_embeddings[:, :1])[1]
+        global_similarity = model.similarity_per_level(global_text, global_video)
+        scale = model.logit_scale()
+        logits = [scale * s for s in global_similarity]
+
+        contrastive = sum(contrastive_loss(level_logits) for level_logits in logits)
+        distillation = self_distillation_loss(logits[1], logits[0]) + self_distillation_loss(logits[2], logits[0])
+        banzhaf = sum(self._banzhaf_loss(model, text_features, video_features, level) for level in range(NUM_LEVELS))
+        local = slice(offset, offset + len(text_features))
+        loss = (
+            contrastive
+            + self.config.banzhaf_loss_weight * banzhaf
+            + self.config.distillation_loss_weight * distillation
+        )
+        return HBIAlignmentLossOutput(
+            loss=loss,
+            contrastive_loss=contrastive,
+            banzhaf_loss=banzhaf,
+            distillation_loss=distillation,
+            similarity_per_level=tuple(s[local, local] for s in global_similarity),
+        )
+
+    def _banzhaf_loss(self, model, text_features, video_features, level: int) -> torch.Tensor:
+        similarity = model.matched_token_similarity(text_features, video_features, level)
+        cell_mask = text_features.level_masks[level].unsqueeze(-1) & video_features.level_masks[level].unsqueeze(-2)
+        with torch.no_grad():
+            interaction = self.banzhaf_teacher.head(similarity.detach(), cell_mask)
+        prediction = self.banzhaf_heads[level](similarity, cell_mask)
+        return banzhaf_interaction_loss(prediction, interaction, cell_mask)
+
+
+class HBIForRetrieval(HBIPreTrainedModel):
+    r"""
+    HBI for text-video retrieval: [`HBIModel`] plus the training objective of Eq. 16 ([`HBIAlignmentLoss`]). The
+    Banzhaf heads and the teacher are used only for the loss; inference uses [`HBIModel.score`].
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__(config)
+        self.hbi = HBIModel(config)
+        self.alignment = HBIAlignmentLoss(config)
+        self.post_init()
+
+    def get_text_features(self, input_ids, attention_mask=None) -> HBITextFeatures:
+        """See [`HBIModel.get_text_features`]."""
+        return self.hbi.get_text_features(input_ids, attention_mask)
+
+    def get_video_features(self, pixel_values, video_mask=None) -> HBIVideoFeatures:
+        """See [`HBIModel.get_video_features`]."""
+        return self.hbi.get_video_features(pixel_values, video_mask)
+
+    def score(self, text_features, video_features, chunk_size: int | None = 128) -> torch.Tensor:
+        """See [`HBIModel.score`]."""
+        return self.hbi.score(text_features, video_features, chunk_size)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> HBIRetrievalOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, words)`): caption i describes video i.
+            pixel_values (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`)
+            attention_mask (`torch.LongTensor` of shape `(batch, words)`, *optional*)
+            video_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*)
+            return_loss (`bool`, *optional*): compute the loss of Eq. 16 (default: in training mode).
+        """
+        if return_loss is None:
+            return_loss = self.training
+        text_features = self.hbi.get_text_features(input_ids, attention_mask)
+        video_features = self.hbi.get_video_features(pixel_values, video_mask)
+        parts = HBIAlignmentLossOutput()
+        if return_loss:
+            parts = self.alignment(self.hbi, text_features, video_features)
+            per_level = parts.similarity_per_level
+        else:
+            levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
+            per_level = self.hbi.similarity_per_level(text_features, video_features, levels)
+        logits_per_text = self.hbi.logit_scale() * self.hbi.fuse_levels(per_level)
+        return HBIRetrievalOutput(
+            loss=parts.loss,
+            contrastive_loss=parts.contrastive_loss,
+            banzhaf_loss=parts.banzhaf_loss,
+            distillation_loss=parts.distillation_loss,
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.t(),
+            similarity_per_level=per_level,
+            text_features=text_features,
+            video_features=video_features,
+        )
+
+
+__all__ = [
+    "HBIAlignmentLoss",
+    "HBIBanzhafEstimator",
+    "HBIBanzhafHead",
+    "HBIForRetrieval",
+    "HBIModel",
+    "HBIPreTrainedModel",
+    "HBITextFeatures",
+    "HBIVideoFeatures",
+    "HBIModalityFeatures",
+    "HBIModelOutput",
+    "HBIRetrievalOutput",
+    "HBIAlignmentLossOutput",
+    "HBIBanzhafEstimatorOutput",
+    "banzhaf_interaction_loss",
+    "contrastive_loss",
+    "dpc_knn_cluster",
+    "gather_with_local_grad",
+    "masked_softmax",
+    "self_distillation_loss",
+    "weighted_token_interaction",
+]
