@@ -16,8 +16,9 @@ TINY_TEXT = dict(
     eos_token_id=99,
     pad_token_id=0,
 )
-TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32,
-                   patch_size=16)
+TINY_VISION = dict(
+    hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=16
+)
 
 
 def tiny_hbi_config(**overrides) -> HBIConfig:

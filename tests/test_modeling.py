@@ -218,7 +218,9 @@ def test_matched_token_similarity_is_the_diagonal_of_all_pairs(batch):
         matched = model.matched_token_similarity(text, video, level=0)
         from hbi_hf.modeling_hbi import ALL_PAIRS
 
-        all_pairs = model.levels[0].token_similarity(model.level_inputs(text, 0), model.level_inputs(video, 0), ALL_PAIRS)
+        all_pairs = model.levels[0].token_similarity(
+            model.level_inputs(text, 0), model.level_inputs(video, 0), ALL_PAIRS
+        )
     torch.testing.assert_close(matched, torch.stack([all_pairs[i, i] for i in range(4)]))
 
 
@@ -244,8 +246,14 @@ def test_from_clip_builds_from_a_local_clip_folder_and_initialises_the_temporal_
     clip = CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32))
     clip.save_pretrained(tmp_path)
     model = HBIForRetrieval.from_clip(
-        str(tmp_path), num_frames=6, max_words=10, temporal_num_attention_heads=4, temporal_intermediate_size=64,
-        merge_num_attention_heads=4, video_cluster_counts=[3, 2], text_cluster_counts=[4, 2],
+        str(tmp_path),
+        num_frames=6,
+        max_words=10,
+        temporal_num_attention_heads=4,
+        temporal_intermediate_size=64,
+        merge_num_attention_heads=4,
+        video_cluster_counts=[3, 2],
+        text_cluster_counts=[4, 2],
     )
     torch.testing.assert_close(model.hbi.clip.visual_projection.weight, clip.visual_projection.weight)
     first_text_layer = clip.text_model.encoder.layers[0].state_dict()

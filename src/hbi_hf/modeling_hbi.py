@@ -427,7 +427,9 @@ class HBIRepresentationReconstruction(nn.Module):
         """Cosine similarity of reconstructed word and frame tokens of each pair: `(..., words, frames)`."""
         text_mask, video_mask = layout.text_side(text.mask), layout.video_side(video.mask)
         dots = layout.products(text.tokens, video.tokens)
-        frame_attention = masked_softmax(layout.products(text.query.unsqueeze(1), video.tokens).squeeze(-2), video_mask)
+        frame_attention = masked_softmax(
+            layout.products(text.query.unsqueeze(1), video.tokens).squeeze(-2), video_mask
+        )
         word_attention = masked_softmax(layout.products(text.tokens, video.query.unsqueeze(1)).squeeze(-1), text_mask)
 
         video_gate = layout.video_side(video.gate_logits)
@@ -445,7 +447,9 @@ class HBIRepresentationReconstruction(nn.Module):
             + (1 - d) * g * pooled_text_dot_frame.unsqueeze(-2)
             + (1 - d) * (1 - g) * pooled_dot_pooled.unsqueeze(-1)
         )
-        video_sq_norm = self._mixture_sq_norm(gamma, frame_attention, video.gram, layout.video_side, layout.video_matvec)
+        video_sq_norm = self._mixture_sq_norm(
+            gamma, frame_attention, video.gram, layout.video_side, layout.video_matvec
+        )
         text_sq_norm = self._mixture_sq_norm(delta, word_attention, text.gram, layout.text_side, layout.text_matvec)
         norms = (text_sq_norm.unsqueeze(-1) * video_sq_norm.unsqueeze(-2)).clamp_min(1e-12).sqrt()
         return reconstructed_dots / norms
@@ -471,8 +475,9 @@ class HBILevelInputs:
     gram: torch.Tensor | None = None
 
     def __getitem__(self, index) -> "HBILevelInputs":
-        return HBILevelInputs(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                                 for f in fields(self)})
+        return HBILevelInputs(
+            **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)}
+        )
 
 
 class HBILevel(nn.Module):
@@ -820,7 +825,9 @@ class HBIModel(HBIPreTrainedModel):
 
     # ----- encoding --------------------------------------------------------------------------------------------------
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> HBITextFeatures:
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> HBITextFeatures:
         r"""
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, words)`): CLIP token ids, start and end tokens included.
@@ -1061,8 +1068,9 @@ class HBIBanzhafEstimator(PreTrainedModel):
         loss = None
         if labels is not None:
             if labels.shape != similarity.shape:
-                raise ValueError(f"labels must have the shape of similarity {tuple(similarity.shape)}; got "
-                                 f"{tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must have the shape of similarity {tuple(similarity.shape)}; got {tuple(labels.shape)}"
+                )
             loss = F.mse_loss(interaction[cell_mask], labels[cell_mask].to(interaction.dtype))
         return HBIBanzhafEstimatorOutput(loss=loss, interaction=interaction)
 
