@@ -90,7 +90,9 @@ def test_beam_search_sequences_stop_at_eos_or_at_the_maximum_length(batch):
     model = seeded_captioner()
     with torch.no_grad():
         first_greedy_token = int(model.generate(**video_inputs(batch), max_new_tokens=1)[0, 1])
-        sequences = model.generate(**video_inputs(batch), num_beams=3, max_new_tokens=5, eos_token_id=first_greedy_token)
+        sequences = model.generate(
+            **video_inputs(batch), num_beams=3, max_new_tokens=5, eos_token_id=first_greedy_token
+        )
     assert (sequences[:, 0] == BOS).all() and sequences.shape[1] <= 6
     ended_at_eos = 0
     for sequence in sequences.tolist():

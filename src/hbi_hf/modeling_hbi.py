@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, GenerationConfig, GenerationMixin, PreTrainedModel
-from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers import initialization as init
+from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
