@@ -130,3 +130,37 @@ def test_trains_on_the_embedded_datasets_qa_pairs(tmp_path):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_task_trainer_uses_the_clip_learning_rate_for_clip_and_the_main_one_elsewhere(tmp_path):
+    from transformers import TrainingArguments
+
+    from hbi_hf.task_training import train_task_model, two_learning_rate_optimizer
+
+    model = seeded_qa_model()
+    optimizer = two_learning_rate_optimizer(model, learning_rate=1e-3, clip_learning_rate=1e-7)
+    clip_ids = {id(p) for p in model.hbi.clip.parameters()}
+    for group in optimizer.param_groups:
+        in_clip = {id(p) in clip_ids for p in group["params"]}
+        assert len(in_clip) == 1 and group["lr"] == (1e-7 if in_clip.pop() else 1e-3)
+
+    def collate(rows):
+        batch = tiny_batch(batch_size=len(rows), seed=rows[0]["seed"])
+        batch["labels"] = torch.tensor([r["label"] for r in rows])
+        return batch
+
+    rows = [{"seed": i, "label": i % len(ANSWERS)} for i in range(4)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = train_task_model(model.train(), rows, collate, args, clip_learning_rate=1e-7)
+    assert trainer.state.global_step == 2
+    assert all("loss" in entry for entry in trainer.state.log_history[:2])

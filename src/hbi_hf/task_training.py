@@ -54,11 +54,13 @@ def build_processor(config: HBIConfig):
     """The `HBIProcessor` (CLIP tokenizer + video processor) matching `config`'s frames and words."""
     from .data import HBIProcessor, HBIVideoProcessor, build_clip_tokenizer
 
-    return HBIProcessor(
-        tokenizer=build_clip_tokenizer(),
-        video_processor=HBIVideoProcessor(num_frames=config.num_frames),
-        max_words=config.max_words,
+    image_size = config.vision_config.image_size
+    video_processor = HBIVideoProcessor(
+        num_frames=config.num_frames,
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
     )
+    return HBIProcessor(tokenizer=build_clip_tokenizer(), video_processor=video_processor, max_words=config.max_words)
 
 
 def load_embedded_videoqa(root=None):
@@ -73,6 +75,52 @@ def load_embedded_captioning(root=None):
     from .data import synthetic
 
     return synthetic.load_synthetic_captioning(synthetic.generate_synthetic_dataset(root))
+
+
+def load_rows(path: str):
+    """A JSON-lines / JSON file of rows (QA or captioning format) as a `datasets.Dataset`."""
+    from datasets import load_dataset
+
+    return load_dataset("json", data_files=str(path), split="train")
+
+
+def demo_config(tokenizer, **overrides) -> HBIConfig:
+    """A small randomly initialised HBI configuration (width 64, 2-layer CLIP towers on 32 px frames) over the real
+    CLIP vocabulary of `tokenizer`: what the demos train on the embedded dataset, offline and on a CPU."""
+    text = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=16
+    )
+    settings = dict(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=64,
+        temporal_num_layers=2,
+        temporal_num_attention_heads=4,
+        temporal_intermediate_size=128,
+        merge_num_attention_heads=4,
+        num_frames=6,
+        max_words=16,
+        video_cluster_counts=[3, 2],
+        text_cluster_counts=[6, 3],
+        estimator_config=dict(hidden_size=16),
+        qa_projection_dim=128,
+        qa_hidden_size=256,
+        caption_decoder_num_attention_heads=4,
+        caption_decoder_intermediate_size=256,
+    )
+    settings.update(overrides)
+    return HBIConfig(**settings)
 
 
 # ----- collation -----------------------------------------------------------------------------------------------------
@@ -244,6 +292,8 @@ __all__ = [
     "answer_labels",
     "build_answer_vocabulary",
     "build_processor",
+    "demo_config",
+    "load_rows",
     "freeze_clip",
     "generate_captions",
     "load_embedded_captioning",
