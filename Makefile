@@ -14,7 +14,7 @@ PIP := $(PY) -m pip
 # (its torchvision requirement would replace the pinned torch).
 CLIP_VOCAB_WHEEL := clip-anytorch==2.6.0
 
-.PHONY: venv test test-slow test-hub lint demo clean
+.PHONY: venv test test-slow test-hub lint demo demo-qa demo-captioning clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test-hub: venv
 
 lint: venv
 	$(PY) -m ruff check src tests scripts benchmarks
+
+demo-qa: venv
+	$(PY) scripts/demo_tasks.py --task qa
+
+demo-captioning: venv
+	$(PY) scripts/demo_tasks.py --task captioning
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

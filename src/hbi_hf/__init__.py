@@ -6,12 +6,14 @@ and friends load HBI checkpoints without `trust_remote_code`.
 
 from transformers import AutoConfig, AutoModel
 
-from .auto import AutoModelForVideoTextRetrieval
+from .auto import AutoModelForVideoCaptioning, AutoModelForVideoQuestionAnswering, AutoModelForVideoTextRetrieval
 from .configuration_hbi import HBIBanzhafEstimatorConfig, HBIConfig
 from .modeling_hbi import (
     HBIAlignmentLoss,
     HBIBanzhafEstimator,
+    HBIForCaptioning,
     HBIForRetrieval,
+    HBIForVideoQA,
     HBIModel,
     HBIPreTrainedModel,
     HBITextFeatures,
@@ -23,11 +25,17 @@ AutoConfig.register(HBIBanzhafEstimatorConfig.model_type, HBIBanzhafEstimatorCon
 AutoModel.register(HBIConfig, HBIModel, exist_ok=True)
 AutoModel.register(HBIBanzhafEstimatorConfig, HBIBanzhafEstimator, exist_ok=True)
 AutoModelForVideoTextRetrieval.register(HBIConfig, HBIForRetrieval, exist_ok=True)
+AutoModelForVideoQuestionAnswering.register(HBIConfig, HBIForVideoQA, exist_ok=True)
+AutoModelForVideoCaptioning.register(HBIConfig, HBIForCaptioning, exist_ok=True)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoModelForVideoCaptioning",
+    "AutoModelForVideoQuestionAnswering",
     "AutoModelForVideoTextRetrieval",
+    "HBIForCaptioning",
+    "HBIForVideoQA",
     "HBIAlignmentLoss",
     "HBIBanzhafEstimator",
     "HBIBanzhafEstimatorConfig",

@@ -1,6 +1,8 @@
 """Auto classes for HBI task heads that transformers has no Auto class for.
 
-`AutoModelForVideoTextRetrieval` behaves like transformers' own Auto classes: `from_pretrained(folder_or_hub_id)` and
+transformers 5.23 has no Auto class for video-text retrieval, open-ended video question answering (its
+`AutoModelForVisualQuestionAnswering` is for images) or video captioning (`AutoModelForImageTextToText` expects a text
+prompt with image placeholders), so these three are our own. Each behaves like transformers' own Auto classes: `from_pretrained(folder_or_hub_id)` and
 `from_config(config)` pick the registered class for the checkpoint's config.
 """
 
@@ -16,4 +18,16 @@ class AutoModelForVideoTextRetrieval(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 
 
-__all__ = ["AutoModelForVideoTextRetrieval"]
+class AutoModelForVideoQuestionAnswering(_BaseAutoModelClass):
+    """Open-ended video question answering models, classifying over an answer vocabulary (e.g. [`HBIForVideoQA`])."""
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+class AutoModelForVideoCaptioning(_BaseAutoModelClass):
+    """Video captioning models that generate with `generate(pixel_values=...)` (e.g. [`HBIForCaptioning`])."""
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+__all__ = ["AutoModelForVideoCaptioning", "AutoModelForVideoQuestionAnswering", "AutoModelForVideoTextRetrieval"]

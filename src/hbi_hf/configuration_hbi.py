@@ -113,6 +113,28 @@ class HBIConfig(PreTrainedConfig):
             (official retrieval default: entity only). Levels with weight 0 are not computed at inference.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the HBI modules.
+        qa_projection_dim (`int`, *optional*, defaults to 2048):
+            [`HBIForVideoQA`]: width of the projections of the pooled video and question representations of every
+            level before they are concatenated (official: 2048).
+        qa_hidden_size (`int`, *optional*, defaults to 8192):
+            [`HBIForVideoQA`]: hidden width of the answer MLP over the concatenation (official: 8192).
+        qa_dropout (`float`, *optional*, defaults to 0.1):
+            [`HBIForVideoQA`]: dropout on the concatenated representation (official: 0.1).
+        qa_level_weights (`list[float]`, *optional*, defaults to `[0.4, 0.4, 0.2]`):
+            [`HBIForVideoQA`]: weights of the entity, action and event answer logits fused at inference (official
+            `--rate 0.4 0.4 0.2`).
+        qa_loss_weight (`float`, *optional*, defaults to 2.5):
+            [`HBIForVideoQA`]: lambda of Eq. 16, the weight of the answer cross-entropy (paper, Fig. 8: 2.5).
+        caption_loss_weight (`float`, *optional*, defaults to 3.3):
+            [`HBIForCaptioning`]: lambda of Eq. 16, the weight of the captioning cross-entropy (paper, Fig. 8: 3.3).
+        caption_decoder_num_layers (`int`, *optional*, defaults to 1):
+            [`HBIForCaptioning`]: transformer decoder layers (paper: one).
+        caption_decoder_num_attention_heads (`int`, *optional*, defaults to 8):
+            [`HBIForCaptioning`]: heads of the decoder's self- and cross-attention.
+        caption_decoder_intermediate_size (`int`, *optional*, defaults to 2048):
+            [`HBIForCaptioning`]: feed-forward width of the decoder.
+        caption_dropout (`float`, *optional*, defaults to 0.1):
+            [`HBIForCaptioning`]: dropout inside the decoder.
 
     Example:
 
@@ -157,6 +179,16 @@ class HBIConfig(PreTrainedConfig):
     learnable_temperature: bool = False
     similarity_level_weights: list[float] | tuple[float, ...] = (1.0, 0.0, 0.0)
     initializer_range: float = 0.02
+    qa_projection_dim: int = 2048
+    qa_hidden_size: int = 8192
+    qa_dropout: float = 0.1
+    qa_level_weights: list[float] | tuple[float, ...] = (0.4, 0.4, 0.2)
+    qa_loss_weight: float = 2.5
+    caption_loss_weight: float = 3.3
+    caption_decoder_num_layers: int = 1
+    caption_decoder_num_attention_heads: int = 8
+    caption_decoder_intermediate_size: int = 2048
+    caption_dropout: float = 0.1
 
     def __post_init__(self, **kwargs):
         self.video_cluster_counts = [int(n) for n in self.video_cluster_counts]
@@ -164,7 +196,9 @@ class HBIConfig(PreTrainedConfig):
         self.video_cluster_ratios = [float(r) for r in self.video_cluster_ratios]
         self.text_cluster_ratios = [float(r) for r in self.text_cluster_ratios]
         self.similarity_level_weights = [float(w) for w in self.similarity_level_weights]
+        self.qa_level_weights = [float(w) for w in self.qa_level_weights]
         self._validate_hbi_fields()
+        self._validate_task_fields()
         super().__post_init__(**kwargs)
 
     def _validate_hbi_fields(self) -> None:
@@ -195,6 +229,24 @@ class HBIConfig(PreTrainedConfig):
         for name in ("temporal_num_attention_heads", "merge_num_attention_heads"):
             if self.projection_dim % getattr(self, name) != 0:
                 raise ValueError(f"projection_dim ({self.projection_dim}) must be divisible by {name}")
+
+    def _validate_task_fields(self) -> None:
+        if len(self.qa_level_weights) != NUM_LEVELS or not any(self.qa_level_weights):
+            raise ValueError(
+                f"qa_level_weights must hold {NUM_LEVELS} weights (entity, action, event), not all zero; "
+                f"got {self.qa_level_weights}"
+            )
+        for name in ("qa_projection_dim", "qa_hidden_size", "caption_decoder_num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
+        for name in ("qa_dropout", "caption_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.projection_dim % self.caption_decoder_num_attention_heads != 0:
+            raise ValueError(
+                f"projection_dim ({self.projection_dim}) must be divisible by caption_decoder_num_attention_heads "
+                f"({self.caption_decoder_num_attention_heads})"
+            )
 
     def num_merged_tokens(self, modality: str, level: int, num_input_tokens: int) -> int:
         """Token count of `level` (1 = action, 2 = event) for `modality` ("text" or "video"), given the padded

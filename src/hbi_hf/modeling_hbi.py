@@ -11,8 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, PreTrainedModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
@@ -1202,8 +1203,534 @@ class HBIForRetrieval(HBIPreTrainedModel):
         )
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Video question answering
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HBIVideoQAOutput(ModelOutput):
+    r"""
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned with `return_loss=True` and `labels`):
+            Eq. 16: `alignment_loss + qa_loss_weight * task_loss`.
+        task_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Sum over the three levels of the answer cross-entropy; labels of -1 (answers outside the vocabulary) are
+            ignored.
+        alignment_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The alignment part of Eq. 16 between questions and videos, see [`HBIAlignmentLossOutput`].
+        contrastive_loss, banzhaf_loss, distillation_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The parts of `alignment_loss`.
+        logits (`torch.FloatTensor` of shape `(batch, num_labels)`):
+            Answer logits fused over the levels with `config.qa_level_weights`.
+        logits_per_level (`tuple(torch.FloatTensor)` of length 3):
+            Answer logits of the entity, action and event levels, each `(batch, num_labels)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_loss: torch.FloatTensor | None = None
+    alignment_loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    banzhaf_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    logits_per_level: tuple[torch.FloatTensor, ...] | None = None
+
+
+class HBITokenPooling(nn.Module):
+    """Attention pooling of a token set with learned weights: `softmax(MLP(x))` over the valid tokens, with
+    `MLP = Linear(D, D) -> ReLU -> Linear(D, 1)` (official QA head)."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.projection_dim, config.projection_dim)
+        self.fc2 = nn.Linear(config.projection_dim, 1)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(batch, tokens, dim)`, `(batch, tokens)` -> `(batch, dim)`."""
+        weights = masked_softmax(self.fc2(F.relu(self.fc1(tokens))).squeeze(-1), mask)
+        return (weights.unsqueeze(-1) * tokens).sum(1)
+
+
+class HBIVideoQAHead(nn.Module):
+    r"""
+    Answer classifier of one level (Sec. 3.3, official MSRVTT-QA head): pool the video tokens and the question tokens
+    ([`HBITokenPooling`]), project each to `qa_projection_dim`, concatenate, then
+    `Dropout -> Linear(2P, qa_hidden_size) -> ReLU -> Linear(qa_hidden_size, num_labels)`.
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        self.video_pooling = HBITokenPooling(config)
+        self.text_pooling = HBITokenPooling(config)
+        self.video_projection = nn.Linear(config.projection_dim, config.qa_projection_dim)
+        self.text_projection = nn.Linear(config.projection_dim, config.qa_projection_dim)
+        self.dropout = nn.Dropout(config.qa_dropout)
+        self.fc1 = nn.Linear(2 * config.qa_projection_dim, config.qa_hidden_size)
+        self.fc2 = nn.Linear(config.qa_hidden_size, config.num_labels)
+
+    def forward(
+        self, video_tokens: torch.Tensor, video_mask: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Tokens `(batch, tokens, dim)` and masks `(batch, tokens)` of one level -> logits `(batch, num_labels)`."""
+        video = self.video_projection(self.video_pooling(video_tokens, video_mask))
+        text = self.text_projection(self.text_pooling(text_tokens, text_mask))
+        hidden = self.dropout(torch.cat([video, text], dim=-1))
+        return self.fc2(F.relu(self.fc1(hidden)))
+
+
+class HBIForVideoQA(HBIPreTrainedModel):
+    r"""
+    HBI for open-ended video question answering (Sec. 3.3; spec §6): classification over an answer vocabulary
+    (`config.id2label`, `config.num_labels`).
+
+    At each level an [`HBIVideoQAHead`] reads the *single-modal* question tokens (words / phrases / paragraphs) and
+    video tokens (frames / clips / segments); no answer depends on a representation reconstructed against another
+    item of the batch. The levels' logits are fused with `config.qa_level_weights` (official 0.4 / 0.4 / 0.2).
+
+    Training objective, Eq. 16: `L = sum_levels (L_C + alpha L_I) + beta L_D + lambda L_task`, the alignment part from
+    [`HBIAlignmentLoss`] with the questions and videos as matched pairs, and `L_task` the sum over the three levels of
+    the answer cross-entropy (each level supervised, as in the official code); lambda is `config.qa_loss_weight`
+    (paper 2.5); the paper's QA setting also uses alpha = 2 (`banzhaf_loss_weight`) and beta = 1.
+    Questions labelled -1 (answer outside the vocabulary) do not enter `L_task`.
+    """
+
+    def __init__(self, config: HBIConfig):
+        super().__init__(config)
+        self.hbi = HBIModel(config)
+        self.alignment = HBIAlignmentLoss(config)
+        self.qa_heads = nn.ModuleList([HBIVideoQAHead(config) for _ in range(NUM_LEVELS)])
+        self.post_init()
+
+    def answer_logits_per_level(
+        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures
+    ) -> tuple[torch.Tensor, ...]:
+        """Answer logits of every level for matched questions and videos: 3 tensors `(batch, num_labels)`."""
+        return tuple(
+            head(
+                video_features.level_tokens[level],
+                video_features.level_masks[level],
+                text_features.level_tokens[level],
+                text_features.level_masks[level],
+            )
+            for level, head in enumerate(self.qa_heads)
+        )
+
+    def fuse_answer_logits(self, logits_per_level: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """`sum_l qa_level_weights[l] * logits_l`: `(batch, num_labels)`."""
+        return sum(w * logits for w, logits in zip(self.config.qa_level_weights, logits_per_level))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> HBIVideoQAOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, words)`): question i is about video i.
+            pixel_values (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`)
+            attention_mask (`torch.LongTensor` of shape `(batch, words)`, *optional*)
+            video_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*)
+            labels (`torch.LongTensor` of shape `(batch,)`, *optional*): answer ids, -1 for an answer outside the
+                vocabulary.
+            return_loss (`bool`, *optional*): compute the loss of Eq. 16 (default: in training mode, given labels).
+        """
+        if return_loss is None:
+            return_loss = self.training and labels is not None
+        if return_loss and labels is None:
+            raise ValueError("HBIForVideoQA needs `labels` (batch,) to compute the loss")
+        text_features = self.hbi.get_text_features(input_ids, attention_mask)
+        video_features = self.hbi.get_video_features(pixel_values, video_mask)
+        logits_per_level = self.answer_logits_per_level(text_features, video_features)
+        logits = self.fuse_answer_logits(logits_per_level)
+        if not return_loss:
+            return HBIVideoQAOutput(logits=logits, logits_per_level=logits_per_level)
+        if labels.shape != (input_ids.shape[0],):
+            raise ValueError(f"labels must be (batch,) = ({input_ids.shape[0]},); got {tuple(labels.shape)}")
+        task_loss = sum(answer_cross_entropy(level_logits, labels) for level_logits in logits_per_level)
+        parts = self.alignment(self.hbi, text_features, video_features)
+        return HBIVideoQAOutput(
+            loss=parts.loss + self.config.qa_loss_weight * task_loss,
+            task_loss=task_loss,
+            alignment_loss=parts.loss,
+            contrastive_loss=parts.contrastive_loss,
+            banzhaf_loss=parts.banzhaf_loss,
+            distillation_loss=parts.distillation_loss,
+            logits=logits,
+            logits_per_level=logits_per_level,
+        )
+
+
+def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the answer vocabulary, ignoring labels of -1; 0 (with gradient graph) when every label of
+    the batch is -1."""
+    known = labels != -1
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[known], labels[known])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Video captioning
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HBICaptioningEncoderOutput(ModelOutput):
+    r"""
+    The video memory the caption decoder attends to.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, memory_tokens, dim)`):
+            The single-modal video tokens of the entity, action and event levels, concatenated along the token axis
+            (frames, then clips, then segments), each with its level embedding added.
+        attention_mask (`torch.BoolTensor` of shape `(batch, memory_tokens)`): valid memory tokens.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    attention_mask: torch.BoolTensor | None = None
+
+
+@dataclass
+class HBICaptioningOutput(ModelOutput):
+    r"""
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Eq. 16 `alignment_loss + caption_loss_weight * task_loss` when the alignment part is computed (training
+            with `input_ids`), else `task_loss` alone.
+        task_loss (`torch.FloatTensor` of shape `()`, *optional*): teacher-forced next-token cross-entropy.
+        alignment_loss, contrastive_loss, banzhaf_loss, distillation_loss (`torch.FloatTensor` of shape `()`,
+            *optional*): the alignment part of Eq. 16 between captions and videos and its parts.
+        logits (`torch.FloatTensor` of shape `(batch, decoder_length, vocab_size)`): next-token logits.
+        past_key_values ([`~cache_utils.Cache`], *optional*): the decoder's self-attention cache during generation.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch, memory_tokens, dim)`): the video memory.
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_loss: torch.FloatTensor | None = None
+    alignment_loss: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    banzhaf_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+
+
+class HBICaptionAttention(nn.Module):
+    """Multi-head attention of the caption decoder (scaled dot product); self-attention keeps its keys and values in
+    the generation cache."""
+
+    def __init__(self, config: HBIConfig, layer_idx: int):
+        super().__init__()
+        dim = config.projection_dim
+        self.num_heads = config.caption_decoder_num_attention_heads
+        self.head_dim = dim // self.num_heads
+        self.layer_idx = layer_idx
+        self.dropout = config.caption_dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _heads(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view(tensor.shape[0], tensor.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        key_value_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            hidden (`(batch, queries, dim)`), key_value_states (`(batch, keys, dim)`),
+            attention_mask (`torch.BoolTensor` broadcastable to `(batch, heads, queries, all_keys)`): True = attend.
+            cache: self-attention cache; the new keys / values are appended and all of them are attended to.
+        """
+        query = self._heads(self.q_proj(hidden))
+        key = self._heads(self.k_proj(key_value_states))
+        value = self._heads(self.v_proj(key_value_states))
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(attended.transpose(1, 2).reshape(hidden.shape))
+
+
+class HBICaptionDecoderLayer(nn.Module):
+    """Pre-LayerNorm transformer decoder layer: causal self-attention, cross-attention over the video memory, MLP."""
+
+    def __init__(self, config: HBIConfig, layer_idx: int):
+        super().__init__()
+        dim = config.projection_dim
+        self.self_attn_norm = nn.LayerNorm(dim)
+        self.self_attn = HBICaptionAttention(config, layer_idx)
+        self.cross_attn_norm = nn.LayerNorm(dim)
+        self.cross_attn = HBICaptionAttention(config, layer_idx)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, config.caption_decoder_intermediate_size)
+        self.fc2 = nn.Linear(config.caption_decoder_intermediate_size, dim)
+        self.dropout = nn.Dropout(config.caption_dropout)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        causal_mask: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """`hidden` `(batch, new_tokens, dim)`, `causal_mask` `(new_tokens, all_tokens)`, `memory`
+        `(batch, memory_tokens, dim)`, `memory_mask` `(batch, memory_tokens)` -> `(batch, new_tokens, dim)`."""
+        normed = self.self_attn_norm(hidden)
+        hidden = hidden + self.dropout(self.self_attn(normed, normed, causal_mask, cache))
+        hidden = hidden + self.dropout(
+            self.cross_attn(self.cross_attn_norm(hidden), memory, memory_mask[:, None, None, :])
+        )
+        return hidden + self.dropout(self.fc2(F.gelu(self.fc1(self.mlp_norm(hidden)))))
+
+
+class HBICaptionDecoder(nn.Module):
+    """Token and position embeddings over the CLIP vocabulary, `caption_decoder_num_layers` decoder layers (paper:
+    one), a final LayerNorm and the projection to the vocabulary."""
+
+    def __init__(self, config: HBIConfig):
+        super().__init__()
+        dim = config.projection_dim
+        self.token_embedding = nn.Embedding(config.text_config.vocab_size, dim)
+        self.position_embedding = nn.Embedding(config.text_config.max_position_embeddings, dim)
+        self.layers = nn.ModuleList(
+            [HBICaptionDecoderLayer(config, layer_idx) for layer_idx in range(config.caption_decoder_num_layers)]
+        )
+        self.final_norm = nn.LayerNorm(dim)
+        self.lm_head = nn.Linear(dim, config.text_config.vocab_size, bias=False)
+
+    def forward(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            decoder_input_ids (`torch.LongTensor` of shape `(batch, new_tokens)`): the tokens after those in `cache`.
+            memory (`(batch, memory_tokens, dim)`), memory_mask (`(batch, memory_tokens)`).
+            cache: self-attention cache of the tokens decoded so far (generation), or `None`.
+
+        Returns:
+            Next-token logits `(batch, new_tokens, vocab_size)`.
+        """
+        past = cache.get_seq_length() if cache is not None else 0
+        new_tokens = decoder_input_ids.shape[1]
+        if past + new_tokens > self.position_embedding.num_embeddings:
+            raise ValueError(
+                f"captions are limited to text_config.max_position_embeddings={self.position_embedding.num_embeddings}"
+                f" tokens; got {past + new_tokens}"
+            )
+        positions = torch.arange(past, past + new_tokens, device=decoder_input_ids.device)
+        hidden = self.token_embedding(decoder_input_ids) + self.position_embedding(positions)
+        all_positions = torch.arange(past + new_tokens, device=decoder_input_ids.device)
+        causal_mask = all_positions.unsqueeze(0) <= positions.unsqueeze(1)
+        for layer in self.layers:
+            hidden = layer(hidden, causal_mask, memory, memory_mask, cache)
+        return self.lm_head(self.final_norm(hidden))
+
+
+class HBICaptioningVideoEncoder:
+    """What [`HBIForCaptioning.get_encoder`] hands to `generate`: encodes `pixel_values` once into the decoder's
+    video memory. A thin view on the model (it owns no weights)."""
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, model: "HBIForCaptioning"):
+        self.model = model
+
+    def forward(
+        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None, **kwargs
+    ) -> HBICaptioningEncoderOutput:
+        return self.model.encode_video(pixel_values, video_mask)
+
+    __call__ = forward
+
+
+class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
+    r"""
+    HBI for video captioning (Sec. 3.3; spec §6): an encoder-decoder whose encoder is [`HBIModel`]'s video stream and
+    whose decoder is a one-layer transformer decoder over the CLIP vocabulary (`text_config.vocab_size`; the caption
+    starts with `text_config.bos_token_id`, ends with `text_config.eos_token_id`).
+
+    The decoder cross-attends to the *single-modal* video tokens of all three levels, concatenated (frames, clips,
+    segments, each with a learned level embedding), in training and at inference alike: no text exists at inference,
+    so no reconstructed (text-conditioned) representation can feed the decoder. The reconstructed representations
+    still enter the alignment losses during training.
+
+    Training objective, Eq. 16: `L = sum_levels (L_C + alpha L_I) + beta L_D + lambda L_task` with `L_task` the
+    teacher-forced cross-entropy of the next caption token and lambda `config.caption_loss_weight` (paper 3.3). The
+    paper freezes CLIP for captioning (lr 5e-4): that is a training choice (see `hbi_hf.task_training.freeze_clip`).
+
+    Generation goes through [`~generation.GenerationMixin.generate`] (greedy, sampling, beam search):
+    `model.generate(pixel_values=..., video_mask=..., num_beams=3, max_new_tokens=20)`.
+    """
+
+    main_input_name = "pixel_values"
+    _supports_cache_class = True
+
+    def __init__(self, config: HBIConfig):
+        config.is_encoder_decoder = True
+        super().__init__(config)
+        self.hbi = HBIModel(config)
+        self.alignment = HBIAlignmentLoss(config)
+        self.level_embedding = nn.Embedding(NUM_LEVELS, config.projection_dim)
+        self.decoder = HBICaptionDecoder(config)
+        self.post_init()
+        self.generation_config = caption_generation_config(config)
+
+    def get_encoder(self, modality: str | None = None) -> HBICaptioningVideoEncoder:
+        return HBICaptioningVideoEncoder(self)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.token_embedding
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.decoder.lm_head
+
+    def video_memory(self, video_features: HBIVideoFeatures) -> HBICaptioningEncoderOutput:
+        """The decoder memory from video features: the three levels' single-modal tokens, concatenated."""
+        tokens = [
+            level_tokens + self.level_embedding.weight[level]
+            for level, level_tokens in enumerate(video_features.level_tokens)
+        ]
+        return HBICaptioningEncoderOutput(
+            last_hidden_state=torch.cat(tokens, dim=1), attention_mask=torch.cat(video_features.level_masks, dim=1)
+        )
+
+    def encode_video(
+        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None
+    ) -> HBICaptioningEncoderOutput:
+        """`pixel_values` `(batch, frames, 3, H, W)` -> the decoder memory ([`HBICaptioningEncoderOutput`])."""
+        return self.video_memory(self.hbi.get_video_features(pixel_values, video_mask))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        encoder_outputs: HBICaptioningEncoderOutput | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        return_loss: bool | None = None,
+        **kwargs,
+    ) -> HBICaptioningOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, frames, 3, H, W)`, *optional*): needed unless
+                `encoder_outputs` is given.
+            video_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*)
+            input_ids (`torch.LongTensor` of shape `(batch, words)`, *optional*): tokenised reference captions
+                (start token, words, end token, padding), caption i of video i. Teacher forcing: the decoder reads
+                `input_ids[:, :-1]` and predicts `input_ids[:, 1:]` (padding ignored); the alignment losses use them
+                as the text side.
+            attention_mask (`torch.LongTensor` of shape `(batch, words)`, *optional*): 1 for real caption tokens.
+            decoder_input_ids (`torch.LongTensor` of shape `(batch, length)`, *optional*): decoder tokens given
+                directly (generation); overrides the teacher-forcing input.
+            labels (`torch.LongTensor` of shape `(batch, length)`, *optional*): next-token targets aligned with the
+                decoder input, -100 = ignored; by default derived from `input_ids`.
+            encoder_outputs ([`HBICaptioningEncoderOutput`], *optional*): a precomputed video memory.
+            past_key_values ([`~cache_utils.Cache`], *optional*): decoder self-attention cache (generation).
+            use_cache (`bool`, *optional*): return the cache.
+            return_loss (`bool`, *optional*): compute the loss (default: in training mode when targets exist).
+        """
+        if encoder_outputs is None and pixel_values is None:
+            raise ValueError("HBIForCaptioning needs pixel_values (batch, frames, 3, H, W) or encoder_outputs")
+        if decoder_input_ids is None:
+            if input_ids is None:
+                raise ValueError("HBIForCaptioning needs input_ids (teacher forcing) or decoder_input_ids")
+            decoder_input_ids = input_ids[:, :-1]
+            if labels is None:
+                labels = caption_labels(input_ids, attention_mask)
+        if return_loss is None:
+            return_loss = self.training and labels is not None
+        if return_loss and labels is None:
+            raise ValueError("HBIForCaptioning needs input_ids or labels to compute the loss")
+
+        video_features = None
+        if encoder_outputs is None:
+            video_features = self.hbi.get_video_features(pixel_values, video_mask)
+            encoder_outputs = self.video_memory(video_features)
+        cache = past_key_values
+        if isinstance(cache, EncoderDecoderCache):
+            cache = cache.self_attention_cache
+        logits = self.decoder(
+            decoder_input_ids, encoder_outputs.last_hidden_state, encoder_outputs.attention_mask, cache
+        )
+        output = HBICaptioningOutput(
+            logits=logits,
+            past_key_values=past_key_values if use_cache else None,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+        )
+        if not return_loss:
+            return output
+        if labels.shape != decoder_input_ids.shape:
+            raise ValueError(
+                f"labels must have the shape of the decoder input {tuple(decoder_input_ids.shape)}; "
+                f"got {tuple(labels.shape)}"
+            )
+        output.task_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        output.loss = self.config.caption_loss_weight * output.task_loss
+        if input_ids is not None and video_features is not None:
+            text_features = self.hbi.get_text_features(input_ids, attention_mask)
+            parts = self.alignment(self.hbi, text_features, video_features)
+            output.loss = parts.loss + output.loss
+            output.alignment_loss = parts.loss
+            output.contrastive_loss = parts.contrastive_loss
+            output.banzhaf_loss = parts.banzhaf_loss
+            output.distillation_loss = parts.distillation_loss
+        return output
+
+
+def caption_generation_config(config: HBIConfig) -> GenerationConfig:
+    """Generation defaults of [`HBIForCaptioning`]: CLIP start / end / padding tokens and captions of at most
+    `max_words` tokens. Built explicitly, because `GenerationConfig.from_model_config` would copy the contrastive
+    `temperature` of [`HBIConfig`] into the sampling temperature."""
+    text_config = config.text_config
+    return GenerationConfig(
+        bos_token_id=text_config.bos_token_id,
+        decoder_start_token_id=text_config.bos_token_id,
+        eos_token_id=text_config.eos_token_id,
+        pad_token_id=text_config.pad_token_id,
+        max_new_tokens=config.max_words - 1,
+    )
+
+
+def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forcing targets of tokenised captions: `input_ids[:, 1:]` with padding set to -100,
+    `(batch, words - 1)`."""
+    labels = input_ids[:, 1:].clone()
+    if attention_mask is not None:
+        labels = labels.masked_fill(attention_mask[:, 1:] == 0, -100)
+    return labels
+
+
 __all__ = [
     "HBIAlignmentLoss",
+    "HBICaptioningEncoderOutput",
+    "HBICaptioningOutput",
+    "HBIForCaptioning",
+    "HBIForVideoQA",
+    "HBIVideoQAOutput",
+    "answer_cross_entropy",
+    "caption_labels",
     "HBIBanzhafEstimator",
     "HBIBanzhafHead",
     "HBIForRetrieval",

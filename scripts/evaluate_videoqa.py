@@ -1,0 +1,47 @@
+"""Top-1 accuracy of a trained video QA model on a full test set.
+
+    python scripts/evaluate_videoqa.py --model runs/qa --test_file test.jsonl
+
+Every question counts: one whose answer is outside the model's answer vocabulary is counted as wrong, and their
+number is printed.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from hbi_hf import AutoModelForVideoQuestionAnswering
+from hbi_hf.task_training import (
+    HBIVideoQACollator,
+    answer_labels,
+    build_processor,
+    load_embedded_videoqa,
+    load_rows,
+    predict_answers,
+    videoqa_accuracy,
+)
+
+
+@dataclass
+class EvaluateVideoQAArguments:
+    model: str = field(metadata={"help": "folder of a trained model"})
+    test_file: str | None = field(default=None, metadata={"help": "JSON lines of QA rows"})
+    embedded: bool = field(default=False, metadata={"help": "evaluate on the embedded synthetic test split"})
+    batch_size: int = field(default=16)
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(EvaluateVideoQAArguments).parse_args_into_dataclasses()
+    model = AutoModelForVideoQuestionAnswering.from_pretrained(args.model)
+    test = load_embedded_videoqa()["test"] if args.embedded else load_rows(args.test_file)
+    label2id = model.config.label2id
+    test = test.map(lambda row: {"label": answer_labels([row["answer"]], label2id)[0]})
+    predictions, labels = predict_answers(
+        model, test, HBIVideoQACollator(build_processor(model.config)), args.batch_size
+    )
+    print(json.dumps(videoqa_accuracy(predictions, labels), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Specification of HBIForVideoQA: answer logits per level and fused, Eq. 16 loss, out-of-vocabulary answers,
+accuracy, save/load, and training on the embedded dataset's QA pairs."""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_batch, tiny_hbi_config
+
+from hbi_hf import AutoModelForVideoQuestionAnswering, HBIForVideoQA
+from hbi_hf.task_training import answer_labels, build_answer_vocabulary, set_answer_vocabulary, videoqa_accuracy
+
+ANSWERS = ["red", "blue", "green", "circle", "square"]
+
+
+def qa_config(**overrides):
+    settings = dict(qa_projection_dim=16, qa_hidden_size=24, qa_dropout=0.0)
+    settings.update(overrides)
+    return set_answer_vocabulary(tiny_hbi_config(**settings), {a: i for i, a in enumerate(ANSWERS)})
+
+
+def seeded_qa_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return HBIForVideoQA(qa_config(**overrides)).eval()
+
+
+def test_answer_logits_have_one_row_per_question_at_every_level(batch):
+    model = seeded_qa_model()
+    with torch.no_grad():
+        output = model(**batch)
+    assert output.logits.shape == (4, len(ANSWERS))
+    assert [logits.shape for logits in output.logits_per_level] == [(4, len(ANSWERS))] * 3
+    assert output.loss is None and model.config.num_labels == len(ANSWERS)
+
+
+def test_fused_logits_weight_entity_action_event_by_0_4_0_4_0_2(batch):
+    model = seeded_qa_model()
+    assert model.config.qa_level_weights == [0.4, 0.4, 0.2]
+    with torch.no_grad():
+        output = model(**batch)
+    entity, action, event = output.logits_per_level
+    torch.testing.assert_close(output.logits, 0.4 * entity + 0.4 * action + 0.2 * event)
+
+
+def test_loss_is_alignment_plus_lambda_times_the_summed_level_cross_entropies(batch):
+    model = seeded_qa_model(banzhaf_loss_weight=2.0)
+    labels = torch.tensor([0, 1, 2, 3])
+    output = model(**batch, labels=labels, return_loss=True)
+    expected_task = sum(F.cross_entropy(logits, labels) for logits in output.logits_per_level)
+    torch.testing.assert_close(output.task_loss, expected_task)
+    alignment = output.contrastive_loss + 2.0 * output.banzhaf_loss + 1.0 * output.distillation_loss
+    torch.testing.assert_close(output.alignment_loss, alignment)
+    torch.testing.assert_close(output.loss, alignment + 2.5 * expected_task)
+
+
+def test_out_of_vocabulary_labels_are_ignored_by_the_loss(batch):
+    model = seeded_qa_model()
+    with_unknown = model(**batch, labels=torch.tensor([0, -1, 2, -1]), return_loss=True)
+    known = torch.tensor([0, 2])
+    expected = sum(F.cross_entropy(logits[[0, 2]], known) for logits in with_unknown.logits_per_level)
+    torch.testing.assert_close(with_unknown.task_loss, expected)
+    all_unknown = model(**batch, labels=torch.full((4,), -1), return_loss=True)
+    assert all_unknown.task_loss.item() == 0.0 and torch.isfinite(all_unknown.loss)
+
+
+def test_out_of_vocabulary_questions_count_as_wrong_in_accuracy():
+    metrics = videoqa_accuracy(predictions=[0, 1, 2, 3], labels=[0, 1, -1, -1])
+    assert metrics == {"accuracy": 0.5, "num_questions": 4, "num_out_of_vocabulary": 2}
+
+
+def test_answer_vocabulary_keeps_the_most_frequent_answers_and_labels_the_rest_minus_one():
+    vocabulary = build_answer_vocabulary(["b", "a", "c", "a", "b", "d", "a"], max_answers=2)
+    assert vocabulary == {"a": 0, "b": 1}
+    assert answer_labels(["b", "c", "a"], vocabulary) == [1, -1, 0]
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(batch):
+    model = seeded_qa_model()
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        before = model(**batch, labels=labels, return_loss=True).loss.item()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(**batch, labels=labels, return_loss=True).loss.item()
+    assert after < before
+
+
+def test_save_and_auto_load_give_identical_answers(tmp_path, batch):
+    model = seeded_qa_model()
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForVideoQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, HBIForVideoQA)
+    assert reloaded.config.id2label == model.config.id2label
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)
+
+
+def test_rejects_labels_of_the_wrong_shape():
+    model = seeded_qa_model()
+    batch = tiny_batch(batch_size=2)
+    with pytest.raises(ValueError, match="labels must be"):
+        model(**batch, labels=torch.zeros(2, 1, dtype=torch.long), return_loss=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hbi_hf.data") is None, reason="hbi_hf.data (data branch) not merged")
+def test_trains_on_the_embedded_datasets_qa_pairs(tmp_path):
+    from hbi_hf.task_training import HBIVideoQACollator, build_processor, load_embedded_videoqa
+
+    dataset = load_embedded_videoqa(tmp_path / "synthetic")
+    vocabulary = build_answer_vocabulary(dataset["train"]["answer"])
+    config = set_answer_vocabulary(qa_config(), vocabulary)
+    train = dataset["train"].map(lambda row: {"label": answer_labels([row["answer"]], vocabulary)[0]})
+    collator = HBIVideoQACollator(build_processor(config))
+    batch = collator([train[i] for i in range(min(4, len(train)))])
+    torch.manual_seed(0)
+    model = HBIForVideoQA(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_task_trainer_uses_the_clip_learning_rate_for_clip_and_the_main_one_elsewhere(tmp_path):
+    from transformers import TrainingArguments
+
+    from hbi_hf.task_training import train_task_model, two_learning_rate_optimizer
+
+    model = seeded_qa_model()
+    optimizer = two_learning_rate_optimizer(model, learning_rate=1e-3, clip_learning_rate=1e-7)
+    clip_ids = {id(p) for p in model.hbi.clip.parameters()}
+    for group in optimizer.param_groups:
+        in_clip = {id(p) in clip_ids for p in group["params"]}
+        assert len(in_clip) == 1 and group["lr"] == (1e-7 if in_clip.pop() else 1e-3)
+
+    def collate(rows):
+        batch = tiny_batch(batch_size=len(rows), seed=rows[0]["seed"])
+        batch["labels"] = torch.tensor([r["label"] for r in rows])
+        return batch
+
+    rows = [{"seed": i, "label": i % len(ANSWERS)} for i in range(4)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = train_task_model(model.train(), rows, collate, args, clip_learning_rate=1e-7)
+    assert trainer.state.global_step == 2
+    assert all("loss" in entry for entry in trainer.state.log_history[:2])
