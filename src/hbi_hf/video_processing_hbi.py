@@ -23,6 +23,8 @@ from transformers.video_utils import VideoMetadata, is_valid_video, make_batched
 logger = logging.get_logger(__name__)
 
 FRAME_SAMPLING_MODES = ("fps", "uniform")
+FILE_NOT_FOUND = "file not found"
+ZERO_FRAMES = "the video has zero frames"
 _TORCH_INTERPOLATION = {
     PILImageResampling.NEAREST: "nearest",
     PILImageResampling.BILINEAR: "bilinear",
@@ -98,12 +100,14 @@ def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMeta
     try:
         reader = decord.VideoReader(path, num_threads=1)
     except Exception as error:
+        if "cannot find video stream" in str(error):
+            raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no video stream)") from error
         raise HBIVideoDecodeError(path, f"unreadable or corrupt video ({type(error).__name__})") from error
     total = len(reader)
     fps = float(reader.get_avg_fps()) or None
     metadata = VideoMetadata(total_num_frames=total, fps=fps, video_backend="decord")
     if total == 0:
-        raise HBIVideoDecodeError(path, "the video has zero frames")
+        raise HBIVideoDecodeError(path, ZERO_FRAMES)
     indices = sample_indices(metadata)
     try:
         frames = reader.get_batch(list(indices)).asnumpy()
@@ -120,7 +124,7 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise HBIVideoDecodeError(path, "the file has no video stream")
+                raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no video stream)")
             stream = container.streams.video[0]
             fps = float(stream.average_rate) if stream.average_rate else None
             decoded = list(container.decode(stream))
@@ -129,7 +133,7 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
     except Exception as error:
         raise HBIVideoDecodeError(path, f"unreadable or corrupt video ({type(error).__name__})") from error
     if not decoded:
-        raise HBIVideoDecodeError(path, "the video has zero frames")
+        raise HBIVideoDecodeError(path, ZERO_FRAMES)
     metadata = VideoMetadata(total_num_frames=len(decoded), fps=fps, video_backend="pyav")
     indices = sample_indices(metadata)
     frames = np.stack([decoded[index].to_ndarray(format="rgb24") for index in indices])
@@ -154,7 +158,9 @@ def read_video(path: str | PathLike, sample_indices, backend: str | None = None)
     """
     path = str(path)
     if not Path(path).is_file():
-        raise HBIVideoDecodeError(path, "file not found")
+        raise HBIVideoDecodeError(path, FILE_NOT_FOUND)
+    if Path(path).stat().st_size == 0:
+        raise HBIVideoDecodeError(path, ZERO_FRAMES + " (empty file)")
     backend = backend or default_video_backend()
     if backend == "decord":
         return _read_video_decord(path, sample_indices)
@@ -274,7 +280,7 @@ class HBIVideoProcessor(BaseVideoProcessor):
         videos = make_batched_videos(videos)
         video_metadata = make_batched_metadata(videos, video_metadata=video_metadata)
         sampled_videos = []
-        for video, metadata in zip(videos, video_metadata):
+        for video, metadata in zip(videos, video_metadata, strict=True):
             if not is_valid_video(video) or len(video) == 0:
                 raise ValueError("each decoded video must be a non-empty (frames, height, width, 3) array")
             if do_sample_frames:

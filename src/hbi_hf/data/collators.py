@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from ..video_processing_hbi import HBIVideoDecodeError
+from ..video_processing_hbi import FILE_NOT_FOUND, ZERO_FRAMES, HBIVideoDecodeError
 
 logger = logging.get_logger(__name__)
 
@@ -29,9 +29,9 @@ class HBIBadInputError(ValueError):
 
 
 def _decode_error_reason(error: HBIVideoDecodeError) -> str:
-    if error.reason == "file not found":
+    if error.reason == FILE_NOT_FOUND:
         return "missing file"
-    if error.reason == "the video has zero frames":
+    if error.reason.startswith(ZERO_FRAMES):
         return "zero frames"
     return "unreadable video"
 

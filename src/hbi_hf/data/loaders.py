@@ -107,8 +107,11 @@ def load_msrvtt_retrieval(
         path = str(Path(videos_dir) / f"{video_id}.mp4")
         train_rows += [{"video_id": video_id, "video_path": path, "caption": text} for text in captions[video_id]]
     test_rows = [
-        {"video_id": row["video_id"], "video_path": str(Path(videos_dir) / f"{row['video_id']}.mp4"),
-         "caption": row["sentence"]}
+        {
+            "video_id": row["video_id"],
+            "video_path": str(Path(videos_dir) / f"{row['video_id']}.mp4"),
+            "caption": row["sentence"],
+        }
         for row in _read_csv(annotations_dir / test_csv, ["video_id", "sentence"])
     ]
     return DatasetDict({"train": _retrieval_dataset(train_rows), "test": _retrieval_dataset(test_rows)})
@@ -160,8 +163,10 @@ def _read_msvd_captions(captions_file: Path, allow_pickle: bool) -> dict[str, li
             )
         with open(captions_file, "rb") as handle:
             raw = pickle.load(handle)  # noqa: S301 - explicit opt-in above
-        return {key: [" ".join(tokens) if isinstance(tokens, list) else str(tokens) for tokens in value]
-                for key, value in raw.items()}
+        return {
+            key: [" ".join(tokens) if isinstance(tokens, list) else str(tokens) for tokens in value]
+            for key, value in raw.items()
+        }
     if captions_file.suffix == ".json":
         return {key: list(value) for key, value in _read_json(captions_file).items()}
     if not captions_file.is_file():
@@ -212,7 +217,9 @@ def load_activitynet_retrieval(
         for video_id, entry in data.items():
             paragraph = _activitynet_paragraph(entry)
             names = [video_id, video_id[2:]] if video_id.startswith("v_") else [video_id, f"v_{video_id}"]
-            rows.append({"video_id": video_id, "video_path": resolve_video_path(videos_dir, names), "caption": paragraph})
+            rows.append(
+                {"video_id": video_id, "video_path": resolve_video_path(videos_dir, names), "caption": paragraph}
+            )
         result[name] = _retrieval_dataset(rows)
     return DatasetDict(result)
 
@@ -221,7 +228,7 @@ def _activitynet_paragraph(entry: dict) -> str:
     sentences = entry["sentences"]
     starts = [segment[0] for segment in entry.get("timestamps", [])]
     if len(starts) == len(sentences):
-        sentences = [sentence for _, sentence in sorted(zip(starts, sentences), key=lambda pair: pair[0])]
+        sentences = [sentence for _, sentence in sorted(zip(starts, sentences, strict=True), key=lambda pair: pair[0])]
     return " ".join(sentence.strip() for sentence in sentences)
 
 
@@ -276,7 +283,9 @@ def _qa_dataset_dict(splits: dict[str, list[dict]], top_k: int, vocabulary: list
             row["label"] = index.get(row["answer"], -1)
         outside = sum(row["label"] < 0 for row in rows)
         if outside:
-            logger.info(f"{name}: {outside} of {len(rows)} answers are outside the {len(vocabulary)}-answer vocabulary")
+            logger.info(
+                f"{name}: {outside} of {len(rows)} answers are outside the {len(vocabulary)}-answer vocabulary"
+            )
         result[name] = Dataset.from_list(rows, features=features)
     return DatasetDict(result)
 
@@ -291,8 +300,12 @@ def load_msrvtt_qa(
     splits = {}
     for name, file_name in (("train", "train_qa.json"), ("validation", "val_qa.json"), ("test", "test_qa.json")):
         splits[name] = [
-            {"video_id": f"video{item['video_id']}", "video_path": str(Path(videos_dir) / f"video{item['video_id']}.mp4"),
-             "question": item["question"], "answer": str(item["answer"])}
+            {
+                "video_id": f"video{item['video_id']}",
+                "video_path": str(Path(videos_dir) / f"video{item['video_id']}.mp4"),
+                "question": item["question"],
+                "answer": str(item["answer"]),
+            }
             for item in _read_json(annotations_dir / file_name)
         ]
     return _qa_dataset_dict(splits, top_k, vocabulary)
@@ -319,8 +332,14 @@ def load_msvd_qa(
             clip = names.get(str(item["video_id"]))
             if clip is None:
                 raise ValueError(f"{annotations_dir / mapping_file}: no clip name for video_id {item['video_id']}")
-            rows.append({"video_id": clip, "video_path": str(Path(videos_dir) / f"{clip}.avi"),
-                         "question": item["question"], "answer": str(item["answer"])})
+            rows.append(
+                {
+                    "video_id": clip,
+                    "video_path": str(Path(videos_dir) / f"{clip}.avi"),
+                    "question": item["question"],
+                    "answer": str(item["answer"]),
+                }
+            )
         splits[name] = rows
     return _qa_dataset_dict(splits, top_k, vocabulary)
 
@@ -333,15 +352,23 @@ def load_activitynet_qa(
     annotations_dir = Path(annotations_dir)
     splits = {}
     for name, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
-        answers = {item["question_id"]: str(item["answer"]) for item in _read_json(annotations_dir / f"{prefix}_a.json")}
+        answers = {
+            item["question_id"]: str(item["answer"]) for item in _read_json(annotations_dir / f"{prefix}_a.json")
+        }
         rows = []
         for item in _read_json(annotations_dir / f"{prefix}_q.json"):
             if item["question_id"] not in answers:
                 raise ValueError(f"{annotations_dir / f'{prefix}_a.json'}: no answer for {item['question_id']}")
             video = item["video_name"]
             path = resolve_video_path(videos_dir, [f"v_{video}", video])
-            rows.append({"video_id": f"v_{video}", "video_path": path, "question": item["question"],
-                         "answer": answers[item["question_id"]]})
+            rows.append(
+                {
+                    "video_id": f"v_{video}",
+                    "video_path": path,
+                    "question": item["question"],
+                    "answer": answers[item["question_id"]],
+                }
+            )
         splits[name] = rows
     return _qa_dataset_dict(splits, top_k, vocabulary)
 
@@ -377,9 +404,11 @@ def load_video_folder(videos_dir: str | Path, captions_file: str | Path) -> Data
     for row in _read_caption_rows(Path(captions_file)):
         video = str(row["video"])
         rows_by_split[row.get("split")].append(
-            {"video_id": Path(video).stem if Path(video).suffix.lower() in VIDEO_EXTENSIONS else video,
-             "video_path": resolve_video_path(videos_dir, [video]),
-             "caption": row["caption"] if isinstance(row["caption"], str) else None}
+            {
+                "video_id": Path(video).stem if Path(video).suffix.lower() in VIDEO_EXTENSIONS else video,
+                "video_path": resolve_video_path(videos_dir, [video]),
+                "caption": row["caption"] if isinstance(row["caption"], str) else None,
+            }
         )
     if set(rows_by_split) == {None}:
         return _retrieval_dataset(rows_by_split[None])

@@ -140,17 +140,19 @@ def sample_scenes(seed: int, num_videos: int, split: str, twin_fraction: float =
             continue
         colours = rng.choice(list(COLOURS), size=2, replace=False)
         shapes = rng.choice(SHAPES, size=2)
-        objects = [HBISyntheticObject(str(c), str(s), 0.0, 0.0) for c, s in zip(colours, shapes)]
+        objects = [HBISyntheticObject(str(c), str(s), 0.0, 0.0) for c, s in zip(colours, shapes, strict=True)]
         events = [_sample_event(rng, objects, 0), _sample_event(rng, objects, 1)]
         if events[0].kind == "turns" and events[1].kind == "turns" and events[0].new_colour == events[1].new_colour:
             events[1] = HBISyntheticEvent(1, "grows")
-        for obj, event in zip(objects, events):
+        for obj, event in zip(objects, events, strict=True):
             obj.x, obj.y = _start_position(rng, event)
         scenes.append(HBISyntheticScene(video_id, split, objects, events))
     return scenes
 
 
-def _object_state(scene: HBISyntheticScene, obj: int, time: float) -> tuple[bool, tuple[int, int, int], float, float, float]:
+def _object_state(
+    scene: HBISyntheticScene, obj: int, time: float
+) -> tuple[bool, tuple[int, int, int], float, float, float]:
     """(visible, rgb, x, y, size) of object `obj` at `time` seconds."""
     item = scene.objects[obj]
     slot = next(i for i, event in enumerate(scene.events) if event.actor == obj)
@@ -229,7 +231,9 @@ def scene_captions(scene: HBISyntheticScene, rng: np.random.Generator, count: in
         template = ORDER_TEMPLATES[template_order[i % len(ORDER_TEMPLATES)]]
         variant_first, variant_second = rng.integers(3, size=2)
         captions.append(
-            template.format(first=_event_phrase(scene, 0, variant_first), second=_event_phrase(scene, 1, variant_second))
+            template.format(
+                first=_event_phrase(scene, 0, variant_first), second=_event_phrase(scene, 1, variant_second)
+            )
         )
     return captions
 
@@ -249,8 +253,10 @@ def scene_questions(scene: HBISyntheticScene) -> list[tuple[str, str]]:
     first_obj, second_obj = scene.objects[first.actor], scene.objects[second.actor]
     questions.append((f"what colour is the object that {first.kind} first?", first_obj.colour))
     questions.append(
-        (f"which acts first, the {second_obj.colour} {second_obj.shape} or the {first_obj.colour} {first_obj.shape}?",
-         first_obj.shape if first_obj.shape != second_obj.shape else first_obj.colour)
+        (
+            f"which acts first, the {second_obj.colour} {second_obj.shape} or the {first_obj.colour} {first_obj.shape}?",
+            first_obj.shape if first_obj.shape != second_obj.shape else first_obj.colour,
+        )
     )
     return questions
 
@@ -309,7 +315,10 @@ def generate_synthetic_dataset(
         raise ValueError("num_train_videos, num_test_videos and captions_per_train_video must all be >= 1")
     metadata = _generation_metadata(seed, num_train_videos, num_test_videos, captions_per_train_video)
     if root is None:
-        root = default_cache_dir() / f"v{GENERATOR_VERSION}-seed{seed}-{num_train_videos}x{captions_per_train_video}-{num_test_videos}"
+        root = (
+            default_cache_dir()
+            / f"v{GENERATOR_VERSION}-seed{seed}-{num_train_videos}x{captions_per_train_video}-{num_test_videos}"
+        )
     root = Path(root)
     marker = root / "metadata.json"
     if marker.is_file() and not overwrite:
@@ -376,8 +385,12 @@ def load_synthetic_qa(root: str | Path | None = None, top_k: int = 1000) -> Data
     root = _dataset_root(root)
     splits = {
         name: [
-            {"video_id": Path(row["video"]).stem, "video_path": str(root / row["video"]), "question": row["question"],
-             "answer": row["answer"]}
+            {
+                "video_id": Path(row["video"]).stem,
+                "video_path": str(root / row["video"]),
+                "question": row["question"],
+                "answer": row["answer"],
+            }
             for row in rows
         ]
         for name, rows in _read_split_rows(root / "qa.jsonl").items()
@@ -399,7 +412,9 @@ def load_synthetic_captioning(root: str | Path | None = None) -> DatasetDict:
         {"video_id": Path(row["video"]).stem, "video_path": str(root / row["video"]), "references": row["references"]}
         for row in splits["test"]
     ]
-    return DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test, features=REFERENCE_FEATURES)})
+    return DatasetDict(
+        {"train": Dataset.from_list(train), "test": Dataset.from_list(test, features=REFERENCE_FEATURES)}
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -48,7 +48,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             characters.append(256 + extra)
             extra += 1
-    return dict(zip(printable, [chr(c) for c in characters]))
+    return dict(zip(printable, [chr(c) for c in characters], strict=True))
 
 
 @lru_cache(maxsize=1)
