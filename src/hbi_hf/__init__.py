@@ -4,7 +4,8 @@ Importing this package registers every HBI class with the transformers Auto clas
 and friends load HBI checkpoints without `trust_remote_code`.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .auto import AutoModelForVideoCaptioning, AutoModelForVideoQuestionAnswering, AutoModelForVideoTextRetrieval
 from .configuration_hbi import HBIBanzhafEstimatorConfig, HBIConfig
@@ -19,6 +20,8 @@ from .modeling_hbi import (
     HBITextFeatures,
     HBIVideoFeatures,
 )
+from .processing_hbi import HBIProcessor
+from .video_processing_hbi import HBIVideoProcessor
 
 AutoConfig.register(HBIConfig.model_type, HBIConfig, exist_ok=True)
 AutoConfig.register(HBIBanzhafEstimatorConfig.model_type, HBIBanzhafEstimatorConfig, exist_ok=True)
@@ -27,6 +30,8 @@ AutoModel.register(HBIBanzhafEstimatorConfig, HBIBanzhafEstimator, exist_ok=True
 AutoModelForVideoTextRetrieval.register(HBIConfig, HBIForRetrieval, exist_ok=True)
 AutoModelForVideoQuestionAnswering.register(HBIConfig, HBIForVideoQA, exist_ok=True)
 AutoModelForVideoCaptioning.register(HBIConfig, HBIForCaptioning, exist_ok=True)
+AutoVideoProcessor.register(HBIConfig, HBIVideoProcessor, exist_ok=True)
+AutoProcessor.register(HBIConfig, HBIProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
 
@@ -43,6 +48,8 @@ __all__ = [
     "HBIForRetrieval",
     "HBIModel",
     "HBIPreTrainedModel",
+    "HBIProcessor",
     "HBITextFeatures",
     "HBIVideoFeatures",
+    "HBIVideoProcessor",
 ]
