@@ -16,6 +16,10 @@ TINY_TEXT = dict(
     eos_token_id=99,
     pad_token_id=0,
 )
+TINY_TEXT_CLIP_VOCABULARY = dict(
+    TINY_TEXT, vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407
+)
+"""The tiny text tower over the real CLIP vocabulary, for inputs tokenised by `build_clip_tokenizer()`."""
 TINY_VISION = dict(
     hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=16
 )
@@ -65,3 +69,17 @@ def config() -> HBIConfig:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return tiny_batch()
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory):
+    """A tiny embedded dataset (6 train and 3 test scenes), generated once per test session."""
+    from hbi_hf.data.synthetic import generate_synthetic_dataset
+
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic") / "tiny",
+        seed=3,
+        num_train_videos=6,
+        num_test_videos=3,
+        captions_per_train_video=2,
+    )

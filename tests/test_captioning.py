@@ -1,7 +1,6 @@
 """Specification of HBIForCaptioning: teacher forcing, Eq. 16 loss, generation through GenerationMixin (greedy and
 beam search), save/load, caption metrics, and training on the embedded dataset's captions."""
 
-import importlib.util
 import shutil
 
 import pytest
@@ -150,11 +149,10 @@ def test_caption_metrics_are_perfect_for_a_prediction_equal_to_the_references():
     assert perfect["meteor"] == pytest.approx(1.0) and perfect["cider"] > 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hbi_hf.data") is None, reason="hbi_hf.data (data branch) not merged")
-def test_trains_on_the_embedded_datasets_captions(tmp_path):
+def test_trains_on_the_embedded_datasets_captions(tiny_synthetic_root):
     from hbi_hf.task_training import HBICaptioningCollator, build_processor, load_embedded_captioning
 
-    dataset = load_embedded_captioning(tmp_path / "synthetic")
+    dataset = load_embedded_captioning(tiny_synthetic_root)
     processor = build_processor(tiny_hbi_config())
     tokenizer = processor.tokenizer
     model = seeded_captioner(

@@ -1,12 +1,10 @@
 """Specification of HBIForVideoQA: answer logits per level and fused, Eq. 16 loss, out-of-vocabulary answers,
 accuracy, save/load, and training on the embedded dataset's QA pairs."""
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_batch, tiny_hbi_config
+from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_batch, tiny_hbi_config
 
 from hbi_hf import AutoModelForVideoQuestionAnswering, HBIForVideoQA
 from hbi_hf.task_training import answer_labels, build_answer_vocabulary, set_answer_vocabulary, videoqa_accuracy
@@ -109,13 +107,12 @@ def test_rejects_labels_of_the_wrong_shape():
         model(**batch, labels=torch.zeros(2, 1, dtype=torch.long), return_loss=True)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hbi_hf.data") is None, reason="hbi_hf.data (data branch) not merged")
-def test_trains_on_the_embedded_datasets_qa_pairs(tmp_path):
+def test_trains_on_the_embedded_datasets_qa_pairs(tiny_synthetic_root):
     from hbi_hf.task_training import HBIVideoQACollator, build_processor, load_embedded_videoqa
 
-    dataset = load_embedded_videoqa(tmp_path / "synthetic")
+    dataset = load_embedded_videoqa(tiny_synthetic_root)
     vocabulary = build_answer_vocabulary(dataset["train"]["answer"])
-    config = set_answer_vocabulary(qa_config(), vocabulary)
+    config = set_answer_vocabulary(qa_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY)), vocabulary)
     train = dataset["train"].map(lambda row: {"label": answer_labels([row["answer"]], vocabulary)[0]})
     collator = HBIVideoQACollator(build_processor(config))
     batch = collator([train[i] for i in range(min(4, len(train)))])

@@ -1366,9 +1366,9 @@ class HBIForVideoQA(HBIPreTrainedModel):
 
 
 def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the answer vocabulary, ignoring labels of -1; 0 (with gradient graph) when every label of
-    the batch is -1."""
-    known = labels != -1
+    """Cross-entropy over the answer vocabulary, ignoring negative labels (-1 or -100: answers outside the
+    vocabulary); 0 (with gradient graph) when no label of the batch is known."""
+    known = labels >= 0
     if not known.any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits[known], labels[known])

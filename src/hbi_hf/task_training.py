@@ -52,7 +52,9 @@ def set_answer_vocabulary(config: HBIConfig, label2id: dict[str, int]) -> HBICon
 
 def build_processor(config: HBIConfig):
     """The `HBIProcessor` (CLIP tokenizer + video processor) matching `config`'s frames and words."""
-    from .data import HBIProcessor, HBIVideoProcessor, build_clip_tokenizer
+    from .data import build_clip_tokenizer
+    from .processing_hbi import HBIProcessor
+    from .video_processing_hbi import HBIVideoProcessor
 
     image_size = config.vision_config.image_size
     video_processor = HBIVideoProcessor(
@@ -67,14 +69,14 @@ def load_embedded_videoqa(root=None):
     """The embedded synthetic dataset's QA rows (`train` / `test`): video_id, video_path, question, answer, label."""
     from .data import synthetic
 
-    return synthetic.load_synthetic_videoqa(synthetic.generate_synthetic_dataset(root))
+    return synthetic.load_synthetic_qa(root)
 
 
 def load_embedded_captioning(root=None):
     """The embedded synthetic dataset's captioning rows (`train` / `test`): video_id, video_path, caption."""
     from .data import synthetic
 
-    return synthetic.load_synthetic_captioning(synthetic.generate_synthetic_dataset(root))
+    return synthetic.load_synthetic_captioning(root)
 
 
 def load_rows(path: str):
@@ -243,20 +245,20 @@ def videoqa_accuracy(predictions: list[int], labels: list[int]) -> dict[str, flo
         raise ValueError(f"got {len(predictions)} predictions for {len(labels)} labels")
     if not labels:
         raise ValueError("videoqa_accuracy needs at least one question")
-    correct = sum(int(p == y) for p, y in zip(predictions, labels) if y != -1)
+    correct = sum(int(p == y) for p, y in zip(predictions, labels) if y >= 0)
     return {
         "accuracy": correct / len(labels),
         "num_questions": len(labels),
-        "num_out_of_vocabulary": sum(int(y == -1) for y in labels),
+        "num_out_of_vocabulary": sum(int(y < 0) for y in labels),
     }
 
 
 def references_per_video(dataset) -> tuple[list[dict], dict[str, list[str]]]:
     """Group captioning rows by video: one `{"video_id", "video_path"}` row per video (first-seen order) and the
-    reference captions of every video. Rows carry a `caption` string or a `captions` list."""
+    reference captions of every video. Rows carry a `caption` string or a `references` list."""
     videos, references = [], {}
     for row in dataset:
-        captions = row["captions"] if "captions" in row else [row["caption"]]
+        captions = row["references"] if "references" in row else [row["caption"]]
         if row["video_id"] not in references:
             videos.append({"video_id": row["video_id"], "video_path": row["video_path"]})
             references[row["video_id"]] = []
