@@ -1,8 +1,9 @@
 """The `hbi-hf` command line on a folder of real (tiny) mp4 files: index, incremental update, resume, search, explain.
 
-The model folder holds a tiny random HBIForRetrieval. Its processor is a stand-in following the data contract
-(`processor(text=[...])`, `processor(videos=[path])`, `processor.tokenizer.convert_ids_to_tokens`) that decodes with
-PyAV; it is injected where the CLI loads the processor saved with the model.
+The model folder holds a tiny random HBIForRetrieval. Most tests inject a stand-in processor following the data
+contract (`processor(text=[...])`, `processor(videos=[path])`, `processor.tokenizer.convert_ids_to_tokens`) where the
+CLI loads the processor saved with the model; the test marked `real_processor` saves the package's `HBIProcessor`
+into the model folder and runs the commands with nothing injected.
 """
 
 import json
@@ -101,8 +102,10 @@ def video_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def contract_processor(monkeypatch):
+def contract_processor(request, monkeypatch):
     processor = ContractProcessor()
+    if "real_processor" in request.keywords:
+        return None
     for module in (search_module, explain_module):
         monkeypatch.setattr(module, "load_processor", lambda path: processor)
     return processor
@@ -292,4 +295,30 @@ def test_explain_with_monte_carlo_samples(video_dir, model_dir, tmp_path, capsys
         "--exact-samples",
         "8",
     )
+    assert figure.stat().st_size > 0
+
+
+@pytest.mark.real_processor
+def test_commands_run_with_the_processor_saved_in_the_model_folder(video_dir, tmp_path, capsys):
+    processing = pytest.importorskip("hbi_hf.processing_hbi")
+    video_processing = pytest.importorskip("hbi_hf.video_processing_hbi")
+    tokenizer = pytest.importorskip("hbi_hf.data.tokenizer").build_clip_tokenizer()
+    model_dir = tmp_path / "model"
+    text_config = dict(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    config = tiny_hbi_config(num_frames=NUM_FRAMES, max_words=MAX_WORDS)
+    config.text_config.update(text_config)
+    HBIForRetrieval(config).save_pretrained(model_dir)
+    video_processor = video_processing.HBIVideoProcessor(
+        num_frames=NUM_FRAMES, size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+    )
+    processing.HBIProcessor(video_processor, tokenizer, max_words=MAX_WORDS).save_pretrained(model_dir)
+
+    run_cli(capsys, "index", video_dir, "--model", model_dir, "--out", tmp_path / "index", "--no-progress")
+    hits = json.loads(run_cli(capsys, "search", tmp_path / "index", "a red square", "--json"))
+    figure = tmp_path / "real.png"
+    run_cli(capsys, "explain", video_dir / "red.mp4", "a red square", "--model", model_dir, "--out", figure)
+
+    assert sorted(hit["path"] for hit in hits) == sorted(COLOURS)
     assert figure.stat().st_size > 0

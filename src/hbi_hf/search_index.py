@@ -66,7 +66,13 @@ def load_hbi_model(model_name_or_path: str | os.PathLike) -> tuple[HBIModel, HBI
 def load_processor(model_name_or_path: str | os.PathLike):
     """The processor saved with the model (`processor(text=[...])` gives `input_ids` / `attention_mask`,
     `processor(videos=[path])` gives `pixel_values` / `video_mask`)."""
-    return AutoProcessor.from_pretrained(model_name_or_path)
+    processor = AutoProcessor.from_pretrained(model_name_or_path)
+    if getattr(processor, "video_processor", None) is None:
+        raise ValueError(
+            f"{model_name_or_path}: expected an HBI processor (tokenizer + video processor) saved with the model; "
+            f"AutoProcessor found a {type(processor).__name__}. Save one with `HBIProcessor.save_pretrained`."
+        )
+    return processor
 
 
 @torch.no_grad()
