@@ -1,0 +1,324 @@
+"""The `hbi-hf` command line on a folder of real (tiny) mp4 files: index, incremental update, resume, search, explain.
+
+The model folder holds a tiny random HBIForRetrieval. Most tests inject a stand-in processor following the data
+contract (`processor(text=[...])`, `processor(videos=[path])`, `processor.tokenizer.convert_ids_to_tokens`) where the
+CLI loads the processor saved with the model; the test marked `real_processor` saves the package's `HBIProcessor`
+into the model folder and runs the commands with nothing injected.
+"""
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_hbi_config
+from transformers.video_utils import load_video
+
+from hbi_hf import HBIBanzhafEstimator, HBIForRetrieval
+from hbi_hf import explain as explain_module
+from hbi_hf import search_index as search_module
+from hbi_hf.cli import main
+from hbi_hf.search_index import HBIVideoIndex, build_index, load_hbi_model, rank_videos
+
+NUM_FRAMES, MAX_WORDS, SIZE = 6, 10, 32
+COLOURS = {"red.mp4": (230, 30, 30), "green.mp4": (30, 200, 40), "blue.mp4": (20, 40, 220), "sub/grey.mp4": (128,) * 3}
+
+
+class ContractTokenizer:
+    """Word-level ids in [1, 97] with start 98, end 99 and padding 0 (the tiny config's vocabulary)."""
+
+    def __init__(self):
+        self.names = {0: "<pad>", 98: "<|startoftext|>", 99: "<|endoftext|>"}
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for word in text.lower().split():
+            token_id = 1 + zlib.crc32(word.encode()) % 97
+            self.names[token_id] = f"{word}</w>"
+            ids.append(token_id)
+        return [98] + ids[: MAX_WORDS - 2] + [99]
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.names[i] for i in ids]
+
+
+class ContractProcessor:
+    """Stand-in for `hbi_hf.data.HBIProcessor` with the same call contract, decoding with PyAV."""
+
+    def __init__(self):
+        self.tokenizer = ContractTokenizer()
+
+    def __call__(self, text=None, videos=None, return_tensors="pt"):
+        outputs = {}
+        if text is not None:
+            rows = [self.tokenizer.encode(t) for t in text]
+            outputs["input_ids"] = torch.tensor([row + [0] * (MAX_WORDS - len(row)) for row in rows])
+            outputs["attention_mask"] = (outputs["input_ids"] != 0).long()
+        if videos is not None:
+            clips = [torch.from_numpy(load_video(path, backend="pyav", num_frames=NUM_FRAMES)[0]) for path in videos]
+            pixels = [F.interpolate(c.permute(0, 3, 1, 2).float() / 255, size=(SIZE, SIZE)) for c in clips]
+            outputs["pixel_values"] = torch.stack([(p - 0.5) / 0.25 for p in pixels])
+            outputs["video_mask"] = torch.ones(len(videos), NUM_FRAMES, dtype=torch.long)
+        return outputs
+
+
+def write_video(path: Path, colour: tuple[int, ...], frames: int = 8) -> None:
+    """A tiny mpeg4 file: `frames` 32x32 frames of `colour` with a moving bright bar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+    for i in range(frames):
+        image = np.full((SIZE, SIZE, 3), colour, dtype=np.uint8)
+        image[:, 4 * i : 4 * i + 4] = 255
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model")
+    HBIForRetrieval(tiny_hbi_config(num_frames=NUM_FRAMES, max_words=MAX_WORDS)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def video_dir(tmp_path) -> Path:
+    root = tmp_path / "videos"
+    for name, colour in COLOURS.items():
+        write_video(root / name, colour)
+    (root / "broken.mp4").write_bytes(b"this is not a video" * 20)
+    (root / "notes.txt").write_text("not a video extension: ignored")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def contract_processor(request, monkeypatch):
+    processor = ContractProcessor()
+    if "real_processor" in request.keywords:
+        return None
+    for module in (search_module, explain_module):
+        monkeypatch.setattr(module, "load_processor", lambda path: processor)
+    return processor
+
+
+@pytest.fixture
+def encode_counter(monkeypatch):
+    """Counts the videos that go through the encoder; `fail_after` makes it raise KeyboardInterrupt."""
+    real = search_module.encode_video_batch
+    state = {"videos": 0, "fail_after": None}
+
+    def counting(model, pixel_values, video_mask):
+        if state["fail_after"] is not None and state["videos"] + len(pixel_values) > state["fail_after"]:
+            raise KeyboardInterrupt
+        state["videos"] += len(pixel_values)
+        return real(model, pixel_values, video_mask)
+
+    monkeypatch.setattr(search_module, "encode_video_batch", counting)
+    return state
+
+
+def run_cli(capsys, *argv: str) -> str:
+    assert main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_index_encodes_every_video_and_reports_the_corrupt_file(video_dir, model_dir, tmp_path, capsys):
+    out = run_cli(capsys, "index", video_dir, "--model", model_dir, "--out", tmp_path / "index", "--no-progress")
+
+    index = HBIVideoIndex.load(tmp_path / "index")
+    assert sorted(index.paths()) == sorted(COLOURS)
+    assert [f.path for f in index.failed] == ["broken.mp4"]
+    assert "failed: broken.mp4: InvalidDataError" in out
+    assert "4 added" in out and "1 failed" in out
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["model"] == str(model_dir.resolve())
+    assert {"path", "size", "mtime_ns", "sha256", "shard", "row"} <= set(manifest["videos"][0])
+
+
+def test_index_stores_the_features_the_model_computes(video_dir, model_dir, tmp_path, contract_processor):
+    build_index(video_dir, tmp_path / "index", model_dir, batch_size=3, checkpoint_every=2, show_progress=False)
+    index = HBIVideoIndex.load(tmp_path / "index")
+    stored = index.features()
+    model, _ = load_hbi_model(model_dir)
+    position = index.paths().index("sub/grey.mp4")
+    inputs = contract_processor(videos=[str(video_dir / "sub/grey.mp4")])
+    with torch.no_grad():
+        direct = model.get_video_features(inputs["pixel_values"], inputs["video_mask"])
+    for level in range(3):
+        torch.testing.assert_close(stored.level_tokens[level][position], direct.level_tokens[level][0])
+        torch.testing.assert_close(stored.level_weight_logits[level][position], direct.level_weight_logits[level][0])
+    torch.testing.assert_close(stored.global_embeddings[position], direct.global_embeddings[0])
+    assert torch.equal(stored.cluster_assignments[1][position], direct.cluster_assignments[1][0])
+
+
+def test_interrupted_index_resumes_without_reencoding_finished_videos(video_dir, model_dir, tmp_path, encode_counter):
+    encode_counter["fail_after"] = 2
+    with pytest.raises(KeyboardInterrupt):
+        build_index(video_dir, tmp_path / "index", model_dir, batch_size=1, checkpoint_every=10, show_progress=False)
+    assert len(HBIVideoIndex.load(tmp_path / "index")) == 2
+
+    encode_counter["fail_after"] = None
+    report = build_index(video_dir, tmp_path / "index", show_progress=False)
+
+    assert encode_counter["videos"] == 4
+    assert report.unchanged == 2 and len(report.added) == 2
+    assert sorted(HBIVideoIndex.load(tmp_path / "index").paths()) == sorted(COLOURS)
+
+
+def test_update_adds_new_reencodes_changed_drops_removed_and_keeps_touched_files(
+    video_dir, model_dir, tmp_path, encode_counter
+):
+    index_dir = tmp_path / "index"
+    build_index(video_dir, index_dir, model_dir, batch_size=2, checkpoint_every=2, show_progress=False)
+    before = HBIVideoIndex.load(index_dir)
+    old_green = before.features()[before.paths().index("green.mp4")].global_embeddings
+    encode_counter["videos"] = 0
+
+    (video_dir / "red.mp4").unlink()
+    write_video(video_dir / "green.mp4", (250, 250, 0), frames=12)
+    write_video(video_dir / "new" / "white.mp4", (255, 255, 255))
+    stat = (video_dir / "blue.mp4").stat()
+    os.utime(video_dir / "blue.mp4", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    report = build_index(video_dir, index_dir, show_progress=False)
+
+    assert report.removed == ["red.mp4"]
+    assert report.updated == ["green.mp4"]
+    assert report.added == ["new/white.mp4"]
+    assert report.unchanged == 2
+    assert encode_counter["videos"] == 2
+    after = HBIVideoIndex.load(index_dir)
+    assert sorted(after.paths()) == sorted(["green.mp4", "blue.mp4", "sub/grey.mp4", "new/white.mp4"])
+    assert not torch.allclose(after.features()[after.paths().index("green.mp4")].global_embeddings, old_green)
+    referenced = {entry.shard for entry in after.entries}
+    assert {p.name for p in index_dir.glob("shard-*.safetensors")} == referenced
+
+
+def test_index_refuses_to_mix_features_of_another_model(video_dir, model_dir, tmp_path):
+    build_index(video_dir, tmp_path / "index", model_dir, show_progress=False)
+    with pytest.raises(ValueError, match="was built with the model"):
+        build_index(video_dir, tmp_path / "index", tmp_path / "another-model", show_progress=False)
+
+
+@pytest.fixture
+def index_dir(video_dir, model_dir, tmp_path) -> Path:
+    build_index(video_dir, tmp_path / "index", model_dir, show_progress=False)
+    return tmp_path / "index"
+
+
+def test_search_prints_a_ranked_table_and_json(index_dir, capsys):
+    table = run_cli(capsys, "search", index_dir, "a red square", "--top-k", "3")
+    lines = table.strip().splitlines()
+    assert lines[0].split() == ["rank", "file", "score"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
+
+    hits = json.loads(run_cli(capsys, "search", index_dir, "a red square", "--top-k", "10", "--json"))
+    assert sorted(hit["path"] for hit in hits) == sorted(COLOURS)
+    scores = [hit["score"] for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert [line.split()[1] for line in lines[1:]] == [hit["path"] for hit in hits[:3]]
+
+
+def test_two_stage_search_with_the_whole_gallery_shortlisted_equals_full_scoring(index_dir, model_dir):
+    model, _ = load_hbi_model(model_dir)
+    features = HBIVideoIndex.load(index_dir).features()
+    text = ContractProcessor()(text=["a blue thing"])
+    with torch.no_grad():
+        text_features = model.get_text_features(text["input_ids"], text["attention_mask"])
+        full_scores, full_order = rank_videos(model, text_features, features, top_k=4, shortlist=0)
+        staged_scores, staged_order = rank_videos(model, text_features, features, top_k=4, shortlist=4)
+        _, short_order = rank_videos(model, text_features, features, top_k=4, shortlist=2)
+    assert torch.equal(full_order, staged_order)
+    torch.testing.assert_close(full_scores, staged_scores)
+    assert len(short_order) == 2
+
+
+def test_explain_draws_the_interaction_figure_with_the_model_teacher(video_dir, model_dir, tmp_path, capsys):
+    figure = tmp_path / "explain.png"
+    out = run_cli(
+        capsys, "explain", video_dir / "red.mp4", "a red square moves", "--model", model_dir, "--out", figure
+    )
+    assert out.strip() == str(figure)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with capsys.disabled():
+        print(f"\nexplain figure: {figure}")
+
+
+def test_explain_levels_cover_every_word_and_frame_once(video_dir, model_dir):
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir)
+    assert explanation.words == ["<|startoftext|>", "a", "red", "square", "moves", "<|endoftext|>"]
+    assert explanation.frames.shape == (NUM_FRAMES, SIZE, SIZE, 3)
+    for level in explanation.levels:
+        assert level.interaction.shape == (len(level.text_groups), len(level.video_groups))
+        assert sorted(i for group in level.text_groups for i in group) == list(range(len(explanation.words)))
+        assert sorted(i for group in level.video_groups for i in group) == list(range(NUM_FRAMES))
+    assert [len(level.video_groups) for level in explanation.levels] == [NUM_FRAMES, 3, 2]
+
+
+def test_explain_needs_an_estimator_for_a_model_without_teacher(video_dir, model_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    model, _ = load_hbi_model(model_dir)
+    model.save_pretrained(bare)
+    with pytest.raises(ValueError, match="no Banzhaf estimator"):
+        main(["explain", str(video_dir / "red.mp4"), "red", "--model", str(bare), "--out", str(tmp_path / "f.png")])
+
+    estimator = tmp_path / "estimator"
+    HBIBanzhafEstimator(model.config.estimator_config).save_pretrained(estimator)
+    figure = tmp_path / "f.png"
+    run_cli(
+        capsys, "explain", video_dir / "red.mp4", "red", "--model", bare, "--estimator", estimator, "--out", figure
+    )
+    assert figure.stat().st_size > 0
+
+
+def test_explain_with_monte_carlo_samples(video_dir, model_dir, tmp_path, capsys):
+    pytest.importorskip("hbi_hf.banzhaf")
+    figure = tmp_path / "mc.png"
+    run_cli(
+        capsys,
+        "explain",
+        video_dir / "red.mp4",
+        "a red square",
+        "--model",
+        model_dir,
+        "--out",
+        figure,
+        "--exact-samples",
+        "8",
+    )
+    assert figure.stat().st_size > 0
+
+
+@pytest.mark.real_processor
+def test_commands_run_with_the_processor_saved_in_the_model_folder(video_dir, tmp_path, capsys):
+    processing = pytest.importorskip("hbi_hf.processing_hbi")
+    video_processing = pytest.importorskip("hbi_hf.video_processing_hbi")
+    tokenizer = pytest.importorskip("hbi_hf.data.tokenizer").build_clip_tokenizer()
+    model_dir = tmp_path / "model"
+    text_config = dict(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    config = tiny_hbi_config(num_frames=NUM_FRAMES, max_words=MAX_WORDS)
+    config.text_config.update(text_config)
+    HBIForRetrieval(config).save_pretrained(model_dir)
+    video_processor = video_processing.HBIVideoProcessor(
+        num_frames=NUM_FRAMES, size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+    )
+    processing.HBIProcessor(video_processor, tokenizer, max_words=MAX_WORDS).save_pretrained(model_dir)
+
+    run_cli(capsys, "index", video_dir, "--model", model_dir, "--out", tmp_path / "index", "--no-progress")
+    hits = json.loads(run_cli(capsys, "search", tmp_path / "index", "a red square", "--json"))
+    figure = tmp_path / "real.png"
+    run_cli(capsys, "explain", video_dir / "red.mp4", "a red square", "--model", model_dir, "--out", figure)
+
+    assert sorted(hit["path"] for hit in hits) == sorted(COLOURS)
+    assert figure.stat().st_size > 0
