@@ -1,7 +1,7 @@
 """A minimal stand-in for the Hugging Face Hub HTTP API on 127.0.0.1, for end-to-end push / pull tests with the real
 `huggingface_hub` client (HF_ENDPOINT pointed here, HF_HUB_DISABLE_XET=1). It implements the calls a push and a
 download make: repo creation, YAML validation, pre-upload (every file "regular", so no LFS), NDJSON commits (base64
-contents), and `resolve` HEAD/GET of committed files. Everything lives in memory."""
+contents), `resolve` HEAD/GET of committed files, and the folder listing (`tree`) a processor download asks for. Everything lives in memory."""
 
 import base64
 import hashlib
@@ -101,8 +101,26 @@ class FakeHub:
                     200, {"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{commit}", "commitOid": commit, "success": True}
                 )
 
+            def _tree(self, match: re.Match) -> None:
+                repo = hub.repos.get(match.group(1))
+                if repo is None:
+                    return self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                folder = (match.group(3) or "").strip("/")
+                prefix = f"{folder}/" if folder else ""
+                entries = [
+                    {"type": "file", "path": path, "size": len(content), "oid": hashlib.sha1(content).hexdigest()}
+                    for path, content in sorted(repo.files.items())
+                    if path.startswith(prefix) and "/" not in path[len(prefix) :]
+                ]
+                if folder and not entries:
+                    return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+                return self._reply(200, entries)
+
             def _resolve(self) -> None:
                 hub.requests.append((self.command, self.path))
+                tree = re.fullmatch(r"/api/models/(.+?/.+?)/tree/([^/?]+)(/[^?]*)?(\?.*)?", self.path)
+                if tree:
+                    return self._tree(tree)
                 match = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+?)(\?.*)?", self.path)
                 if not match or match.group(1) not in hub.repos:
                     return self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
