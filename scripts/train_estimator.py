@@ -9,7 +9,7 @@ Matrices come from exactly one source:
 
 Example:
   python scripts/train_estimator.py --synthetic-matrices 2000 --output_dir estimator \
-      --learning_rate 1e-3 --num_train_epochs 5 --per_device_train_batch_size 64
+      --learning_rate 1e-2 --num_train_epochs 10 --per_device_train_batch_size 64
 """
 
 import json

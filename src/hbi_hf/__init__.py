@@ -7,6 +7,7 @@ and friends load HBI checkpoints without `trust_remote_code`.
 from transformers import AutoConfig, AutoModel
 
 from .auto import AutoModelForVideoCaptioning, AutoModelForVideoQuestionAnswering, AutoModelForVideoTextRetrieval
+from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 from .configuration_hbi import HBIBanzhafEstimatorConfig, HBIConfig
 from .modeling_hbi import (
     HBIAlignmentLoss,
@@ -31,6 +32,8 @@ AutoModelForVideoCaptioning.register(HBIConfig, HBIForCaptioning, exist_ok=True)
 __version__ = "0.1.0"
 
 __all__ = [
+    "exact_banzhaf_interaction",
+    "sampled_banzhaf_interaction",
     "AutoModelForVideoCaptioning",
     "AutoModelForVideoQuestionAnswering",
     "AutoModelForVideoTextRetrieval",
