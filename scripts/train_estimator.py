@@ -37,7 +37,7 @@ DEFAULTS = [
     "--save_strategy",
     "no",
     "--learning_rate",
-    "1e-3",
+    "1e-2",
     "--per_device_train_batch_size",
     "64",
     "--num_train_epochs",
