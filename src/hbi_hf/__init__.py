@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .auto import AutoModelForVideoCaptioning, AutoModelForVideoQuestionAnswering, AutoModelForVideoTextRetrieval
+from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 from .configuration_hbi import HBIBanzhafEstimatorConfig, HBIConfig
 from .modeling_hbi import (
     HBIAlignmentLoss,
@@ -36,6 +37,8 @@ AutoProcessor.register(HBIConfig, HBIProcessor, exist_ok=True)
 __version__ = "0.1.0"
 
 __all__ = [
+    "exact_banzhaf_interaction",
+    "sampled_banzhaf_interaction",
     "AutoModelForVideoCaptioning",
     "AutoModelForVideoQuestionAnswering",
     "AutoModelForVideoTextRetrieval",

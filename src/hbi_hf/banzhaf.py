@@ -1,0 +1,359 @@
+r"""
+The Banzhaf interaction of (word, frame) pairs in HBI's video-text game (Eq. 1, spec §2).
+
+**The game.** The players are the valid words and the valid frames of one video-text pair. The value of a coalition
+`C = (words W, frames F)` is the similarity of Eq. 12 restricted to its players ([`banzhaf_characteristic_function`]):
+the maxima run over the present players only and the WTI weights are renormalised (softmax) over the present players.
+A coalition without any word or without any frame is worth 0, so `phi(only video) = phi(only text) = phi(empty) = 0`
+(condition (c) of spec §2.2).
+
+**The merged pair.** For a word i and a frame j, the merged player `[ij]` is the pair acting as one player: it is
+present exactly when both are, with all their similarities and their own WTI weights. So
+`phi(C + [ij]) = phi(C + {i, j})`, and Eq. 1 becomes the classical pairwise Banzhaf interaction index
+
+    I(i, j) = 2^-(n-2) * sum_{C subset of N \ {i, j}} [phi(C + {i, j}) - phi(C + {i}) - phi(C + {j}) + phi(C)].
+
+It satisfies conditions (a) and (b): with no other player present the bracket is exactly the cosine `a_ij`, positive
+for a matched pair and negative for an irrelevant one, and in larger coalitions it is the gain of i's best frame and
+j's best word being each other beyond what the rest of the coalition already offers. The official code instead lets
+`[ij]` see only the single `(i, j)` entry of the matrix (its row and column are otherwise hidden); that is not the
+value of any coalition of the game, so the index loses the Banzhaf axioms (e.g. a player that adds nothing does not
+get zero interaction). It is not reproduced, nor are the other defects listed in spec §2.3 (one sample assigned
+instead of accumulated, `phi(C + {i, j})` as the fourth term).
+
+**Scale.** `logit_scale` multiplies the similarities before the game is played. Eq. 12 is positively homogeneous in
+the similarities (maxima and weighted sums; the weights come from separate logits), so this scales every interaction
+by the same factor: it is the inverse temperature of the teacher distributions that Eq. 8 builds from the interactions.
+The official code uses 1000.
+
+Functions:
+
+* [`exact_banzhaf_interaction`]: every pair by full enumeration of the `2^n` coalitions (small games, the ground truth);
+* [`sampled_banzhaf_interaction`]: the unbiased Monte-Carlo estimate of Eq. 1 for games of any size.
+"""
+
+import torch
+
+from .modeling_hbi import weighted_token_interaction
+
+MAX_EXACT_PLAYERS = 20
+"""Largest game (words + frames, padding included) that [`exact_banzhaf_interaction`] enumerates by default."""
+
+_CELLS_PER_CHUNK = 1 << 22
+"""Bound on `batch * samples * words * frames` (or `batch * coalitions * words * frames`) evaluated at once."""
+
+
+def banzhaf_characteristic_function(
+    similarity: torch.Tensor,
+    text_coalition: torch.Tensor,
+    video_coalition: torch.Tensor,
+    text_weight_logits: torch.Tensor | None = None,
+    video_weight_logits: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+) -> torch.Tensor:
+    r"""
+    The value `phi(C)` of a coalition: the similarity of Eq. 12 ([`weighted_token_interaction`]) over the coalition's
+    words and frames, with the WTI weights renormalised over them. 0 for a coalition without a word or a frame.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(..., words, frames)`): token cosine similarities.
+        text_coalition (`torch.BoolTensor` of shape `(..., words)`): the words in the coalition.
+        video_coalition (`torch.BoolTensor` of shape `(..., frames)`): the frames in the coalition.
+        text_weight_logits (`torch.Tensor` of shape `(..., words)`, *optional*): MLP_t logits; uniform if omitted.
+        video_weight_logits (`torch.Tensor` of shape `(..., frames)`, *optional*): MLP_v logits; uniform if omitted.
+        logit_scale (`float`, *optional*, defaults to 1.0): multiplies the similarities (see the module docstring).
+    All leading dimensions broadcast against each other.
+
+    Returns:
+        `torch.Tensor` of shape `(...)`.
+    """
+    if text_weight_logits is None:
+        text_weight_logits = torch.zeros(text_coalition.shape, dtype=similarity.dtype, device=similarity.device)
+    if video_weight_logits is None:
+        video_weight_logits = torch.zeros(video_coalition.shape, dtype=similarity.dtype, device=similarity.device)
+    return weighted_token_interaction(
+        logit_scale * similarity, text_weight_logits, video_weight_logits, text_coalition, video_coalition
+    )
+
+
+def exact_banzhaf_interaction(
+    similarity: torch.Tensor,
+    text_weight_logits: torch.Tensor | None = None,
+    video_weight_logits: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+    video_mask: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    max_players: int = MAX_EXACT_PLAYERS,
+) -> torch.Tensor:
+    r"""
+    The Banzhaf interaction (Eq. 1) of every (word, frame) pair by full enumeration: the ground truth for small games.
+
+    Every coalition S of the `n = words + frames` players is valued once, and Eq. 1 is evaluated for all pairs at once
+    through the identity `I(i, j) = 2^-(n-2) * sum_S s_i(S) s_j(S) phi(S)` with `s_k(S) = +1` if k is in S and -1
+    otherwise (each S is `C + {i, j}`, `C + {i}`, `C + {j}` or `C` for exactly one C, with the sign of its term).
+    Padded players never join a coalition; they are dummies and do not change the valid players' interactions.
+    Cost: `2^n` evaluations of Eq. 12 per matrix.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(batch, words, frames)`): token cosine similarities of each pair.
+        text_weight_logits (`(batch, words)`), video_weight_logits (`(batch, frames)`), *optional*: WTI weight
+            logits; uniform weights if omitted.
+        text_mask (`(batch, words)`), video_mask (`(batch, frames)`), *optional*: valid words and frames.
+        logit_scale (`float`, *optional*, defaults to 1.0): multiplies the similarities (and so the interactions).
+        max_players (`int`, *optional*, defaults to 20): refuse larger games (their cost doubles with every player).
+
+    Returns:
+        `torch.Tensor` of shape `(batch, words, frames)`: the interactions, 0 on padded cells.
+    """
+    similarity, text_weight_logits, video_weight_logits, text_mask, video_mask = _prepare_game(
+        similarity, text_weight_logits, video_weight_logits, text_mask, video_mask
+    )
+    batch, words, frames = similarity.shape
+    players = words + frames
+    if players > max_players:
+        raise ValueError(
+            f"exact enumeration of a {words} x {frames} game needs 2^{players} coalitions; at most max_players="
+            f"{max_players} players are allowed (use sampled_banzhaf_interaction for larger games)"
+        )
+    device = similarity.device
+    chunk = max(1, _CELLS_PER_CHUNK // max(1, batch * words * frames))
+    total = similarity.new_zeros(batch, words, frames)
+    player_bits = 1 << torch.arange(players, device=device)
+    for start in range(0, 1 << players, chunk):
+        codes = torch.arange(start, min(start + chunk, 1 << players), device=device)
+        members = (codes.unsqueeze(-1) & player_bits) != 0
+        values = banzhaf_characteristic_function(
+            similarity.unsqueeze(1),
+            members[:, :words] & text_mask.unsqueeze(1),
+            members[:, words:] & video_mask.unsqueeze(1),
+            text_weight_logits.unsqueeze(1),
+            video_weight_logits.unsqueeze(1),
+            logit_scale,
+        )
+        signs = members.to(similarity.dtype) * 2 - 1
+        total += torch.einsum("bc,cw,cf->bwf", values, signs[:, :words], signs[:, words:])
+    interaction = total / 2 ** (players - 2)
+    return interaction * _cell_mask(text_mask, video_mask)
+
+
+def sampled_banzhaf_interaction(
+    similarity: torch.Tensor,
+    num_samples: int = 1000,
+    text_weight_logits: torch.Tensor | None = None,
+    video_weight_logits: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+    video_mask: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    method: str = "incremental",
+) -> torch.Tensor:
+    r"""
+    Unbiased Monte-Carlo estimate of the Banzhaf interaction (Eq. 1) of every (word, frame) pair.
+
+    Each sample draws a random coalition B: every valid word and frame joins independently with probability 1/2. For
+    the pair (i, j) its coalition is `C = B \ {i, j}`, which is uniform over the subsets of the other players, and the
+    sample's term is `phi(C + {i, j}) + phi(C) - phi(C + {i}) - phi(C + {j})`. The estimate is the mean of the terms
+    over `num_samples` samples; its standard error falls like `1 / sqrt(num_samples)`. All pairs share the samples'
+    coalitions (common random numbers), which leaves every pair's estimate unbiased.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(batch, words, frames)`): token cosine similarities of each pair.
+        num_samples (`int`, *optional*, defaults to 1000): coalitions per pair (official: 1000, 100 for labels).
+        text_weight_logits (`(batch, words)`), video_weight_logits (`(batch, frames)`), *optional*: WTI weight
+            logits; uniform weights if omitted.
+        text_mask (`(batch, words)`), video_mask (`(batch, frames)`), *optional*: valid words and frames. Padded
+            players never join a coalition and their cells are 0.
+        logit_scale (`float`, *optional*, defaults to 1.0): multiplies the similarities (and so the interactions);
+            the official code uses 1000.
+        generator (`torch.Generator`, *optional*): source of the coalitions, on the device of `similarity`.
+        method (`str`, *optional*, defaults to `"incremental"`): how the four coalition values are computed.
+            `"direct"` calls [`banzhaf_characteristic_function`] on each of the `4 * words * frames` coalitions of a
+            sample (`O((words * frames)^2)` per sample); `"incremental"` computes the same values from the sample's
+            coalition B with per-pair corrections (running maxima without one player, weight sums without one player)
+            in `O(words * frames)` per sample. Both give the same estimate from the same generator state.
+
+    Returns:
+        `torch.Tensor` of shape `(batch, words, frames)`: the estimated interactions, 0 on padded cells.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer; got {num_samples}")
+    terms = {"incremental": _incremental_pair_terms, "direct": _direct_pair_terms}
+    if method not in terms:
+        raise ValueError(f"method must be one of {sorted(terms)}; got {method!r}")
+    similarity, text_weight_logits, video_weight_logits, text_mask, video_mask = _prepare_game(
+        similarity, text_weight_logits, video_weight_logits, text_mask, video_mask
+    )
+    similarity = logit_scale * similarity
+    batch, words, frames = similarity.shape
+    cells = batch * words * frames
+    chunk = max(
+        1, _CELLS_PER_CHUNK // cells if method == "incremental" else _CELLS_PER_CHUNK // (cells * words * frames)
+    )
+    total = similarity.new_zeros(batch, words, frames)
+    for start in range(0, num_samples, chunk):
+        text_coalitions, video_coalitions = sample_coalitions(
+            text_mask, video_mask, min(chunk, num_samples - start), generator
+        )
+        total += terms[method](
+            similarity, text_weight_logits, video_weight_logits, text_coalitions, video_coalitions
+        ).sum(1)
+    return total / num_samples * _cell_mask(text_mask, video_mask)
+
+
+def sample_coalitions(
+    text_mask: torch.Tensor, video_mask: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Random coalitions: every valid player joins independently with probability 1/2.
+
+    Args:
+        text_mask (`torch.BoolTensor` of shape `(batch, words)`), video_mask (`torch.BoolTensor` of shape
+            `(batch, frames)`): the valid players.
+        num_samples (`int`): coalitions per game.
+        generator (`torch.Generator`, *optional*)
+
+    Returns:
+        text_coalitions (`(batch, num_samples, words)`), video_coalitions (`(batch, num_samples, frames)`), bool.
+    """
+    batch, words = text_mask.shape
+    draws = (
+        torch.rand(batch, num_samples, words + video_mask.shape[1], generator=generator, device=text_mask.device) < 0.5
+    )
+    return draws[..., :words] & text_mask.unsqueeze(1), draws[..., words:] & video_mask.unsqueeze(1)
+
+
+def _direct_pair_terms(similarity, text_weight_logits, video_weight_logits, text_coalitions, video_coalitions):
+    """The bracket of Eq. 1 by valuing the four coalitions of every pair with [`banzhaf_characteristic_function`]."""
+    batch, words, frames = similarity.shape
+    word_is_i = torch.eye(words, dtype=torch.bool, device=similarity.device)[:, None, :]
+    frame_is_j = torch.eye(frames, dtype=torch.bool, device=similarity.device)[None, :, :]
+    base_text = text_coalitions[:, :, None, None, :] & ~word_is_i
+    base_video = video_coalitions[:, :, None, None, :] & ~frame_is_j
+
+    def value(with_i: bool, with_j: bool) -> torch.Tensor:
+        return banzhaf_characteristic_function(
+            similarity[:, None, None, None],
+            base_text | word_is_i if with_i else base_text,
+            base_video | frame_is_j if with_j else base_video,
+            text_weight_logits[:, None, None, None],
+            video_weight_logits[:, None, None, None],
+        )
+
+    return value(True, True) + value(False, False) - value(True, False) - value(False, True)
+
+
+def _incremental_pair_terms(similarity, text_weight_logits, video_weight_logits, text_coalitions, video_coalitions):
+    """The bracket of Eq. 1 from the two halves of Eq. 12, each evaluated for the four coalitions of every pair."""
+    text_weights = _relative_weights(text_weight_logits)
+    video_weights = _relative_weights(video_weight_logits)
+    word_side = _pooled_half(similarity, text_weights, text_coalitions, video_coalitions)
+    frame_side = _pooled_half(similarity.transpose(1, 2), video_weights, video_coalitions, text_coalitions)
+
+    def value(with_i: int, with_j: int) -> torch.Tensor:
+        return 0.5 * (word_side[with_i][with_j] + frame_side[with_j][with_i].transpose(-1, -2))
+
+    return value(1, 1) + value(0, 0) - value(1, 0) - value(0, 1)
+
+
+def _pooled_half(
+    similarity: torch.Tensor, row_weights: torch.Tensor, row_coalitions: torch.Tensor, column_coalitions: torch.Tensor
+) -> list[list[torch.Tensor]]:
+    r"""
+    One half of Eq. 12, `sum_r w_r max_c a_rc / sum_r w_r` over the rows r and columns c of a coalition, for the
+    coalitions `B \ {i, j}` plus row i (`x = 1`) and / or column j (`y = 1`), for every row i and column j.
+
+    Args:
+        similarity (`(batch, rows, columns)`), row_weights (`(batch, rows)`, unnormalised and >= 0),
+        row_coalitions (`(batch, samples, rows)`), column_coalitions (`(batch, samples, columns)`).
+
+    Returns:
+        `terms[x][y]`, each of shape `(batch, samples, rows, columns)`; 0 where the coalition has no row or no column.
+    """
+    similarity = similarity.unsqueeze(1)
+    columns = similarity.shape[-1]
+    present = similarity.masked_fill(~column_coalitions.unsqueeze(-2), torch.finfo(similarity.dtype).min)
+    if columns == 1:
+        present = torch.cat([present, torch.full_like(present, torch.finfo(similarity.dtype).min)], dim=-1)
+    top = present.topk(2, dim=-1)
+    is_best = torch.arange(columns, device=similarity.device) == top.indices[..., :1]
+    best_without_j = torch.where(is_best, top.values[..., 1:2], top.values[..., :1])
+    others = column_coalitions.sum(-1, keepdim=True) - column_coalitions.long()
+    has_others = (others > 0).unsqueeze(-2)
+    best = [
+        torch.where(has_others, best_without_j, 0.0),
+        torch.where(has_others, torch.maximum(best_without_j, similarity), similarity),
+    ]
+
+    weights = row_weights.unsqueeze(1) * row_coalitions
+    weight_without_i = (weights.sum(-1, keepdim=True) - weights).unsqueeze(-1)
+    own_weight = row_weights[:, None, :, None]
+    terms = [[None, None], [None, None]]
+    for with_j in (0, 1):
+        contributions = weights.unsqueeze(-1) * best[with_j]
+        numerator_without_i = contributions.sum(-2, keepdim=True) - contributions
+        own_contribution = own_weight * best[with_j]
+        for with_i in (0, 1):
+            numerator = numerator_without_i + own_contribution if with_i else numerator_without_i
+            denominator = weight_without_i + own_weight if with_i else weight_without_i
+            terms[with_i][with_j] = torch.where(
+                denominator > 0, numerator / denominator.clamp_min(torch.finfo(similarity.dtype).tiny), 0.0
+            )
+    return terms
+
+
+def _relative_weights(logits: torch.Tensor) -> torch.Tensor:
+    """`exp(logits - max)` over the valid players (padded logits are -inf): the unnormalised softmax weights."""
+    top = logits.amax(-1, keepdim=True)
+    top = torch.where(top.isfinite(), top, torch.zeros_like(top))
+    return torch.exp(logits - top)
+
+
+def _prepare_game(similarity, text_weight_logits, video_weight_logits, text_mask, video_mask):
+    """Validate shapes, fill the optional inputs, and give padded players -inf weight logits."""
+    if similarity.dim() != 3:
+        raise ValueError(f"similarity must be (batch, words, frames); got {tuple(similarity.shape)}")
+    if not similarity.is_floating_point():
+        raise ValueError(f"similarity must be a floating-point tensor; got {similarity.dtype}")
+    batch, words, frames = similarity.shape
+    expected = {
+        "text_weight_logits": (batch, words),
+        "video_weight_logits": (batch, frames),
+        "text_mask": (batch, words),
+        "video_mask": (batch, frames),
+    }
+    given = {
+        "text_weight_logits": text_weight_logits,
+        "video_weight_logits": video_weight_logits,
+        "text_mask": text_mask,
+        "video_mask": video_mask,
+    }
+    for name, tensor in given.items():
+        if tensor is not None and tuple(tensor.shape) != expected[name]:
+            raise ValueError(
+                f"{name} must be {expected[name]} for similarity {tuple(similarity.shape)}; got {tuple(tensor.shape)}"
+            )
+    options = dict(dtype=similarity.dtype, device=similarity.device)
+    text_mask = (
+        torch.ones(batch, words, dtype=torch.bool, device=similarity.device) if text_mask is None else text_mask
+    )
+    video_mask = (
+        torch.ones(batch, frames, dtype=torch.bool, device=similarity.device) if video_mask is None else video_mask
+    )
+    text_mask, video_mask = text_mask.bool(), video_mask.bool()
+    text_weight_logits = torch.zeros(batch, words, **options) if text_weight_logits is None else text_weight_logits
+    video_weight_logits = torch.zeros(batch, frames, **options) if video_weight_logits is None else video_weight_logits
+    text_weight_logits = text_weight_logits.to(**options).masked_fill(~text_mask, float("-inf"))
+    video_weight_logits = video_weight_logits.to(**options).masked_fill(~video_mask, float("-inf"))
+    return similarity, text_weight_logits, video_weight_logits, text_mask, video_mask
+
+
+def _cell_mask(text_mask: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    return text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
+
+
+__all__ = [
+    "banzhaf_characteristic_function",
+    "exact_banzhaf_interaction",
+    "sample_coalitions",
+    "sampled_banzhaf_interaction",
+]

@@ -1,0 +1,98 @@
+"""HBIBanzhafEstimator: persistence, masking, and its use as the frozen teacher of HBIForRetrieval."""
+
+import torch
+from conftest import TINY_TEXT, TINY_VISION, tiny_batch, tiny_hbi_config
+from transformers import AutoModel, CLIPConfig, CLIPModel
+
+from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig, HBIConfig, HBIForRetrieval
+
+TINY_ESTIMATOR = dict(hidden_size=8)
+
+
+def matrices(batch=3, words=7, frames=5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, words, frames, generator=generator) * 2 - 1
+
+
+def test_save_and_reload_through_auto_model_gives_identical_outputs(tmp_path):
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR)).eval()
+    estimator.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    similarity = matrices()
+    expected = estimator(similarity).interaction
+    for loaded in (HBIBanzhafEstimator.from_pretrained(tmp_path), AutoModel.from_pretrained(tmp_path)):
+        assert isinstance(loaded, HBIBanzhafEstimator)
+        torch.testing.assert_close(loaded.eval()(similarity).interaction, expected, rtol=0, atol=0)
+
+
+def test_output_on_valid_cells_does_not_depend_on_padding():
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR)).eval()
+    similarity = matrices(batch=1, words=4, frames=3)
+    alone = estimator(similarity).interaction
+    padded = torch.randn(1, 9, 6) * 5
+    padded[:, :4, :3] = similarity
+    text_mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0, 0]])
+    video_mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
+    output = estimator(padded, text_mask, video_mask).interaction
+    torch.testing.assert_close(output[:, :4, :3], alone, rtol=1e-5, atol=1e-6)
+    assert output[:, 4:].abs().sum() == 0 and output[:, :, 3:].abs().sum() == 0
+
+
+def test_loss_is_the_mse_over_valid_cells_only():
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR))
+    similarity, labels = matrices(batch=2), matrices(batch=2, seed=1)
+    text_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    output = estimator(similarity, text_mask, labels=labels)
+    valid = text_mask.bool().unsqueeze(-1).expand_as(labels)
+    torch.testing.assert_close(output.loss, ((output.interaction - labels)[valid] ** 2).mean())
+
+
+def test_hbi_config_nests_the_estimator_config_and_path(tmp_path):
+    config = HBIConfig(estimator_config=dict(hidden_size=16), estimator_name_or_path="my/estimator")
+    assert isinstance(config.estimator_config, HBIBanzhafEstimatorConfig)
+    config.save_pretrained(tmp_path)
+    reloaded = HBIConfig.from_pretrained(tmp_path)
+    assert reloaded.estimator_config.hidden_size == 16
+    assert reloaded.estimator_name_or_path == "my/estimator"
+
+
+def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
+    clip_dir, estimator_dir = tmp_path / "clip", tmp_path / "estimator"
+    CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32)).save_pretrained(
+        clip_dir
+    )
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR))
+    estimator.save_pretrained(estimator_dir)
+    tiny = tiny_hbi_config().to_dict()
+    overrides = {
+        key: tiny[key]
+        for key in (
+            "temporal_num_attention_heads",
+            "temporal_intermediate_size",
+            "merge_num_attention_heads",
+            "num_frames",
+            "max_words",
+            "video_cluster_counts",
+            "text_cluster_counts",
+        )
+    }
+    model = HBIForRetrieval.from_clip(
+        str(clip_dir), estimator_name_or_path=str(estimator_dir), estimator_config=TINY_ESTIMATOR, **overrides
+    )
+    teacher = model.alignment.banzhaf_teacher
+    assert model.config.estimator_name_or_path == str(estimator_dir)
+    saved = estimator.state_dict()
+    for name, tensor in teacher.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+    before = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    model.train()
+    output = model(**tiny_batch(batch_size=3, frames=6, words=10), return_loss=True)
+    output.loss.backward()
+    optimizer.step()
+    assert not teacher.training
+    for name, tensor in teacher.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
+    assert any(p.grad is not None for p in model.alignment.banzhaf_heads.parameters())
