@@ -41,3 +41,6 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+
+demo: venv
+	$(PY) scripts/demo.py --output_dir outputs/demo

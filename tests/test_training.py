@@ -91,7 +91,7 @@ def test_schedule_warms_up_then_decays_both_learning_rates_in_proportion(tmp_pat
         trainer.lr_scheduler.step()
     new = [r["new_decay"] for r in rates]
     assert new[0] == 0.0 and new[1] < new[2] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(new[2:], new[3:])) and new[-1] < 1e-4
+    assert all(a >= b for a, b in zip(new[2:], new[3:], strict=False)) and new[-1] < 1e-4
     assert all(r["clip_decay"] == pytest.approx(0.5 * r["new_decay"]) for r in rates)
 
 

@@ -47,7 +47,7 @@ class HBIRetrievalGallery:
         video_index: dict[str, int] = {}
         video_paths: list[str] = []
         text_to_video = []
-        for row, (video_id, video_path) in enumerate(zip(dataset["video_id"], dataset["video_path"])):
+        for row, (video_id, video_path) in enumerate(zip(dataset["video_id"], dataset["video_path"], strict=True)):
             if video_id not in video_index:
                 video_index[video_id] = len(video_paths)
                 video_paths.append(video_path)

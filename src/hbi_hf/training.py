@@ -234,7 +234,7 @@ class HBITrainer(Trainer):
         if "loss" in logs and self._loss_part_count:
             means = (self._loss_part_sums / self._loss_part_count).to(self.args.device)
             means = self.accelerator.reduce(means, reduction="mean").cpu()
-            logs.update({name: float(value) for name, value in zip(LOSS_PARTS, means)})
+            logs.update({name: float(value) for name, value in zip(LOSS_PARTS, means, strict=True)})
             self._loss_part_sums.zero_()
             self._loss_part_count = 0
         super().log(logs, start_time)
