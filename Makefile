@@ -47,3 +47,6 @@ demo-captioning: venv
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+
+demo: venv
+	$(PY) scripts/demo.py --output_dir outputs/demo

@@ -1,0 +1,25 @@
+"""Train and evaluate a small HBI on the embedded synthetic dataset on the CPU (`make demo`; `--quick` for ~1 min)."""
+
+from transformers import HfArgumentParser
+
+from hbi_hf.demo import HBIDemoArguments, run_demo
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(HBIDemoArguments).parse_args_into_dataclasses()
+    metrics, chance = run_demo(args)
+    print(f"\n{'metric':<12} {'HBI':>8} {'chance':>8}")
+    for direction in ("t2v", "v2t"):
+        for k in (1, 5, 10):
+            name = f"{direction}_R@{k}"
+            print(f"{name:<12} {metrics['test_' + name]:>8.1f} {chance[name]:>8.1f}")
+        for name in (f"{direction}_MdR", f"{direction}_MnR"):
+            print(f"{name:<12} {metrics['test_' + name]:>8.1f}")
+    print(f"\nSaved to {args.output_dir}. Load it back with:")
+    print("    import hbi_hf; from transformers import AutoModel, AutoProcessor")
+    print(f"    model = AutoModel.from_pretrained({args.output_dir!r})")
+    print(f"    processor = AutoProcessor.from_pretrained({args.output_dir!r})")
+
+
+if __name__ == "__main__":
+    main()

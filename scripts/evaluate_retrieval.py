@@ -1,0 +1,45 @@
+"""Evaluate a saved HBI retrieval checkpoint: text-to-video and video-to-text R@1/5/10, Rsum, MdR, MnR.
+
+    python scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt --dataset_name msrvtt --data_root data/msrvtt
+    accelerate launch --num_processes 2 scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt ...
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import HfArgumentParser
+
+from hbi_hf.retrieval_data import build_retrieval_processor, load_retrieval_dataset
+from hbi_hf.retrieval_evaluation import evaluate_retrieval
+from hbi_hf.training import HBIDataArguments, HBIModelArguments, build_retrieval_model, write_eval_results
+
+
+@dataclass
+class EvaluationArguments:
+    batch_size: int = field(default=32, metadata={"help": "Items per encoding batch per process."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write eval_results.json."})
+
+
+def main() -> None:
+    parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, EvaluationArguments))
+    model_args, data_args, eval_args = parser.parse_args_into_dataclasses()
+    if model_args.model_name_or_path is None:
+        parser.error("--model_name_or_path (a saved HBI checkpoint) is required")
+    state = PartialState()
+    model = build_retrieval_model(model_args).to(state.device)
+    processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
+    dataset = load_retrieval_dataset(data_args)[data_args.test_split]
+    if data_args.max_test_samples is not None:
+        dataset = dataset.select(range(min(data_args.max_test_samples, len(dataset))))
+    metrics = evaluate_retrieval(
+        model, dataset, processor, eval_args.batch_size, data_args.eval_chunk_size, data_args.dual_softmax, state
+    )
+    if state.is_main_process:
+        print(json.dumps(metrics, indent=2))
+        if eval_args.output_dir is not None:
+            write_eval_results(eval_args.output_dir, metrics, data_args.dataset_name, data_args.dataset_name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""Fine-tuning HBI for text-video retrieval with the transformers `Trainer`.
+
+What differs from a plain `Trainer` run, and where it lives:
+
+* two learning rates: CLIP parameters at `learning_rate * coef_lr`, everything new at `learning_rate`
+  ([`hbi_parameter_groups`], used by [`HBITrainer.create_optimizer`]); no weight decay on biases and norms;
+* the loss parts (contrastive, Banzhaf, distillation) are logged next to the loss ([`HBITrainer.log`]);
+* evaluation is retrieval (R@K, median / mean rank on the full text x video matrix), not a loss
+  ([`HBITrainer.evaluate`]);
+* `HBITrainingArguments` defaults reproduce the official recipe (lr 1e-4, coef_lr 1e-3, warm-up 10 % then cosine,
+  weight decay 0.2, Adam betas (0.9, 0.98), eps 1e-6, gradient clipping 1.0, 5 epochs) and turn on mixed precision
+  where the hardware has it.
+
+The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathers features from every process.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .modeling_hbi import HBIForRetrieval
+from .retrieval_data import build_retrieval_collator, build_retrieval_processor, load_retrieval_dataset
+from .retrieval_evaluation import evaluate_retrieval
+from .retrieval_metrics import model_index_results
+
+logger = logging.get_logger(__name__)
+
+LOSS_PARTS = ("contrastive_loss", "banzhaf_loss", "distillation_loss")
+
+
+@dataclass
+class HBIModelArguments:
+    """Which model to fine-tune, and [`HBIConfig`] overrides (unset fields keep the checkpoint's / paper's values)."""
+
+    clip_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32",
+        metadata={"help": "CLIP checkpoint (Hub id or local folder) to build a new HBI model from."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved HBI checkpoint to start from instead of CLIP."}
+    )
+    num_frames: int | None = field(default=None, metadata={"help": "Frames per video (paper: 12 / 64 / 32)."})
+    max_words: int | None = field(default=None, metadata={"help": "Tokens per caption (paper: 32 / 64 / 64)."})
+    representation_reconstruction: bool | None = field(
+        default=None, metadata={"help": "True: HBI V2 (TPAMI 2024); False: HBI (CVPR 2023)."}
+    )
+    banzhaf_loss_weight: float | None = field(default=None, metadata={"help": "alpha of Eq. 14."})
+    distillation_loss_weight: float | None = field(default=None, metadata={"help": "beta of Eq. 16."})
+    cluster_mode: str | None = field(default=None, metadata={"help": "'count' (paper) or 'ratio' (official code)."})
+    video_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Clips and segments per video."})
+    text_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Phrases and paragraphs per text."})
+    estimator_name_or_path: str | None = field(
+        default=None, metadata={"help": "A trained HBIBanzhafEstimator, the frozen teacher of Eq. 8."}
+    )
+    temperature: float | None = field(default=None, metadata={"help": "Fixed temperature tau (paper: 0.01)."})
+    learnable_temperature: bool | None = field(default=None, metadata={"help": "Use CLIP's learnable logit scale."})
+    similarity_level_weights: list[float] | None = field(
+        default=None, metadata={"help": "Entity, action and event weights of the inference score."}
+    )
+
+    def config_overrides(self) -> dict:
+        """The [`HBIConfig`] fields set on the command line."""
+        skip = {"clip_name_or_path", "model_name_or_path"}
+        return {name: value for name, value in asdict(self).items() if name not in skip and value is not None}
+
+
+@dataclass
+class HBIDataArguments:
+    """Which retrieval data to train and evaluate on."""
+
+    dataset_name: str = field(
+        default="synthetic",
+        metadata={"help": "synthetic, msrvtt, msvd, activitynet, didemo or folder."},
+    )
+    data_root: str | None = field(
+        default=None, metadata={"help": "Folder of the annotations (and, unless video_root is given, the videos)."}
+    )
+    video_root: str | None = field(default=None, metadata={"help": "Folder of the video files, if separate."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    test_split: str = field(default="test", metadata={"help": "Split to evaluate on after training."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test rows."})
+    strict_data: bool = field(
+        default=False, metadata={"help": "Raise on an unreadable video / empty caption instead of skipping it."}
+    )
+    eval_chunk_size: int = field(default=128, metadata={"help": "Texts x videos per scoring block."})
+    dual_softmax: bool = field(
+        default=False, metadata={"help": "Also report dual-softmax re-ranked metrics (separately, under dsl_*)."}
+    )
+
+
+@dataclass
+class HBITrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the official HBI recipe as defaults, plus the CLIP learning-rate factor, the CLIP
+    freeze option and automatic mixed precision."""
+
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the new (non-CLIP) modules."})
+    coef_lr: float = field(
+        default=1e-3, metadata={"help": "CLIP parameters train at learning_rate * coef_lr (official: 1e-3)."}
+    )
+    freeze_clip: bool = field(default=False, metadata={"help": "Freeze the CLIP text and image towers."})
+    auto_mixed_precision: bool = field(
+        default=True,
+        metadata={"help": "On a GPU with neither --bf16 nor --fp16 given: bf16 where supported, else fp16."},
+    )
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs (paper: 5)."})
+    weight_decay: float = field(default=0.2, metadata={"help": "Weight decay, never on biases and norms."})
+    adam_beta2: float = field(default=0.98, metadata={"help": "Adam beta2 (official: 0.98)."})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon (official: 1e-6)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule after the warm-up."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the dataset columns: the collator needs the paths and captions."}
+    )
+
+    def __post_init__(self):
+        if self.coef_lr < 0:
+            raise ValueError(f"coef_lr must be >= 0; got {self.coef_lr}")
+        wants_gpu = not self.use_cpu and torch.cuda.is_available()
+        if self.auto_mixed_precision and wants_gpu and not (self.bf16 or self.fp16):
+            if torch.cuda.is_bf16_supported():
+                self.bf16 = True
+            else:
+                self.fp16 = True
+        super().__post_init__()
+
+
+def clip_parameter_names(model: nn.Module) -> set[str]:
+    """Names (as `model.named_parameters()` gives them) of every parameter inside a CLIP tower of `model`."""
+    prefixes = [name + "." for name, module in model.named_modules() if isinstance(module, CLIPModel)]
+    return {name for name, _ in model.named_parameters() if any(name.startswith(prefix) for prefix in prefixes)}
+
+
+def hbi_parameter_groups(
+    model: nn.Module,
+    learning_rate: float,
+    coef_lr: float,
+    weight_decay: float,
+    decay_parameter_names: set[str],
+) -> list[dict]:
+    """
+    Optimizer parameter groups: CLIP parameters at `learning_rate * coef_lr`, all others at `learning_rate`; weight
+    decay only on the parameters in `decay_parameter_names` (the Trainer's choice: not biases, not norms). Frozen
+    parameters and empty groups are left out. Each group carries a `"name"`.
+    """
+    clip_names = clip_parameter_names(model)
+    groups: dict[str, dict] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        tower = "clip" if name in clip_names else "new"
+        decay = name in decay_parameter_names
+        key = f"{tower}_{'decay' if decay else 'no_decay'}"
+        group = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "lr": learning_rate * coef_lr if tower == "clip" else learning_rate,
+                "weight_decay": weight_decay if decay else 0.0,
+            },
+        )
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
+def freeze_clip_towers(model: nn.Module) -> int:
+    """Stop gradients into every CLIP tower parameter of `model` (the temporal transformer and HBI modules stay
+    trainable). Returns the number of frozen parameter tensors."""
+    names = clip_parameter_names(model)
+    for name, parameter in model.named_parameters():
+        if name in names:
+            parameter.requires_grad_(False)
+    return len(names)
+
+
+class HBITrainer(Trainer):
+    """
+    `Trainer` for [`HBIForRetrieval`]: two learning rates, loss parts in the logs, retrieval metrics as evaluation.
+
+    Args:
+        dual_softmax (`bool`, *optional*, defaults to `False`): evaluation also reports dual-softmax figures.
+        eval_chunk_size (`int`, *optional*, defaults to 128): texts x videos per scoring block in evaluation.
+        All other arguments are `Trainer`'s; `processing_class` must be the processor (it encodes the evaluation
+        gallery and is saved with every checkpoint).
+    """
+
+    def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = 128, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dual_softmax = dual_softmax
+        self.eval_chunk_size = eval_chunk_size
+        self._loss_part_sums = torch.zeros(len(LOSS_PARTS))
+        self._loss_part_count = 0
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer over [`hbi_parameter_groups`]."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        coef_lr = getattr(self.args, "coef_lr", 1.0)
+        groups = hbi_parameter_groups(
+            opt_model,
+            self.args.learning_rate,
+            coef_lr,
+            self.args.weight_decay,
+            set(self.get_decay_parameter_names(opt_model)),
+        )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss of Eq. 16 (also in evaluation mode); training steps accumulate its parts for logging."""
+        loss, outputs = super().compute_loss(
+            model, {**inputs, "return_loss": True}, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            parts = torch.stack([outputs[name].detach().float().cpu() for name in LOSS_PARTS])
+            self._loss_part_sums += parts
+            self._loss_part_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean loss parts since the last log (averaged over processes) to training logs."""
+        if "loss" in logs and self._loss_part_count:
+            means = (self._loss_part_sums / self._loss_part_count).to(self.args.device)
+            means = self.accelerator.reduce(means, reduction="mean").cpu()
+            logs.update({name: float(value) for name, value in zip(LOSS_PARTS, means, strict=True)})
+            self._loss_part_sums.zero_()
+            self._loss_part_count = 0
+        super().log(logs, start_time)
+
+    def evaluate(
+        self, eval_dataset: Dataset | None = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, logged and
+        returned with `metric_key_prefix`."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if dataset is None:
+            raise ValueError("HBITrainer.evaluate needs an eval_dataset (retrieval rows)")
+        if self.processing_class is None:
+            raise ValueError("HBITrainer.evaluate needs processing_class: the processor that encodes the gallery")
+        model = self.accelerator.unwrap_model(self.model)
+        with self.autocast_smart_context_manager():
+            metrics = evaluate_retrieval(
+                model,
+                dataset,
+                self.processing_class,
+                batch_size=self.args.per_device_eval_batch_size,
+                chunk_size=self.eval_chunk_size,
+                dual_softmax=self.dual_softmax,
+                state=self.accelerator.state,
+            )
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def build_retrieval_model(model_args: HBIModelArguments) -> HBIForRetrieval:
+    """An [`HBIForRetrieval`] from a saved HBI checkpoint, or built around a CLIP checkpoint, with the overrides."""
+    overrides = model_args.config_overrides()
+    if model_args.model_name_or_path is not None:
+        estimator = overrides.pop("estimator_name_or_path", None)
+        model = HBIForRetrieval.from_pretrained(model_args.model_name_or_path, **overrides)
+        if estimator is not None:
+            model.load_banzhaf_teacher(estimator)
+        return model
+    return HBIForRetrieval.from_clip(model_args.clip_name_or_path, **overrides)
+
+
+def write_eval_results(output_dir: str | os.PathLike, metrics: dict, dataset_name: str, dataset_type: str) -> Path:
+    """Write `eval_results.json`: the metrics and the Hub `model-index` results built from them."""
+    path = Path(output_dir) / "eval_results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"metrics": metrics, "model_index": model_index_results(metrics, dataset_name, dataset_type)}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def train_retrieval(
+    model_args: HBIModelArguments, data_args: HBIDataArguments, training_args: HBITrainingArguments
+) -> dict[str, float]:
+    """
+    The whole fine-tuning run of `scripts/train_retrieval.py`: build the model, the processor and the data, train
+    (resuming from `--resume_from_checkpoint`, or from the last checkpoint in `output_dir` with
+    `--resume_from_checkpoint last`), save model and processor, evaluate on the test split and write
+    `eval_results.json`. Returns the test metrics (empty without `--do_eval`).
+    """
+    set_seed(training_args.seed)
+    model = build_retrieval_model(model_args)
+    if training_args.freeze_clip:
+        logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
+    processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
+    splits = load_retrieval_dataset(data_args)
+    train_dataset = _first_rows(splits[data_args.train_split], data_args.max_train_samples)
+    test_dataset = None
+    if training_args.do_eval:
+        test_dataset = _first_rows(splits[data_args.test_split], data_args.max_test_samples)
+    trainer = HBITrainer(
+        model=model,
+        args=training_args,
+        data_collator=build_retrieval_collator(processor, strict=data_args.strict_data),
+        train_dataset=train_dataset,
+        eval_dataset=test_dataset,
+        processing_class=processor,
+        dual_softmax=data_args.dual_softmax,
+        eval_chunk_size=data_args.eval_chunk_size,
+    )
+    if training_args.do_train:
+        resume = training_args.resume_from_checkpoint
+        if resume == "last":
+            resume = get_last_checkpoint(training_args.output_dir)
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        trainer.save_state()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+    metrics: dict[str, float] = {}
+    if training_args.do_eval:
+        metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+        if trainer.is_world_process_zero():
+            trainer.log_metrics("test", metrics)
+            write_eval_results(training_args.output_dir, metrics, data_args.dataset_name, data_args.dataset_name)
+    return metrics
+
+
+def _first_rows(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+
+
+__all__ = [
+    "HBIDataArguments",
+    "HBIModelArguments",
+    "HBITrainer",
+    "HBITrainingArguments",
+    "build_retrieval_model",
+    "clip_parameter_names",
+    "freeze_clip_towers",
+    "hbi_parameter_groups",
+    "train_retrieval",
+    "write_eval_results",
+]
