@@ -132,8 +132,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     n, chunk = args.n, args.chunk_size
-    print(f"gallery {n} texts x {n} videos, dim {DIM}, words/phrases/paragraphs {TEXT_TOKENS}, "
-          f"frames/clips/segments {VIDEO_TOKENS}, chunk {chunk}, torch threads {torch.get_num_threads()}")
+    print(
+        f"gallery {n} texts x {n} videos, dim {DIM}, words/phrases/paragraphs {TEXT_TOKENS}, "
+        f"frames/clips/segments {VIDEO_TOKENS}, chunk {chunk}, torch threads {torch.get_num_threads()}"
+    )
 
     words, frames = torch.randn(n * TEXT_TOKENS[0], DIM), torch.randn(DIM, n * VIDEO_TOKENS[0])
     floor, _ = timed(partial(torch.matmul, words, frames), args.repeats)
@@ -146,7 +148,9 @@ def main() -> None:
         model = build_model(reconstruction)
         text, video = cached_features(model, n)
         with torch.no_grad():
-            full_time, per_level = timed(partial(model.similarity_per_level, text, video, (0, 1, 2), chunk), args.repeats)
+            full_time, per_level = timed(
+                partial(model.similarity_per_level, text, video, (0, 1, 2), chunk), args.repeats
+            )
             entity_time, _ = timed(partial(model.similarity_per_level, text, video, (0,), chunk), args.repeats)
         random.seed(0)
         pairs = [(random.randrange(n), random.randrange(n)) for _ in range(args.reference_pairs)]
@@ -161,11 +165,15 @@ def main() -> None:
         rows.append((name, full_time, entity_time, reference_time, difference))
 
     print()
-    print(f"{'method':<6} {'3 levels (s)':>12} {'x floor':>8} {'entity (s)':>10} {'per-pair ref (s, extrap.)':>26} "
-          f"{'max |diff|':>10}")
+    print(
+        f"{'method':<6} {'3 levels (s)':>12} {'x floor':>8} {'entity (s)':>10} {'per-pair ref (s, extrap.)':>26} "
+        f"{'max |diff|':>10}"
+    )
     for name, full_time, entity_time, reference_time, difference in rows:
-        print(f"{name:<6} {full_time:>12.3f} {full_time / floor:>8.2f} {entity_time:>10.3f} {reference_time:>26.0f} "
-              f"{difference:>10.2e}")
+        print(
+            f"{name:<6} {full_time:>12.3f} {full_time / floor:>8.2f} {entity_time:>10.3f} {reference_time:>26.0f} "
+            f"{difference:>10.2e}"
+        )
     print(f"V2 / V1 (3 levels): {times['V2'] / times['V1']:.2f}")
 
     print()

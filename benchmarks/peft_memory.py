@@ -98,7 +98,9 @@ def main() -> None:
         f"{args.max_words} words, AdamW, {args.steps} steps, CPU ({torch.get_num_threads()} threads)"
     )
     names = {"full": "full", "lora": f"LoRA r={args.lora_r} + HBI modules", "lora_only": f"LoRA r={args.lora_r} only"}
-    print(f"{'setting':<28}{'trainable':>14}{'of total':>14}{'share':>8}{'RSS built':>12}{'peak RSS':>12}{'s/step':>9}")
+    print(
+        f"{'setting':<28}{'trainable':>14}{'of total':>14}{'share':>8}{'RSS built':>12}{'peak RSS':>12}{'s/step':>9}"
+    )
     for row in rows:
         print(
             f"{names[row['setting']]:<28}{row['trainable']:>14,}{row['total']:>14,}{100 * row['trainable'] / row['total']:>7.1f}%"

@@ -29,14 +29,30 @@ from hbi_hf.conversion import (
 class ConversionArguments:
     checkpoint: str = field(metadata={"help": "Official checkpoint file (read with torch.load(weights_only=True))."})
     output_dir: str = field(metadata={"help": "Folder to write (config.json + model.safetensors)."})
-    kind: str = field(default="retrieval", metadata={"help": "'retrieval' or 'estimator'.", "choices": ["retrieval", "estimator"]})
-    num_frames: int = field(default=12, metadata={"help": "--max_frames of the official run (MSR-VTT 12, ActivityNet 64, DiDeMo 32)."})
-    max_words: int = field(default=32, metadata={"help": "--max_words of the official run (MSR-VTT 32 or 24, ActivityNet/DiDeMo 64)."})
-    cluster_mode: str = field(default="ratio", metadata={"help": "'ratio' (official code) or 'count'.", "choices": ["ratio", "count"]})
-    video_cluster_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "--v_rate0 --v_rate1."})
-    text_cluster_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "--t_rate0 --t_rate1."})
-    head_dim: int = field(default=OFFICIAL_HEAD_DIM, metadata={"help": "Attention head width of CLIP and the temporal transformer."})
-    merge_num_attention_heads: int = field(default=OFFICIAL_MERGE_HEADS, metadata={"help": "Heads of the merge refinement."})
+    kind: str = field(
+        default="retrieval", metadata={"help": "'retrieval' or 'estimator'.", "choices": ["retrieval", "estimator"]}
+    )
+    num_frames: int = field(
+        default=12, metadata={"help": "--max_frames of the official run (MSR-VTT 12, ActivityNet 64, DiDeMo 32)."}
+    )
+    max_words: int = field(
+        default=32, metadata={"help": "--max_words of the official run (MSR-VTT 32 or 24, ActivityNet/DiDeMo 64)."}
+    )
+    cluster_mode: str = field(
+        default="ratio", metadata={"help": "'ratio' (official code) or 'count'.", "choices": ["ratio", "count"]}
+    )
+    video_cluster_ratios: list[float] = field(
+        default_factory=lambda: [0.25, 0.5], metadata={"help": "--v_rate0 --v_rate1."}
+    )
+    text_cluster_ratios: list[float] = field(
+        default_factory=lambda: [0.25, 0.5], metadata={"help": "--t_rate0 --t_rate1."}
+    )
+    head_dim: int = field(
+        default=OFFICIAL_HEAD_DIM, metadata={"help": "Attention head width of CLIP and the temporal transformer."}
+    )
+    merge_num_attention_heads: int = field(
+        default=OFFICIAL_MERGE_HEADS, metadata={"help": "Heads of the merge refinement."}
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

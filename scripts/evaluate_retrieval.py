@@ -1,7 +1,7 @@
 """Evaluate a saved HBI retrieval checkpoint: text-to-video and video-to-text R@1/5/10, Rsum, MdR, MnR.
 
-    python scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt --dataset_name msrvtt --data_root data/msrvtt
-    accelerate launch --num_processes 2 scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt ...
+python scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt --dataset_name msrvtt --data_root data/msrvtt
+accelerate launch --num_processes 2 scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt ...
 """
 
 import json

@@ -80,7 +80,12 @@ class FakeHub:
                 if match.group(2) == "preupload":
                     files = json.loads(body)["files"]
                     return self._reply(
-                        200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                            ]
+                        },
                     )
                 return self._commit(match.group(1), repo, body)
 
@@ -98,7 +103,8 @@ class FakeHub:
                     commit = hashlib.sha1(f"{repo_id}{len(repo.commits)}{sorted(repo.files)}".encode()).hexdigest()
                     repo.commits.append(commit)
                 return self._reply(
-                    200, {"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{commit}", "commitOid": commit, "success": True}
+                    200,
+                    {"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{commit}", "commitOid": commit, "success": True},
                 )
 
             def _tree(self, match: re.Match) -> None:

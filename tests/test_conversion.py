@@ -145,15 +145,30 @@ def _official_block(x, sd, prefix, eps, attn_mask=None, key_padding_mask=None):
     width = x.shape[-1]
     h = _layer_norm(x, sd, prefix + "ln_1.", eps)
     attended, _ = F.multi_head_attention_forward(
-        h, h, h, width, width // HEAD_DIM,
-        sd[prefix + "attn.in_proj_weight"].float(), sd[prefix + "attn.in_proj_bias"].float(),
-        None, None, False, 0.0,
-        sd[prefix + "attn.out_proj.weight"].float(), sd[prefix + "attn.out_proj.bias"].float(),
-        training=False, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=attn_mask,
+        h,
+        h,
+        h,
+        width,
+        width // HEAD_DIM,
+        sd[prefix + "attn.in_proj_weight"].float(),
+        sd[prefix + "attn.in_proj_bias"].float(),
+        None,
+        None,
+        False,
+        0.0,
+        sd[prefix + "attn.out_proj.weight"].float(),
+        sd[prefix + "attn.out_proj.bias"].float(),
+        training=False,
+        key_padding_mask=key_padding_mask,
+        need_weights=False,
+        attn_mask=attn_mask,
     )
     x = x + attended
-    h = F.linear(_layer_norm(x, sd, prefix + "ln_2.", eps), sd[prefix + "mlp.c_fc.weight"].float(),
-                 sd[prefix + "mlp.c_fc.bias"].float())
+    h = F.linear(
+        _layer_norm(x, sd, prefix + "ln_2.", eps),
+        sd[prefix + "mlp.c_fc.weight"].float(),
+        sd[prefix + "mlp.c_fc.bias"].float(),
+    )
     h = h * torch.sigmoid(1.702 * h)
     return x + F.linear(h, sd[prefix + "mlp.c_proj.weight"].float(), sd[prefix + "mlp.c_proj.bias"].float())
 
@@ -335,7 +350,9 @@ def test_estimator_checkpoint_converts_and_matches_the_official_module(tmp_path)
     assert set(converted) == {f"head.{name}" for name in ("query", "key", "value")} | {
         f"head.{part}.{kind}" for part in ("encoder", "decoder") for kind in ("weight", "bias")
     }
-    estimator = convert_official_estimator_checkpoint(_save(official, tmp_path / "pytorch_model.bin.5"), tmp_path / "out")
+    estimator = convert_official_estimator_checkpoint(
+        _save(official, tmp_path / "pytorch_model.bin.5"), tmp_path / "out"
+    )
     reloaded = HBIBanzhafEstimator.from_pretrained(tmp_path / "out")
     similarity = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -378,14 +395,24 @@ def test_converted_folder_loads_with_auto_classes(official, converted_model, tmp
 
 
 def test_conversion_script_writes_a_loadable_folder(official, tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_script", REPO_ROOT / "scripts/convert_official_checkpoint.py")
+    spec = importlib.util.spec_from_file_location(
+        "convert_script", REPO_ROOT / "scripts/convert_official_checkpoint.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     path = _save(official, tmp_path / "pytorch_model.bin.4")
     script.main(
         [
-            "--checkpoint", str(path), "--output_dir", str(tmp_path / "out"), "--num_frames", str(FRAMES),
-            "--max_words", str(WORDS), "--head_dim", str(HEAD_DIM),
+            "--checkpoint",
+            str(path),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--num_frames",
+            str(FRAMES),
+            "--max_words",
+            str(WORDS),
+            "--head_dim",
+            str(HEAD_DIM),
         ]
     )
     model = AutoModelForVideoTextRetrieval.from_pretrained(tmp_path / "out")

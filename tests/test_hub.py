@@ -26,7 +26,10 @@ def _run_worker(action: str, workdir: Path, env: dict[str, str]) -> dict:
     environment.update(env, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]), HF_HUB_DISABLE_TELEMETRY="1")
     result = subprocess.run(
         [sys.executable, str(TESTS / "hub_worker.py"), action, str(workdir)],
-        env=environment, capture_output=True, text=True, timeout=300,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -52,11 +55,17 @@ def test_push_with_the_real_client_and_pull_back(tmp_path):
         observed = _run_worker(
             "push",
             tmp_path,
-            {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test", "HF_HUB_DISABLE_XET": "1",
-             "HF_HUB_CACHE": str(tmp_path / "cache")},
+            {
+                "HF_ENDPOINT": hub.endpoint,
+                "HF_TOKEN": "hf_test",
+                "HF_HUB_DISABLE_XET": "1",
+                "HF_HUB_CACHE": str(tmp_path / "cache"),
+            },
         )
     tiny = hub.repos["org/hbi-tiny"].files
-    assert {"config.json", "model.safetensors", "README.md", "processor_config.json", "tokenizer.json"} <= set(tiny), sorted(tiny)
+    assert {"config.json", "model.safetensors", "README.md", "processor_config.json", "tokenizer.json"} <= set(tiny), (
+        sorted(tiny)
+    )
     assert {"config.json", "model.safetensors"} <= set(hub.repos["org/hbi-estimator"].files)
 
     card_repo = hub.repos["org/hbi-card"]

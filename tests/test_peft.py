@@ -62,7 +62,9 @@ def test_default_targets_are_the_clip_attention_projections_only(model):
     peft_model = apply_lora(model, r=4, alpha=8, dropout=0.0)
     names = _lora_module_names(peft_model)
     assert len(names) == 2 * 2 * 4  # towers x layers x (q, k, v, out)
-    assert all(re.search(r"\.clip\.(text|vision)_model\.encoder\.layers\.\d\.self_attn\.[qkvout]+_proj$", n) for n in names)
+    assert all(
+        re.search(r"\.clip\.(text|vision)_model\.encoder\.layers\.\d\.self_attn\.[qkvout]+_proj$", n) for n in names
+    )
     assert not any(".temporal." in n for n in names)
     assert re.fullmatch(DEFAULT_LORA_TARGET_MODULES, "hbi.temporal.layers.0.self_attn.q_proj") is None
 
@@ -93,8 +95,15 @@ def test_trainer_steps_change_only_adapters_and_saved_modules(model, tmp_path):
     temporal_before = {k: v.clone() for k, v in model.hbi.temporal.state_dict().items()}
     peft_model = apply_lora(model, r=4, alpha=8, dropout=0.0)
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=3, learning_rate=1e-2, use_cpu=True,
-        report_to="none", remove_unused_columns=False, save_strategy="no", logging_strategy="no",
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=3,
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+        save_strategy="no",
+        logging_strategy="no",
     )
     Trainer(model=peft_model, args=args, train_dataset=TinyPairDataset()).train()
 

@@ -101,7 +101,9 @@ def test_dual_softmax_can_fix_a_hub_video():
     # does not match best
     scores = torch.tensor([[0.9, 0.1, 0.1], [0.8, 0.7, 0.1], [0.8, 0.1, 0.7]])
     plain = compute_retrieval_metrics(scores, torch.arange(3))
-    reranked = compute_retrieval_metrics(scores, torch.arange(3), dual_softmax=True, dual_softmax_inverse_temperature=10)
+    reranked = compute_retrieval_metrics(
+        scores, torch.arange(3), dual_softmax=True, dual_softmax_inverse_temperature=10
+    )
     assert plain["t2v_R@1"] == pytest.approx(100 / 3)
     assert reranked["dsl_t2v_R@1"] == 100.0
     t2v_scores, v2t_scores = dual_softmax_scores(scores, 10.0)

@@ -130,7 +130,9 @@ def test_freeze_option_keeps_clip_towers_fixed_and_trains_the_rest(tmp_path):
     clip_names = clip_parameter_names(model)
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in clip_names)
-    assert not torch.equal(before["hbi.temporal.layers.0.mlp.fc1.weight"], after["hbi.temporal.layers.0.mlp.fc1.weight"])
+    assert not torch.equal(
+        before["hbi.temporal.layers.0.mlp.fc1.weight"], after["hbi.temporal.layers.0.mlp.fc1.weight"]
+    )
 
 
 def test_evaluate_reports_retrieval_metrics_of_the_whole_gallery(tmp_path):

@@ -149,7 +149,9 @@ def _convert_clip(official_key: str, tensor: torch.Tensor) -> dict[str, torch.Te
     block = re.fullmatch(r"(visual\.)?transformer\.resblocks\.(\d+)\.(.+)", name)
     if block:
         tower = "vision_model" if block.group(1) else "text_model"
-        return _convert_block(official_key, block.group(3), f"hbi.clip.{tower}.encoder.layers.{block.group(2)}.", tensor)
+        return _convert_block(
+            official_key, block.group(3), f"hbi.clip.{tower}.encoder.layers.{block.group(2)}.", tensor
+        )
     if name in _CLIP_RENAMES:
         return {"hbi.clip." + _CLIP_RENAMES[name]: tensor}
     if name in _CLIP_TRANSPOSED:
@@ -275,7 +277,9 @@ def official_config(
     vision_positions = _require(state_dict, "clip.visual.positional_embedding").shape[0]
     grid = math.isqrt(vision_positions - 1)
     if grid * grid != vision_positions - 1:
-        raise HBIConversionError(f"clip.visual.positional_embedding has {vision_positions} rows; expected 1 + a square")
+        raise HBIConversionError(
+            f"clip.visual.positional_embedding has {vision_positions} rows; expected 1 + a square"
+        )
     vocab_size = _require(state_dict, "clip.token_embedding.weight").shape[0]
     text_config = dict(
         hidden_size=text_width,

@@ -77,7 +77,9 @@ def push_to_hub(
     """
     if model_card is None:
         if dataset_name is None:
-            raise ValueError("push_to_hub needs dataset_name (e.g. 'msrvtt') to render the model card, or a model_card")
+            raise ValueError(
+                "push_to_hub needs dataset_name (e.g. 'msrvtt') to render the model card, or a model_card"
+            )
         model_card = render_model_card(model.config, dataset_name, eval_results, repo_id=repo_id)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)

@@ -24,7 +24,9 @@ from .modeling_hbi import HBIBanzhafEstimator
 
 logger = logging.get_logger(__name__)
 
-DEFAULT_LORA_TARGET_MODULES = r".*clip\.(text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+DEFAULT_LORA_TARGET_MODULES = (
+    r".*clip\.(text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+)
 """The CLIP towers' attention projections. The regex is anchored to the CLIP towers on purpose: the temporal
 transformer's layers also have `q_proj` / `k_proj` / `v_proj` / `out_proj`, and they are trained fully instead."""
 

@@ -16,9 +16,9 @@ RETRIEVAL_LOADERS = {
     "msvd": "load_msvd_retrieval",
     "activitynet": "load_activitynet_retrieval",
     "didemo": "load_didemo_retrieval",
-    "folder": "load_folder_retrieval",
 }
-"""Dataset name -> loader in `hbi_hf.data` called as `loader(data_root, video_root=...)`; `synthetic` is generated."""
+"""Dataset name -> loader in `hbi_hf.data` called as `loader(annotations_dir, videos_dir)`; `synthetic` is generated
+and `folder` is a user's own videos plus a captions file (`load_video_folder`)."""
 
 
 def _data_api() -> SimpleNamespace:
@@ -45,14 +45,20 @@ def load_retrieval_dataset(data_args) -> DatasetDict:
     name = data_args.dataset_name
     if name == "synthetic":
         return synthetic_retrieval_splits(data_args.data_root)
-    if name not in RETRIEVAL_LOADERS:
-        raise ValueError(f"dataset_name must be 'synthetic' or one of {sorted(RETRIEVAL_LOADERS)}; got {name!r}")
+    if name != "folder" and name not in RETRIEVAL_LOADERS:
+        raise ValueError(
+            f"dataset_name must be 'synthetic', 'folder' or one of {sorted(RETRIEVAL_LOADERS)}; got {name!r}"
+        )
     if data_args.data_root is None:
-        raise ValueError(f"dataset_name={name!r} needs --data_root (the folder of its annotations)")
-    loader = getattr(_data_api().module, RETRIEVAL_LOADERS[name], None)
-    if loader is None:
-        raise ValueError(f"hbi_hf.data has no {RETRIEVAL_LOADERS[name]}: cannot load dataset_name={name!r}")
-    return loader(data_args.data_root, video_root=data_args.video_root)
+        raise ValueError(f"dataset_name={name!r} needs --data_root (the folder of its annotations / captions file)")
+    data = _data_api().module
+    if name == "folder":
+        if data_args.video_root is None:
+            raise ValueError(
+                "dataset_name='folder' needs --video_root (the videos) and --data_root (the captions file)"
+            )
+        return data.load_video_folder(data_args.video_root, data_args.data_root)
+    return getattr(data, RETRIEVAL_LOADERS[name])(data_args.data_root, data_args.video_root or data_args.data_root)
 
 
 def build_retrieval_processor(config: HBIConfig, model_name_or_path: str | None = None):

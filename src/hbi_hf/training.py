@@ -81,7 +81,10 @@ class HBIDataArguments:
         metadata={"help": "synthetic, msrvtt, msvd, activitynet, didemo or folder."},
     )
     data_root: str | None = field(
-        default=None, metadata={"help": "Folder of the annotations (and, unless video_root is given, the videos)."}
+        default=None,
+        metadata={
+            "help": "Folder of the annotations (and, unless video_root is given, the videos); for dataset_name=folder, the captions file (CSV or JSON Lines)."
+        },
     )
     video_root: str | None = field(default=None, metadata={"help": "Folder of the video files, if separate."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
@@ -240,7 +243,10 @@ class HBITrainer(Trainer):
         super().log(logs, start_time)
 
     def evaluate(
-        self, eval_dataset: Dataset | None = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+        self,
+        eval_dataset: Dataset | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
         """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, logged and
         returned with `metric_key_prefix`."""
