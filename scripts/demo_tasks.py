@@ -11,11 +11,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-from hbi_hf.data import build_clip_tokenizer
 from transformers import HfArgumentParser, TrainingArguments
 
 from hbi_hf import HBIForCaptioning, HBIForVideoQA
 from hbi_hf.caption_metrics import caption_metrics, require_java
+from hbi_hf.data import build_clip_tokenizer
 from hbi_hf.task_training import (
     HBICaptioningCollator,
     HBIVideoCollator,

@@ -232,11 +232,11 @@ def weighted_token_interaction(
     """
     text_weights = masked_softmax(text_weight_logits, text_mask)
     video_weights = masked_softmax(video_weight_logits, video_mask)
-    lowest = torch.finfo(similarity.dtype).min
-    best_frame_per_word = similarity.masked_fill(~video_mask.unsqueeze(-2), lowest).amax(dim=-1)
-    best_word_per_frame = similarity.masked_fill(~text_mask.unsqueeze(-1), lowest).amax(dim=-2)
-    best_frame_per_word = best_frame_per_word.masked_fill(~video_mask.any(dim=-1, keepdim=True), 0.0)
-    best_word_per_frame = best_word_per_frame.masked_fill(~text_mask.any(dim=-1, keepdim=True), 0.0)
+    # one fill for both maxima: a cell with a padded word or frame never wins; padded rows and empty coalitions give 0
+    cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
+    similarity = similarity.masked_fill(~cell_mask, torch.finfo(similarity.dtype).min)
+    best_frame_per_word = similarity.amax(dim=-1).masked_fill(~(text_mask & video_mask.any(-1, keepdim=True)), 0.0)
+    best_word_per_frame = similarity.amax(dim=-2).masked_fill(~(video_mask & text_mask.any(-1, keepdim=True)), 0.0)
     text_to_video = (text_weights * best_frame_per_word).sum(dim=-1)
     video_to_text = (video_weights * best_word_per_frame).sum(dim=-1)
     return 0.5 * (text_to_video + video_to_text)
@@ -438,22 +438,30 @@ class HBIRepresentationReconstruction(nn.Module):
         gamma = video_gate + self.video_gate.bias - (frame_attention * video_gate).sum(-1, keepdim=True)
         delta = text_gate + self.text_gate.bias - (word_attention * text_gate).sum(-1, keepdim=True)
 
-        word_dot_pooled_video = (dots * frame_attention.unsqueeze(-2)).sum(-1)
-        pooled_text_dot_frame = (word_attention.unsqueeze(-1) * dots).sum(-2)
-        pooled_dot_pooled = (word_attention * word_dot_pooled_video).sum(-1, keepdim=True)
-        g, d = gamma.unsqueeze(-2), delta.unsqueeze(-1)
-        reconstructed_dots = (
-            d * g * dots
-            + d * (1 - g) * word_dot_pooled_video.unsqueeze(-1)
-            + (1 - d) * g * pooled_text_dot_frame.unsqueeze(-2)
-            + (1 - d) * (1 - g) * pooled_dot_pooled.unsqueeze(-1)
-        )
+        # With A_j = t_j . v^c, B_i = t^c . v_i, C = t^c . v^c and P_ji = t_j . v_i, the reconstructed dot product is
+        # d_j g_i P_ji + d_j (1 - g_i) A_j + (1 - d_j) g_i B_i + (1 - d_j)(1 - g_i) C
+        #   = d_j g_i (P_ji - A'_j - B'_i - C) + d_j A'_j + g_i B'_i + C   with A' = A - C, B' = B - C,
+        # evaluated with few passes over the (words, frames) matrix and divided by both norms on the way.
+        word_dot_pooled_video = (dots * frame_attention.unsqueeze(-2)).sum(-1, keepdim=True)
+        pooled_text_dot_frame = (word_attention.unsqueeze(-1) * dots).sum(-2, keepdim=True)
+        pooled_dot_pooled = (word_attention.unsqueeze(-1) * word_dot_pooled_video).sum(-2, keepdim=True)
+        word_offset = word_dot_pooled_video - pooled_dot_pooled
+        frame_offset = pooled_text_dot_frame - pooled_dot_pooled
+
         video_sq_norm = self._mixture_sq_norm(
             gamma, frame_attention, video.gram, layout.video_side, layout.video_matvec
         )
         text_sq_norm = self._mixture_sq_norm(delta, word_attention, text.gram, layout.text_side, layout.text_matvec)
-        norms = (text_sq_norm.unsqueeze(-1) * video_sq_norm.unsqueeze(-2)).clamp_min(1e-12).sqrt()
-        return reconstructed_dots / norms
+        inverse_text_norm = text_sq_norm.clamp_min(1e-12).rsqrt().unsqueeze(-1)
+        inverse_video_norm = video_sq_norm.clamp_min(1e-12).rsqrt().unsqueeze(-2)
+        scaled_delta = delta.unsqueeze(-1) * inverse_text_norm
+        scaled_gamma = gamma.unsqueeze(-2) * inverse_video_norm
+
+        cosine = (dots - word_offset - (frame_offset + pooled_dot_pooled)) * scaled_delta * scaled_gamma
+        cosine = torch.addcmul(
+            cosine, scaled_delta * word_offset + pooled_dot_pooled * inverse_text_norm, inverse_video_norm
+        )
+        return torch.addcmul(cosine, inverse_text_norm, scaled_gamma * frame_offset)
 
     @staticmethod
     def _mixture_sq_norm(gate, attention, gram, side, matvec) -> torch.Tensor:
