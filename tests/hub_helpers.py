@@ -1,42 +1,9 @@
 """Tiny HBI models and inputs for the sharing tests (Hub, model cards, PEFT)."""
 
 import torch
+from conftest import tiny_hbi_config
 
-from hbi_hf import HBIConfig
-
-TINY_TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_attention_heads=4,
-    num_hidden_layers=2,
-    vocab_size=100,
-    max_position_embeddings=16,
-    bos_token_id=98,
-    eos_token_id=99,
-    pad_token_id=0,
-)
-TINY_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=16
-)
-
-
-def tiny_hbi_config(**overrides) -> HBIConfig:
-    """A complete HBI configuration small enough for unit tests (6 frames of 32 px, 10 words, width 32)."""
-    settings = dict(
-        text_config=dict(TINY_TEXT),
-        vision_config=dict(TINY_VISION),
-        projection_dim=32,
-        temporal_num_attention_heads=4,
-        temporal_intermediate_size=64,
-        merge_num_attention_heads=4,
-        num_frames=6,
-        max_words=10,
-        video_cluster_counts=[3, 2],
-        text_cluster_counts=[4, 2],
-        estimator_config=dict(hidden_size=8),
-    )
-    settings.update(overrides)
-    return HBIConfig(**settings)
+__all__ = ["tiny_batch", "tiny_hbi_config"]
 
 
 def tiny_batch(batch_size: int = 3, frames: int = 6, words: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:

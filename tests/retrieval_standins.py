@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+from conftest import TINY_TEXT, tiny_hbi_config
 from datasets import Dataset
 
 from hbi_hf import HBIConfig
@@ -17,39 +18,17 @@ PAD, BOS, EOS = 0, 98, 99
 
 
 def tiny_config(**overrides) -> HBIConfig:
+    """The shared tiny configuration (conftest) at the stand-ins' frames and words."""
     settings = dict(
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=VOCAB_SIZE,
-            eos_token_id=EOS,
-            bos_token_id=BOS,
-            pad_token_id=PAD,
-            max_position_embeddings=MAX_WORDS,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            image_size=IMAGE_SIZE,
-            patch_size=16,
-        ),
-        projection_dim=32,
+        text_config=dict(TINY_TEXT, max_position_embeddings=MAX_WORDS),
         temporal_num_layers=1,
-        temporal_num_attention_heads=4,
-        temporal_intermediate_size=64,
-        merge_num_attention_heads=4,
         num_frames=NUM_FRAMES,
         max_words=MAX_WORDS,
         video_cluster_counts=[2, 1],
         text_cluster_counts=[3, 2],
-        estimator_config=dict(hidden_size=8),
     )
     settings.update(overrides)
-    return HBIConfig(**settings)
+    return tiny_hbi_config(**settings)
 
 
 def retrieval_rows(num_videos: int, captions_per_video: int = 1) -> Dataset:
