@@ -57,6 +57,10 @@ class EstimatorDataArguments:
     logit_scale: float = field(default=1000.0, metadata={"help": "similarity scale of the game (official 1000)"})
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share of the matrices"})
     label_cache_dir: str = field(default="~/.cache/hbi_hf/banzhaf_labels", metadata={"help": "label cache"})
+    normalise: bool = field(
+        default=True,
+        metadata={"help": "fit input standardisation and game-size label scaling (stored in the estimator config)"},
+    )
 
 
 def load_matrices(args: EstimatorDataArguments, seed: int) -> HBIBanzhafMatrices:
@@ -85,7 +89,9 @@ def main() -> None:
     eval_labels = banzhaf_labels(
         held_out, data_args.eval_num_samples, data_args.logit_scale, training_args.seed + 1, cache_dir
     )
-    _, metrics = train_estimator(train, train_labels, training_args, held_out, eval_labels)
+    _, metrics = train_estimator(
+        train, train_labels, training_args, held_out, eval_labels, normalise=data_args.normalise
+    )
     print(json.dumps({"train_matrices": len(train), "held_out_matrices": len(held_out), **metrics}, indent=2))
 
 
