@@ -8,8 +8,8 @@ Matrices come from exactly one source:
                                         saved with `datasets.Dataset.save_to_disk`
 
 Example:
-  python scripts/train_estimator.py --synthetic-matrices 2000 --output_dir estimator \
-      --learning_rate 1e-2 --num_train_epochs 10 --per_device_train_batch_size 64
+  OMP_NUM_THREADS=2 python scripts/train_estimator.py --synthetic-matrices 10000 --output_dir estimator \
+      --num_train_epochs 3
 """
 
 import json
@@ -38,6 +38,8 @@ DEFAULTS = [
     "no",
     "--learning_rate",
     "1e-2",
+    "--lr_scheduler_type",
+    "cosine",
     "--per_device_train_batch_size",
     "64",
     "--num_train_epochs",
