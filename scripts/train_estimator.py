@@ -8,8 +8,8 @@ Matrices come from exactly one source:
                                         saved with `datasets.Dataset.save_to_disk`
 
 Example:
-  python scripts/train_estimator.py --synthetic-matrices 2000 --output_dir estimator \
-      --learning_rate 1e-2 --num_train_epochs 10 --per_device_train_batch_size 64
+  OMP_NUM_THREADS=2 python scripts/train_estimator.py --synthetic-matrices 10000 --output_dir estimator \
+      --num_train_epochs 3
 """
 
 import json
@@ -38,6 +38,8 @@ DEFAULTS = [
     "no",
     "--learning_rate",
     "1e-2",
+    "--lr_scheduler_type",
+    "cosine",
     "--per_device_train_batch_size",
     "64",
     "--num_train_epochs",
@@ -57,6 +59,10 @@ class EstimatorDataArguments:
     logit_scale: float = field(default=1000.0, metadata={"help": "similarity scale of the game (official 1000)"})
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share of the matrices"})
     label_cache_dir: str = field(default="~/.cache/hbi_hf/banzhaf_labels", metadata={"help": "label cache"})
+    normalise: bool = field(
+        default=True,
+        metadata={"help": "fit input standardisation and game-size label scaling (stored in the estimator config)"},
+    )
 
 
 def load_matrices(args: EstimatorDataArguments, seed: int) -> HBIBanzhafMatrices:
@@ -85,7 +91,9 @@ def main() -> None:
     eval_labels = banzhaf_labels(
         held_out, data_args.eval_num_samples, data_args.logit_scale, training_args.seed + 1, cache_dir
     )
-    _, metrics = train_estimator(train, train_labels, training_args, held_out, eval_labels)
+    _, metrics = train_estimator(
+        train, train_labels, training_args, held_out, eval_labels, normalise=data_args.normalise
+    )
     print(json.dumps({"train_matrices": len(train), "held_out_matrices": len(held_out), **metrics}, indent=2))
 
 

@@ -96,3 +96,50 @@ def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
     for name, tensor in teacher.state_dict().items():
         torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
     assert any(p.grad is not None for p in model.alignment.banzhaf_heads.parameters())
+
+
+NORMALISED = dict(
+    TINY_ESTIMATOR,
+    input_mean=0.2,
+    input_std=0.5,
+    output_scale=30.0,
+    word_count_exponent=0.8,
+    frame_count_exponent=0.5,
+)
+
+
+def test_normalised_estimator_standardises_inputs_and_rescales_outputs_by_game_size():
+    plain = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR)).eval()
+    normalised = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**NORMALISED)).eval()
+    normalised.load_state_dict(plain.state_dict())
+    similarity = matrices(batch=2)
+    text_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    video_mask = torch.tensor([[1] * 5, [1] * 2 + [0] * 3])
+    network = plain((similarity - 0.2) / 0.5, text_mask, video_mask).interaction
+    factor = torch.tensor([30.0 * 7**-0.8 * 5**-0.5, 30.0 * 4**-0.8 * 2**-0.5]).view(2, 1, 1)
+    torch.testing.assert_close(normalised(similarity, text_mask, video_mask).interaction, network * factor)
+
+
+def test_normalised_estimator_loss_is_the_mse_of_the_network_on_rescaled_labels():
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**NORMALISED))
+    similarity, labels = matrices(batch=2), matrices(batch=2, seed=1)
+    text_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    output = estimator(similarity, text_mask, labels=labels)
+    cell_mask = text_mask.bool().unsqueeze(-1).expand_as(labels)
+    scale = estimator.output_scale(cell_mask)
+    expected = (((output.interaction - labels) / scale)[cell_mask] ** 2).mean()
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_loading_a_normalised_teacher_carries_its_normalisation(tmp_path):
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**NORMALISED))
+    estimator.save_pretrained(tmp_path / "estimator")
+    model = HBIForRetrieval(tiny_hbi_config(estimator_config=TINY_ESTIMATOR))
+    model.load_banzhaf_teacher(str(tmp_path / "estimator"))
+    for name, value in NORMALISED.items():
+        assert getattr(model.alignment.banzhaf_teacher.config, name) == value
+        assert getattr(model.config.estimator_config, name) == value
+    similarity, cell_mask = matrices(batch=2), torch.ones(2, 7, 5, dtype=torch.bool)
+    torch.testing.assert_close(
+        model.alignment.banzhaf_teacher.estimate(similarity, cell_mask), estimator.eval()(similarity).interaction
+    )

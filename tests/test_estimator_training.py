@@ -18,6 +18,7 @@ from hbi_hf.estimator_training import (
     HBIBanzhafMatrices,
     banzhaf_labels,
     evaluate_estimator,
+    fit_estimator_normalisation,
     matrices_from_model,
     synthetic_similarity_matrices,
 )
@@ -106,6 +107,22 @@ def test_matrices_from_a_saved_model_are_its_matched_pair_similarities(tmp_path)
         matrices_from_model(model, dataset.remove_columns("pixel_values"))
 
 
+def test_normalisation_fit_recovers_the_game_size_power_law_of_the_labels():
+    matrices = synthetic_similarity_matrices(40, words=10, frames=6, min_words=2, min_frames=2, seed=2)
+    valid_words = matrices.text_mask.sum(-1).double().view(-1, 1, 1)
+    valid_frames = matrices.video_mask.sum(-1).double().view(-1, 1, 1)
+    cell_mask = matrices.text_mask.unsqueeze(-1) & matrices.video_mask.unsqueeze(-2)
+    signs = torch.where(torch.rand(40, 10, 6, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
+    labels = (7.0 * valid_words**-0.8 * valid_frames**-0.4 * signs * cell_mask).float()
+    fitted = fit_estimator_normalisation(matrices, labels)
+    assert fitted["word_count_exponent"] == pytest.approx(0.8, abs=1e-4)
+    assert fitted["frame_count_exponent"] == pytest.approx(0.4, abs=1e-4)
+    assert fitted["output_scale"] == pytest.approx(7.0, rel=1e-4)
+    cells = matrices.similarity[cell_mask]
+    assert fitted["input_mean"] == pytest.approx(cells.mean().item(), abs=1e-5)
+    assert fitted["input_std"] == pytest.approx(cells.std().item(), rel=1e-4)
+
+
 def test_evaluation_reports_perfect_agreement_for_a_perfect_estimator():
     matrices = synthetic_similarity_matrices(4, words=6, frames=4, min_words=3, min_frames=2)
     model = HBIBanzhafEstimator(estimator_training.HBIBanzhafEstimatorConfig(hidden_size=4))
@@ -146,4 +163,5 @@ def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(tmp_p
     assert {"eval_mse", "eval_pearson", "eval_spearman"} <= set(report)
     estimator = AutoModel.from_pretrained(output_dir)
     assert isinstance(estimator, HBIBanzhafEstimator)
+    assert estimator.config.output_scale != 1.0 and estimator.config.input_std != 1.0
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2

@@ -10,6 +10,15 @@ logger = logging.get_logger(__name__)
 NUM_LEVELS = 3
 """Entity (frames / words), action (clips / phrases) and event (segments / paragraphs)."""
 
+ESTIMATOR_NORMALISATION_FIELDS = (
+    "input_mean",
+    "input_std",
+    "output_scale",
+    "word_count_exponent",
+    "frame_count_exponent",
+)
+"""Fields of [`HBIBanzhafEstimatorConfig`] fitted to the training data, not part of the architecture."""
+
 
 class HBIBanzhafEstimatorConfig(PreTrainedConfig):
     r"""
@@ -24,6 +33,23 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
             Kernel of the encoding and decoding convolutions (padding keeps the matrix shape).
         initializer_gain (`float`, *optional*, defaults to 1.414):
             Gain of the Xavier-uniform initialisation of the attention matrices Q, K, V.
+        input_mean (`float`, *optional*, defaults to 0.0):
+            Subtracted from the similarities before the network sees them.
+        input_std (`float`, *optional*, defaults to 1.0):
+            Divides the centred similarities (with `input_mean`: the standardisation of the training matrices).
+        output_scale (`float`, *optional*, defaults to 1.0):
+            Multiplies the network's output to give interactions in label units.
+        word_count_exponent (`float`, *optional*, defaults to 0.0):
+            The output is also multiplied by `valid_words ** -word_count_exponent`: interactions shrink with the size
+            of the game (the WTI weights spread over more players), which the network, averaging over cells with its
+            attention, cannot see. Fitted with `frame_count_exponent` on the training labels
+            (`hbi_hf.estimator_training.fit_estimator_normalisation`).
+        frame_count_exponent (`float`, *optional*, defaults to 0.0):
+            The same for `valid_frames`.
+        The defaults leave inputs and outputs unchanged (as the official estimator and converted checkpoints).
+        [`HBIBanzhafEstimator`] computes `interaction = output_scale * valid_words ** -word_count_exponent *
+        valid_frames ** -frame_count_exponent * network((similarity - input_mean) / input_std)` and trains the
+        network on labels divided by the same factor.
 
     Example:
 
@@ -38,12 +64,20 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
     hidden_size: int = 64
     kernel_size: int = 3
     initializer_gain: float = 1.414
+    input_mean: float = 0.0
+    input_std: float = 1.0
+    output_scale: float = 1.0
+    word_count_exponent: float = 0.0
+    frame_count_exponent: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer; got {self.hidden_size}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}")
+        for name in ("input_std", "output_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         super().__post_init__(**kwargs)
 
 

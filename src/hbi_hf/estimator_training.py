@@ -14,6 +14,7 @@ The labels are Monte-Carlo estimates of the interactions ([`banzhaf_labels`]), c
 safetensors file keyed on the matrices and the sampler settings.
 """
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -368,6 +369,50 @@ def evaluate_estimator(
     }
 
 
+def fit_estimator_normalisation(matrices: HBIBanzhafMatrices, labels: torch.Tensor) -> dict[str, float]:
+    r"""
+    The normalisation fields of [`HBIBanzhafEstimatorConfig`] for training matrices and their labels.
+
+    * `input_mean`, `input_std`: mean and standard deviation of the similarities over the valid cells.
+    * `word_count_exponent`, `frame_count_exponent`: least-squares fit of
+      `log RMS(labels of a matrix) = c - a * log(valid_words) - b * log(valid_frames)` over the matrices (interactions
+      shrink as the game grows); 0 for a count that does not vary.
+    * `output_scale`: RMS over the valid cells of the labels divided by `valid_words ** -a * valid_frames ** -b`, so
+      the network's targets have unit RMS.
+
+    Returns:
+        `dict` of the five fields (`hbi_hf.configuration_hbi.ESTIMATOR_NORMALISATION_FIELDS`).
+    """
+    cell_mask = matrices.text_mask.unsqueeze(-1) & matrices.video_mask.unsqueeze(-2)
+    labels = labels.double()
+    cells = cell_mask.flatten(1).sum(-1)
+    usable = cells > 0
+    if not usable.any():
+        raise ValueError("no matrix has a valid cell: cannot fit the estimator normalisation")
+    similarity = matrices.similarity[cell_mask].double()
+    valid_words = matrices.text_mask.sum(-1)[usable].double()
+    valid_frames = matrices.video_mask.sum(-1)[usable].double()
+    square_sums = (labels.pow(2) * cell_mask).flatten(1).sum(-1)[usable]
+    log_rms = (square_sums / cells[usable]).clamp(min=1e-30).sqrt().log()
+    columns = [torch.ones_like(log_rms)]
+    varying = [counts.unique().numel() > 1 for counts in (valid_words, valid_frames)]
+    columns += [counts.log() for counts, varies in zip((valid_words, valid_frames), varying) if varies]
+    solution = torch.linalg.lstsq(torch.stack(columns, 1), log_rms.unsqueeze(1)).solution.squeeze(1).tolist()
+    slopes = iter(solution[1:])
+    word_exponent, frame_exponent = (-next(slopes) if varies else 0.0 for varies in varying)
+    factor = matrices.text_mask.sum(-1).clamp(min=1).double().pow(-word_exponent) * matrices.video_mask.sum(
+        -1
+    ).clamp(min=1).double().pow(-frame_exponent)
+    scaled = (labels / factor.view(-1, 1, 1))[cell_mask]
+    return {
+        "input_mean": similarity.mean().item(),
+        "input_std": similarity.std().item() if similarity.numel() > 1 else 1.0,
+        "output_scale": scaled.pow(2).mean().sqrt().clamp(min=1e-12).item(),
+        "word_count_exponent": word_exponent,
+        "frame_count_exponent": frame_exponent,
+    }
+
+
 def train_estimator(
     train_matrices: HBIBanzhafMatrices,
     train_labels: torch.Tensor,
@@ -375,16 +420,27 @@ def train_estimator(
     eval_matrices: HBIBanzhafMatrices | None = None,
     eval_labels: torch.Tensor | None = None,
     config: HBIBanzhafEstimatorConfig | None = None,
+    normalise: bool = True,
 ) -> tuple[HBIBanzhafEstimator, dict[str, float]]:
     r"""
     Train an [`HBIBanzhafEstimator`] with MSE on the labels through the `Trainer`, save it to
     `training_args.output_dir` (loadable with `AutoModel.from_pretrained`), and measure it on the held-out matrices.
 
+    With `normalise` (the default) the normalisation fields of the config are first fitted to the training data
+    ([`fit_estimator_normalisation`]): the network then sees standardised similarities and learns unit-scale targets
+    with the game-size dependence divided out, and the saved estimator still outputs interactions in label units.
+
     Returns:
         The trained estimator and its held-out metrics ([`evaluate_estimator`], prefixed `eval_`; empty without
         held-out matrices).
     """
-    estimator = HBIBanzhafEstimator(config or HBIBanzhafEstimatorConfig())
+    config = copy.deepcopy(config) if config is not None else HBIBanzhafEstimatorConfig()
+    if normalise:
+        fitted = fit_estimator_normalisation(train_matrices, train_labels)
+        logger.info("estimator normalisation fitted on the training data: %s", fitted)
+        for name, value in fitted.items():
+            setattr(config, name, value)
+    estimator = HBIBanzhafEstimator(config)
     eval_dataset = None
     if eval_matrices is not None:
         eval_dataset = HBIBanzhafLabelledMatrices(eval_matrices, eval_labels)
@@ -407,6 +463,7 @@ __all__ = [
     "HBIBanzhafMatrices",
     "banzhaf_labels",
     "evaluate_estimator",
+    "fit_estimator_normalisation",
     "matrices_from_model",
     "synthetic_similarity_matrices",
     "train_estimator",

@@ -17,7 +17,7 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
-from .configuration_hbi import NUM_LEVELS, HBIBanzhafEstimatorConfig, HBIConfig
+from .configuration_hbi import ESTIMATOR_NORMALISATION_FIELDS, NUM_LEVELS, HBIBanzhafEstimatorConfig, HBIConfig
 
 logger = logging.get_logger(__name__)
 
@@ -788,6 +788,10 @@ class HBIPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{type(self).__name__} has no Banzhaf teacher to load into")
         estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path)
         alignment.banzhaf_teacher.load_state_dict(estimator.state_dict())
+        for name in ESTIMATOR_NORMALISATION_FIELDS:
+            value = getattr(estimator.config, name)
+            setattr(alignment.banzhaf_teacher.config, name, value)
+            setattr(self.config.estimator_config, name, value)
         self.config.estimator_name_or_path = str(estimator_name_or_path)
 
 
@@ -1073,15 +1077,54 @@ class HBIBanzhafEstimator(PreTrainedModel):
         if similarity.dim() != 3:
             raise ValueError(f"similarity must be (batch, words, frames); got {tuple(similarity.shape)}")
         cell_mask = _cell_mask(text_mask, video_mask, similarity)
-        interaction = self.head(similarity, cell_mask)
+        normalised = self._normalised_interaction(similarity, cell_mask)
+        scale = self.output_scale(cell_mask).to(normalised.dtype)
         loss = None
         if labels is not None:
             if labels.shape != similarity.shape:
                 raise ValueError(
                     f"labels must have the shape of similarity {tuple(similarity.shape)}; got {tuple(labels.shape)}"
                 )
-            loss = F.mse_loss(interaction[cell_mask], labels[cell_mask].to(interaction.dtype))
-        return HBIBanzhafEstimatorOutput(loss=loss, interaction=interaction)
+            target = labels.to(normalised.dtype) / scale
+            loss = F.mse_loss(normalised[cell_mask], target[cell_mask])
+        return HBIBanzhafEstimatorOutput(loss=loss, interaction=normalised * scale)
+
+    def estimate(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        r"""
+        The interactions in label units for a cell mask (what `forward(...).interaction` returns).
+
+        Args:
+            similarity (`torch.Tensor` of shape `(batch, words, frames)`)
+            cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`): valid (word, frame) cells.
+
+        Returns:
+            `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
+        """
+        return self._normalised_interaction(similarity, cell_mask) * self.output_scale(cell_mask)
+
+    def output_scale(self, cell_mask: torch.Tensor) -> torch.Tensor:
+        r"""
+        `output_scale * valid_words ** -word_count_exponent * valid_frames ** -frame_count_exponent` of each matrix
+        (see [`HBIBanzhafEstimatorConfig`]).
+
+        Args:
+            cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
+
+        Returns:
+            `torch.Tensor` of shape `(batch, 1, 1)`.
+        """
+        valid_words = cell_mask.any(-1).sum(-1).clamp(min=1).float()
+        valid_frames = cell_mask.any(-2).sum(-1).clamp(min=1).float()
+        scale = (
+            self.config.output_scale
+            * valid_words.pow(-self.config.word_count_exponent)
+            * valid_frames.pow(-self.config.frame_count_exponent)
+        )
+        return scale.view(-1, 1, 1)
+
+    def _normalised_interaction(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        standardised = (similarity - self.config.input_mean) / self.config.input_std
+        return self.head(standardised, cell_mask)
 
 
 class HBIAlignmentLoss(nn.Module):
@@ -1141,7 +1184,7 @@ class HBIAlignmentLoss(nn.Module):
         similarity = model.matched_token_similarity(text_features, video_features, level)
         cell_mask = text_features.level_masks[level].unsqueeze(-1) & video_features.level_masks[level].unsqueeze(-2)
         with torch.no_grad():
-            interaction = self.banzhaf_teacher.head(similarity.detach(), cell_mask)
+            interaction = self.banzhaf_teacher.estimate(similarity.detach(), cell_mask)
         prediction = self.banzhaf_heads[level](similarity, cell_mask)
         return banzhaf_interaction_loss(prediction, interaction, cell_mask)
 
