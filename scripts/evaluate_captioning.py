@@ -12,14 +12,9 @@ from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoCaptioning
 from hbi_hf.caption_metrics import caption_metrics, require_java
-from hbi_hf.task_training import (
-    HBIVideoCollator,
-    build_processor,
-    generate_captions,
-    load_embedded_captioning,
-    load_rows,
-    references_per_video,
-)
+from hbi_hf.data import load_synthetic_captioning
+from hbi_hf.retrieval_data import build_retrieval_processor
+from hbi_hf.task_training import generate_captions, load_rows, references_per_video
 
 
 @dataclass
@@ -37,15 +32,13 @@ def main() -> None:
     (args,) = HfArgumentParser(EvaluateCaptioningArguments).parse_args_into_dataclasses()
     require_java()
     model = AutoModelForVideoCaptioning.from_pretrained(args.model)
-    test = load_embedded_captioning()["test"] if args.embedded else load_rows(args.test_file)
+    test = load_synthetic_captioning()["test"] if args.embedded else load_rows(args.test_file)
     videos, references = references_per_video(test)
-    processor = build_processor(model.config)
+    processor = build_retrieval_processor(model.config, args.model)
     generate_kwargs = {"num_beams": args.num_beams}
     if args.max_new_tokens is not None:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
-    predictions = generate_captions(
-        model, videos, HBIVideoCollator(processor), processor.tokenizer, args.batch_size, **generate_kwargs
-    )
+    predictions = generate_captions(model, videos, processor, args.batch_size, **generate_kwargs)
     if args.predictions_file:
         with open(args.predictions_file, "w") as handle:
             json.dump(predictions, handle, indent=2)

@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoQuestionAnswering
-from hbi_hf.task_training import (
-    HBIVideoQACollator,
-    answer_labels,
-    build_processor,
-    load_embedded_videoqa,
-    load_rows,
-    predict_answers,
-    videoqa_accuracy,
-)
+from hbi_hf.data import load_synthetic_qa
+from hbi_hf.retrieval_data import build_retrieval_processor
+from hbi_hf.task_training import add_answer_labels, load_rows, predict_answers, videoqa_accuracy
 
 
 @dataclass
@@ -34,12 +28,10 @@ class EvaluateVideoQAArguments:
 def main() -> None:
     (args,) = HfArgumentParser(EvaluateVideoQAArguments).parse_args_into_dataclasses()
     model = AutoModelForVideoQuestionAnswering.from_pretrained(args.model)
-    test = load_embedded_videoqa()["test"] if args.embedded else load_rows(args.test_file)
-    label2id = model.config.label2id
-    test = test.map(lambda row: {"label": answer_labels([row["answer"]], label2id)[0]})
-    predictions, labels = predict_answers(
-        model, test, HBIVideoQACollator(build_processor(model.config)), args.batch_size
-    )
+    test = load_synthetic_qa()["test"] if args.embedded else load_rows(args.test_file)
+    test = add_answer_labels(test, model.config.label2id)
+    processor = build_retrieval_processor(model.config, args.model)
+    predictions, labels = predict_answers(model, test, processor, args.batch_size)
     print(json.dumps(videoqa_accuracy(predictions, labels), indent=2))
 
 

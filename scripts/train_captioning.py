@@ -1,26 +1,24 @@
-"""Train HBIForCaptioning (video captioning) with the Trainer: CLIP frozen, lr 5e-4 (paper).
+"""Train HBIForCaptioning (video captioning) with HBITrainer; CLIP frozen by default, as in the paper (lr 5e-4).
 
     python scripts/train_captioning.py --train_file train.jsonl --output_dir runs/caption \
-        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 50 --per_device_train_batch_size 64
+        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 50 --per_device_train_batch_size 64 \
+        --learning_rate 5e-4
 
 Rows: {"video_id", "video_path", "caption"}, one per caption. `--embedded` trains on the embedded synthetic dataset
-with a small random model instead (offline demo).
+with the demo's small random model instead (offline). `--freeze_clip False` trains CLIP too, at
+learning_rate * coef_lr.
 """
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from hbi_hf import HBIForCaptioning
-from hbi_hf.task_training import (
-    HBICaptioningCollator,
-    build_processor,
-    demo_config,
-    freeze_clip,
-    load_embedded_captioning,
-    load_rows,
-    train_task_model,
-)
+from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
+from hbi_hf.demo import HBIDemoArguments, demo_config
+from hbi_hf.retrieval_data import build_retrieval_processor
+from hbi_hf.task_training import load_rows, train_task_model
+from hbi_hf.training import HBITrainingArguments
 
 
 @dataclass
@@ -30,32 +28,25 @@ class CaptioningArguments:
     clip_name_or_path: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "CLIP to start from"})
     estimator_name_or_path: str | None = field(default=None, metadata={"help": "trained Banzhaf estimator"})
     caption_loss_weight: float = field(default=3.3, metadata={"help": "lambda (paper captioning: 3.3)"})
-    freeze_clip: bool = field(default=True, metadata={"help": "freeze the CLIP towers (paper)"})
+    strict_data: bool = field(default=False, metadata={"help": "raise on a bad sample instead of skipping it"})
 
 
 def main() -> None:
-    parser = HfArgumentParser((CaptioningArguments, TrainingArguments))
+    parser = HfArgumentParser((CaptioningArguments, HBITrainingArguments))
+    parser.set_defaults(freeze_clip=True)
     args, training_args = parser.parse_args_into_dataclasses()
-    train = load_embedded_captioning()["train"] if args.embedded else load_rows(args.train_file)
+    train = load_synthetic_captioning()["train"] if args.embedded else load_rows(args.train_file)
     if args.embedded:
-        from hbi_hf.data import build_clip_tokenizer
-
-        model = HBIForCaptioning(demo_config(build_clip_tokenizer(), caption_loss_weight=args.caption_loss_weight))
+        model = HBIForCaptioning(demo_config(HBIDemoArguments(), caption_loss_weight=args.caption_loss_weight))
     else:
         model = HBIForCaptioning.from_clip(
             args.clip_name_or_path,
             estimator_name_or_path=args.estimator_name_or_path,
             caption_loss_weight=args.caption_loss_weight,
         )
-    if args.freeze_clip:
-        freeze_clip(model)
-    processor = build_processor(model.config)
-    training_args.remove_unused_columns = False
-    trainer = train_task_model(
-        model, train, HBICaptioningCollator(processor), training_args, clip_learning_rate=training_args.learning_rate
-    )
+    processor = build_retrieval_processor(model.config)
+    trainer = train_task_model(model, train, HBICaptioningCollator(processor, strict=args.strict_data), training_args)
     trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
     print(f"saved to {training_args.output_dir}: trained on {len(train)} captions")
 
 

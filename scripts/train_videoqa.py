@@ -1,28 +1,24 @@
-"""Train HBIForVideoQA (open-ended video QA) with the Trainer.
+"""Train HBIForVideoQA (open-ended video QA) with HBITrainer (CLIP at learning_rate * coef_lr).
 
     python scripts/train_videoqa.py --train_file train.jsonl --output_dir runs/qa \
-        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 5 --per_device_train_batch_size 32
+        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 5 --per_device_train_batch_size 32 \
+        --learning_rate 1e-3 --coef_lr 1e-4
 
-Rows: {"video_id", "video_path", "question", "answer"}. `--embedded` trains on the embedded synthetic dataset with a
-small random model instead (offline demo). The answer vocabulary is the `max_answers` most frequent training answers;
-it is saved in the model config (`id2label`).
+Rows: {"video_id", "video_path", "question", "answer"}. `--embedded` trains on the embedded synthetic dataset with the
+demo's small random model instead (offline). The answer vocabulary is the `max_answers` most frequent training
+answers; it is saved in the model config (`id2label`).
 """
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from hbi_hf import HBIForVideoQA
-from hbi_hf.task_training import (
-    HBIVideoQACollator,
-    answer_labels,
-    build_answer_vocabulary,
-    build_processor,
-    demo_config,
-    load_embedded_videoqa,
-    load_rows,
-    train_task_model,
-)
+from hbi_hf.data import HBIVideoQACollator, build_answer_vocabulary, load_synthetic_qa
+from hbi_hf.demo import HBIDemoArguments, demo_config
+from hbi_hf.retrieval_data import build_retrieval_processor
+from hbi_hf.task_training import add_answer_labels, answer_vocabulary_fields, load_rows, train_task_model
+from hbi_hf.training import HBITrainingArguments
 
 
 @dataclass
@@ -35,37 +31,31 @@ class VideoQAArguments:
     banzhaf_loss_weight: float = field(default=2.0, metadata={"help": "alpha (paper QA: 2.0)"})
     distillation_loss_weight: float = field(default=1.0, metadata={"help": "beta (paper QA: 1.0)"})
     qa_loss_weight: float = field(default=2.5, metadata={"help": "lambda (paper QA: 2.5)"})
-    clip_learning_rate: float = field(default=1e-7, metadata={"help": "learning rate of the CLIP towers"})
+    strict_data: bool = field(default=False, metadata={"help": "raise on a bad sample instead of skipping it"})
 
 
 def main() -> None:
-    args, training_args = HfArgumentParser((VideoQAArguments, TrainingArguments)).parse_args_into_dataclasses()
-    train = load_embedded_videoqa()["train"] if args.embedded else load_rows(args.train_file)
-    label2id = build_answer_vocabulary(train["answer"], args.max_answers)
-    train = train.map(lambda row: {"label": answer_labels([row["answer"]], label2id)[0]})
+    parser = HfArgumentParser((VideoQAArguments, HBITrainingArguments))
+    args, training_args = parser.parse_args_into_dataclasses()
+    train = load_synthetic_qa()["train"] if args.embedded else load_rows(args.train_file)
+    vocabulary = build_answer_vocabulary(train["answer"], args.max_answers)
+    train = add_answer_labels(train, {answer: index for index, answer in enumerate(vocabulary)})
     overrides = dict(
         banzhaf_loss_weight=args.banzhaf_loss_weight,
         distillation_loss_weight=args.distillation_loss_weight,
         qa_loss_weight=args.qa_loss_weight,
-        label2id=label2id,
-        id2label={i: a for a, i in label2id.items()},
+        **answer_vocabulary_fields(vocabulary),
     )
     if args.embedded:
-        from hbi_hf.data import build_clip_tokenizer
-
-        model = HBIForVideoQA(demo_config(build_clip_tokenizer(), **overrides))
+        model = HBIForVideoQA(demo_config(HBIDemoArguments(), **overrides))
     else:
         model = HBIForVideoQA.from_clip(
             args.clip_name_or_path, estimator_name_or_path=args.estimator_name_or_path, **overrides
         )
-    processor = build_processor(model.config)
-    training_args.remove_unused_columns = False
-    trainer = train_task_model(
-        model, train, HBIVideoQACollator(processor), training_args, clip_learning_rate=args.clip_learning_rate
-    )
+    processor = build_retrieval_processor(model.config)
+    trainer = train_task_model(model, train, HBIVideoQACollator(processor, strict=args.strict_data), training_args)
     trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
-    print(f"saved to {training_args.output_dir}: {len(label2id)} answers, {len(train)} training questions")
+    print(f"saved to {training_args.output_dir}: {len(vocabulary)} answers, {len(train)} training questions")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_hbi_config
+from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_hbi_config
 
 from hbi_hf import AutoModelForVideoCaptioning, HBIForCaptioning
 from hbi_hf.caption_metrics import JavaNotFoundError, caption_metrics, require_java
@@ -149,37 +149,37 @@ def test_caption_metrics_are_perfect_for_a_prediction_equal_to_the_references():
     assert perfect["meteor"] == pytest.approx(1.0) and perfect["cider"] > 0
 
 
-def test_trains_on_the_embedded_datasets_captions(tiny_synthetic_root):
-    from hbi_hf.task_training import HBICaptioningCollator, build_processor, load_embedded_captioning
+def test_hbi_trainer_trains_the_caption_decoder_on_the_embedded_captions_with_clip_frozen(
+    tmp_path, tiny_synthetic_root
+):
+    from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
+    from hbi_hf.retrieval_data import build_retrieval_processor
+    from hbi_hf.task_training import generate_captions, references_per_video, train_task_model
+    from hbi_hf.training import HBITrainingArguments
 
-    dataset = load_embedded_captioning(tiny_synthetic_root)
-    processor = build_processor(tiny_hbi_config())
-    tokenizer = processor.tokenizer
-    model = seeded_captioner(
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    dataset = load_synthetic_captioning(tiny_synthetic_root)
+    model = seeded_captioner(text_config=dict(TINY_TEXT_CLIP_VOCABULARY))
+    processor = build_retrieval_processor(model.config)
+    clip_before = {name: p.detach().clone() for name, p in model.hbi.clip.named_parameters()}
+    decoder_before = {name: p.detach().clone() for name, p in model.decoder.named_parameters()}
+    args = HBITrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        freeze_clip=True,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
     )
-    batch = HBICaptioningCollator(processor)([dataset["train"][i] for i in range(min(4, len(dataset["train"])))])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    losses = []
-    for _ in range(3):
-        optimizer.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-    model.eval()
-    with torch.no_grad():
-        captions = model.generate(pixel_values=batch["pixel_values"], video_mask=batch["video_mask"], max_new_tokens=4)
-    assert captions.shape[0] == batch["pixel_values"].shape[0]
+    trainer = train_task_model(model.train(), dataset["train"], HBICaptioningCollator(processor), args)
+    assert trainer.state.global_step == 2
+    assert all(torch.equal(p, clip_before[name]) for name, p in model.hbi.clip.named_parameters())
+    assert any(not torch.equal(p, decoder_before[name]) for name, p in model.decoder.named_parameters())
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all("task_loss" in entry for entry in logged)
+
+    videos, references = references_per_video(dataset["test"])
+    captions = generate_captions(model, videos, processor, batch_size=2, max_new_tokens=4)
+    assert set(captions) == set(references) and all(isinstance(text, str) for text in captions.values())

@@ -7,15 +7,16 @@ import torch.nn.functional as F
 from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_batch, tiny_hbi_config
 
 from hbi_hf import AutoModelForVideoQuestionAnswering, HBIForVideoQA
-from hbi_hf.task_training import answer_labels, build_answer_vocabulary, set_answer_vocabulary, videoqa_accuracy
+from hbi_hf.data import build_answer_vocabulary
+from hbi_hf.task_training import add_answer_labels, answer_vocabulary_fields, videoqa_accuracy
 
 ANSWERS = ["red", "blue", "green", "circle", "square"]
 
 
 def qa_config(**overrides):
-    settings = dict(qa_projection_dim=16, qa_hidden_size=24, qa_dropout=0.0)
+    settings = dict(qa_projection_dim=16, qa_hidden_size=24, qa_dropout=0.0, **answer_vocabulary_fields(ANSWERS))
     settings.update(overrides)
-    return set_answer_vocabulary(tiny_hbi_config(**settings), {a: i for i, a in enumerate(ANSWERS)})
+    return tiny_hbi_config(**settings)
 
 
 def seeded_qa_model(seed=0, **overrides):
@@ -68,9 +69,14 @@ def test_out_of_vocabulary_questions_count_as_wrong_in_accuracy():
 
 
 def test_answer_vocabulary_keeps_the_most_frequent_answers_and_labels_the_rest_minus_one():
-    vocabulary = build_answer_vocabulary(["b", "a", "c", "a", "b", "d", "a"], max_answers=2)
-    assert vocabulary == {"a": 0, "b": 1}
-    assert answer_labels(["b", "c", "a"], vocabulary) == [1, -1, 0]
+    from datasets import Dataset
+
+    vocabulary = build_answer_vocabulary(["b", "a", "c", "a", "b", "d", "a"], top_k=2)
+    assert vocabulary == ["a", "b"]
+    fields = answer_vocabulary_fields(vocabulary)
+    assert fields == {"label2id": {"a": 0, "b": 1}, "id2label": {0: "a", 1: "b"}}
+    rows = Dataset.from_list([{"answer": "b", "label": 7}, {"answer": "c", "label": 7}, {"answer": "a", "label": 7}])
+    assert add_answer_labels(rows, fields["label2id"])["label"] == [1, -1, 0]
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch(batch):
@@ -107,57 +113,45 @@ def test_rejects_labels_of_the_wrong_shape():
         model(**batch, labels=torch.zeros(2, 1, dtype=torch.long), return_loss=True)
 
 
-def test_trains_on_the_embedded_datasets_qa_pairs(tiny_synthetic_root):
-    from hbi_hf.task_training import HBIVideoQACollator, build_processor, load_embedded_videoqa
+def test_hbi_trainer_trains_and_loss_evaluates_on_the_embedded_qa_pairs_with_two_learning_rates(
+    tmp_path, tiny_synthetic_root
+):
+    from hbi_hf.data import HBIVideoQACollator, load_synthetic_qa
+    from hbi_hf.retrieval_data import build_retrieval_processor
+    from hbi_hf.task_training import predict_answers, train_task_model
+    from hbi_hf.training import HBITrainingArguments
 
-    dataset = load_embedded_videoqa(tiny_synthetic_root)
-    vocabulary = build_answer_vocabulary(dataset["train"]["answer"])
-    config = set_answer_vocabulary(qa_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY)), vocabulary)
-    train = dataset["train"].map(lambda row: {"label": answer_labels([row["answer"]], vocabulary)[0]})
-    collator = HBIVideoQACollator(build_processor(config))
-    batch = collator([train[i] for i in range(min(4, len(train)))])
+    dataset = load_synthetic_qa(tiny_synthetic_root)
+    vocabulary = dataset["train"].features["label"].names
+    config = qa_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY), **answer_vocabulary_fields(vocabulary))
     torch.manual_seed(0)
     model = HBIForVideoQA(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(3):
-        optimizer.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
-
-
-def test_task_trainer_uses_the_clip_learning_rate_for_clip_and_the_main_one_elsewhere(tmp_path):
-    from transformers import TrainingArguments
-
-    from hbi_hf.task_training import train_task_model, two_learning_rate_optimizer
-
-    model = seeded_qa_model()
-    optimizer = two_learning_rate_optimizer(model, learning_rate=1e-3, clip_learning_rate=1e-7)
-    clip_ids = {id(p) for p in model.hbi.clip.parameters()}
-    for group in optimizer.param_groups:
-        in_clip = {id(p) in clip_ids for p in group["params"]}
-        assert len(in_clip) == 1 and group["lr"] == (1e-7 if in_clip.pop() else 1e-3)
-
-    def collate(rows):
-        batch = tiny_batch(batch_size=len(rows), seed=rows[0]["seed"])
-        batch["labels"] = torch.tensor([r["label"] for r in rows])
-        return batch
-
-    rows = [{"seed": i, "label": i % len(ANSWERS)} for i in range(4)]
-    args = TrainingArguments(
+    processor = build_retrieval_processor(config)
+    args = HBITrainingArguments(
         output_dir=str(tmp_path),
         max_steps=2,
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=4,
         learning_rate=1e-3,
+        coef_lr=1e-4,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
         use_cpu=True,
         report_to="none",
-        remove_unused_columns=False,
         save_strategy="no",
         logging_steps=1,
     )
-    trainer = train_task_model(model.train(), rows, collate, args, clip_learning_rate=1e-7)
+    trainer = train_task_model(model, dataset["train"], HBIVideoQACollator(processor), args)
     assert trainer.state.global_step == 2
-    assert all("loss" in entry for entry in trainer.state.log_history[:2])
+    clip_ids = {id(p) for p in model.hbi.clip.parameters()}
+    for group in trainer.optimizer.param_groups:
+        in_clip = {id(p) in clip_ids for p in group["params"]}
+        assert len(in_clip) == 1 and group["lr"] == pytest.approx(1e-7 if in_clip.pop() else 1e-3)
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all({"task_loss", "contrastive_loss", "banzhaf_loss"} <= set(entry) for entry in logged)
+
+    evaluation = trainer.evaluate(dataset["test"])
+    assert evaluation["eval_loss"] > 0 and not any(name.startswith("eval_t2v") for name in evaluation)
+    predictions, labels = predict_answers(model, dataset["test"], processor, batch_size=8)
+    assert len(predictions) == len(labels) == len(dataset["test"])
+    assert all(0 <= p < len(vocabulary) for p in predictions)
+    assert labels == [label if label >= 0 else -100 for label in dataset["test"]["label"]]

@@ -1,5 +1,7 @@
-"""The end-to-end demo behind `make demo`: fine-tune a small, randomly initialised HBI on the embedded synthetic
-dataset on the CPU, evaluate retrieval against the chance level, and save model and processor.
+"""The end-to-end demos behind `make demo`, `make demo-qa` and `make demo-captioning`: fine-tune a small, randomly
+initialised HBI on the embedded synthetic dataset on the CPU, evaluate it against a trivial baseline (retrieval: the
+chance level; QA: always the majority answer; captioning: always the most frequent training caption), and save model
+and processor.
 
 No real CLIP weights are available offline, so the CLIP towers are small and random (width 128, 2 layers, 64 px
 frames by default) and learn from scratch: CLIP parameters train at the full learning rate (`coef_lr=1.0`), unlike
@@ -7,21 +9,42 @@ fine-tuning a pretrained CLIP (`coef_lr=1e-3`). The figures show the pipeline le
 paper's numbers.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
+from datasets import Dataset
 from transformers.utils import logging
 
+from .caption_metrics import caption_metrics, require_java
 from .configuration_hbi import HBIConfig
-from .modeling_hbi import HBIForRetrieval
+from .data import (
+    HBICaptioningCollator,
+    HBIVideoQACollator,
+    generate_synthetic_dataset,
+    load_synthetic_captioning,
+    load_synthetic_qa,
+)
+from .modeling_hbi import HBIForCaptioning, HBIForRetrieval, HBIForVideoQA
 from .retrieval_data import build_retrieval_collator, build_retrieval_processor, synthetic_retrieval_splits
 from .retrieval_evaluation import HBIRetrievalGallery
 from .retrieval_metrics import chance_metrics
+from .task_training import (
+    answer_vocabulary_fields,
+    generate_captions,
+    predict_answers,
+    references_per_video,
+    train_task_model,
+    videoqa_accuracy,
+)
 from .training import HBITrainer, HBITrainingArguments, write_eval_results
 
 logger = logging.get_logger(__name__)
 
 CLIP_VOCAB_SIZE = 49408
+CLIP_BOS_TOKEN_ID = 49406
+CLIP_EOS_TOKEN_ID = 49407
+"""Start and end tokens of the CLIP vocabulary; the end token also pads (as `build_clip_tokenizer()` does)."""
 
 
 @dataclass
@@ -53,15 +76,24 @@ class HBIDemoArguments:
             self.max_test_samples = self.max_test_samples or 32
 
 
-def demo_config(args: HBIDemoArguments) -> HBIConfig:
-    """A small HBI with random CLIP towers of `args.hidden_size` width."""
+def demo_config(args: HBIDemoArguments, **overrides) -> HBIConfig:
+    """A small HBI with random CLIP towers of `args.hidden_size` width over the CLIP vocabulary, its QA and
+    captioning heads scaled to that width; `overrides` are further [`HBIConfig`] fields."""
     width = args.hidden_size
     heads = max(1, width // 32)
     tower = dict(
         hidden_size=width, intermediate_size=4 * width, num_attention_heads=heads, num_hidden_layers=args.num_layers
     )
-    return HBIConfig(
-        text_config={**tower, "vocab_size": CLIP_VOCAB_SIZE, "max_position_embeddings": max(77, args.max_words)},
+    text = dict(
+        tower,
+        vocab_size=CLIP_VOCAB_SIZE,
+        max_position_embeddings=max(77, args.max_words),
+        bos_token_id=CLIP_BOS_TOKEN_ID,
+        eos_token_id=CLIP_EOS_TOKEN_ID,
+        pad_token_id=CLIP_EOS_TOKEN_ID,
+    )
+    settings = dict(
+        text_config=text,
         vision_config={**tower, "image_size": args.image_size, "patch_size": args.patch_size},
         projection_dim=width,
         temporal_num_layers=1,
@@ -74,21 +106,18 @@ def demo_config(args: HBIDemoArguments) -> HBIConfig:
         text_cluster_counts=[max(1, args.max_words // 2), max(1, args.max_words // 8)],
         representation_reconstruction=args.representation_reconstruction,
         estimator_config=dict(hidden_size=16),
+        qa_projection_dim=width,
+        qa_hidden_size=2 * width,
+        caption_decoder_num_attention_heads=heads,
+        caption_decoder_intermediate_size=4 * width,
     )
+    return HBIConfig(**{**settings, **overrides})
 
 
-def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]]:
-    """Train, evaluate and save; returns the test metrics and the chance level of the same gallery."""
-    splits = synthetic_retrieval_splits(args.data_root, seed=args.seed)
-    train, test = splits["train"], splits["test"]
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    if args.max_test_samples is not None:
-        test = test.select(range(min(args.max_test_samples, len(test))))
-    torch.manual_seed(args.seed)
-    model = HBIForRetrieval(demo_config(args))
-    processor = build_retrieval_processor(model.config)
-    training_args = HBITrainingArguments(
+def demo_training_arguments(args: HBIDemoArguments) -> HBITrainingArguments:
+    """CPU training at `args.learning_rate` for every parameter (`coef_lr=1.0`: the random CLIP towers learn from
+    scratch), no checkpoints."""
+    return HBITrainingArguments(
         output_dir=args.output_dir,
         use_cpu=True,
         per_device_train_batch_size=args.batch_size,
@@ -101,9 +130,23 @@ def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]
         report_to="none",
         seed=args.seed,
     )
+
+
+def _first_rows(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+
+
+def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]]:
+    """Train, evaluate and save; returns the test metrics and the chance level of the same gallery."""
+    splits = synthetic_retrieval_splits(args.data_root, seed=args.seed)
+    train = _first_rows(splits["train"], args.max_train_samples)
+    test = _first_rows(splits["test"], args.max_test_samples)
+    torch.manual_seed(args.seed)
+    model = HBIForRetrieval(demo_config(args))
+    processor = build_retrieval_processor(model.config)
     trainer = HBITrainer(
         model=model,
-        args=training_args,
+        args=demo_training_arguments(args),
         data_collator=build_retrieval_collator(processor),
         train_dataset=train,
         processing_class=processor,
@@ -117,4 +160,53 @@ def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]
     return metrics, chance
 
 
-__all__ = ["HBIDemoArguments", "demo_config", "run_demo"]
+def run_videoqa_demo(args: HBIDemoArguments) -> dict[str, dict[str, float]]:
+    """Train [`HBIForVideoQA`] on the embedded QA pairs (answer vocabulary: every training answer), save it, and
+    return the test accuracy of the model and of always giving the most frequent training answer."""
+    splits = load_synthetic_qa(generate_synthetic_dataset(root=args.data_root, seed=args.seed))
+    train = _first_rows(splits["train"], args.max_train_samples)
+    test = _first_rows(splits["test"], args.max_test_samples)
+    vocabulary = splits["train"].features["label"].names
+    torch.manual_seed(args.seed)
+    model = HBIForVideoQA(demo_config(args, banzhaf_loss_weight=2.0, **answer_vocabulary_fields(vocabulary)))
+    processor = build_retrieval_processor(model.config)
+    trainer = train_task_model(model, train, HBIVideoQACollator(processor), demo_training_arguments(args))
+    trainer.save_model(args.output_dir)
+    predictions, labels = predict_answers(model, test, processor, args.batch_size)
+    majority = Counter(train["label"]).most_common(1)[0][0]
+    return {
+        "hbi": videoqa_accuracy(predictions, labels),
+        "majority_answer_baseline": videoqa_accuracy([majority] * len(labels), labels),
+    }
+
+
+def run_captioning_demo(args: HBIDemoArguments, num_beams: int = 3) -> dict[str, dict]:
+    """Train [`HBIForCaptioning`] on the embedded captions, save it, and return BLEU-4, METEOR, ROUGE-L and CIDEr of
+    its beam-search captions and of always emitting the most frequent training caption, plus a few examples."""
+    require_java()
+    splits = load_synthetic_captioning(generate_synthetic_dataset(root=args.data_root, seed=args.seed))
+    train = _first_rows(splits["train"], args.max_train_samples)
+    videos, references = references_per_video(_first_rows(splits["test"], args.max_test_samples))
+    torch.manual_seed(args.seed)
+    model = HBIForCaptioning(demo_config(args))
+    processor = build_retrieval_processor(model.config)
+    trainer = train_task_model(model, train, HBICaptioningCollator(processor), demo_training_arguments(args))
+    trainer.save_model(args.output_dir)
+    predictions = generate_captions(model, videos, processor, args.batch_size, num_beams=num_beams)
+    constant = Counter(train["caption"]).most_common(1)[0][0]
+    return {
+        "hbi": caption_metrics(predictions, references),
+        "constant_caption_baseline": caption_metrics({video_id: constant for video_id in references}, references),
+        "constant_caption": constant,
+        "examples": {video_id: predictions[video_id] for video_id in list(predictions)[:3]},
+    }
+
+
+__all__ = [
+    "HBIDemoArguments",
+    "demo_config",
+    "demo_training_arguments",
+    "run_captioning_demo",
+    "run_demo",
+    "run_videoqa_demo",
+]

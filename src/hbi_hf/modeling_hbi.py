@@ -1625,7 +1625,7 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
 
     Training objective, Eq. 16: `L = sum_levels (L_C + alpha L_I) + beta L_D + lambda L_task` with `L_task` the
     teacher-forced cross-entropy of the next caption token and lambda `config.caption_loss_weight` (paper 3.3). The
-    paper freezes CLIP for captioning (lr 5e-4): that is a training choice (see `hbi_hf.task_training.freeze_clip`).
+    paper freezes CLIP for captioning (lr 5e-4): that is a training choice (`hbi_hf.training.freeze_clip_towers`).
 
     Generation goes through [`~generation.GenerationMixin.generate`] (greedy, sampling, beam search):
     `model.generate(pixel_values=..., video_mask=..., num_beams=3, max_new_tokens=20)`.

@@ -4,9 +4,10 @@ What differs from a plain `Trainer` run, and where it lives:
 
 * two learning rates: CLIP parameters at `learning_rate * coef_lr`, everything new at `learning_rate`
   ([`hbi_parameter_groups`], used by [`HBITrainer.create_optimizer`]); no weight decay on biases and norms;
-* the loss parts (contrastive, Banzhaf, distillation) are logged next to the loss ([`HBITrainer.log`]);
-* evaluation is retrieval (R@K, median / mean rank on the full text x video matrix), not a loss
-  ([`HBITrainer.evaluate`]);
+* the loss parts (contrastive, Banzhaf, distillation, and the QA / captioning task loss where the model has one) are
+  logged next to the loss ([`HBITrainer.log`]);
+* evaluation of a retrieval model is retrieval (R@K, median / mean rank on the full text x video matrix), not a loss
+  ([`HBITrainer.evaluate`]); the QA and captioning heads keep the `Trainer`'s loss evaluation;
 * `HBITrainingArguments` defaults reproduce the official recipe (lr 1e-4, coef_lr 1e-3, warm-up 10 % then cosine,
   weight decay 0.2, Adam betas (0.9, 0.98), eps 1e-6, gradient clipping 1.0, 5 epochs) and turn on mixed precision
   where the hardware has it.
@@ -33,7 +34,8 @@ from .retrieval_metrics import model_index_results
 
 logger = logging.get_logger(__name__)
 
-LOSS_PARTS = ("contrastive_loss", "banzhaf_loss", "distillation_loss")
+LOSS_PARTS = ("contrastive_loss", "banzhaf_loss", "distillation_loss", "task_loss")
+"""Output fields logged next to the loss, where the model's output has them (`task_loss`: QA and captioning)."""
 
 
 @dataclass
@@ -188,7 +190,8 @@ def freeze_clip_towers(model: nn.Module) -> int:
 
 class HBITrainer(Trainer):
     """
-    `Trainer` for [`HBIForRetrieval`]: two learning rates, loss parts in the logs, retrieval metrics as evaluation.
+    `Trainer` for HBI models: two learning rates and the loss parts in the logs for [`HBIForRetrieval`],
+    [`HBIForVideoQA`] and [`HBIForCaptioning`]; retrieval metrics as the evaluation of [`HBIForRetrieval`].
 
     Args:
         dual_softmax (`bool`, *optional*, defaults to `False`): evaluation also reports dual-softmax figures.
@@ -201,7 +204,7 @@ class HBITrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.dual_softmax = dual_softmax
         self.eval_chunk_size = eval_chunk_size
-        self._loss_part_sums = torch.zeros(len(LOSS_PARTS))
+        self._loss_part_sums: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
@@ -227,18 +230,21 @@ class HBITrainer(Trainer):
             model, {**inputs, "return_loss": True}, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if model.training:
-            parts = torch.stack([outputs[name].detach().float().cpu() for name in LOSS_PARTS])
-            self._loss_part_sums += parts
+            for name in LOSS_PARTS:
+                if outputs.get(name) is not None:
+                    part = outputs[name].detach().float().cpu()
+                    self._loss_part_sums[name] = self._loss_part_sums.get(name, 0.0) + part
             self._loss_part_count += 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the mean loss parts since the last log (averaged over processes) to training logs."""
-        if "loss" in logs and self._loss_part_count:
-            means = (self._loss_part_sums / self._loss_part_count).to(self.args.device)
-            means = self.accelerator.reduce(means, reduction="mean").cpu()
-            logs.update({name: float(value) for name, value in zip(LOSS_PARTS, means, strict=True)})
-            self._loss_part_sums.zero_()
+        if "loss" in logs and self._loss_part_sums:
+            names = list(self._loss_part_sums)
+            means = torch.stack([self._loss_part_sums[name] for name in names]) / self._loss_part_count
+            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean").cpu()
+            logs.update({name: float(value) for name, value in zip(names, means, strict=True)})
+            self._loss_part_sums.clear()
             self._loss_part_count = 0
         super().log(logs, start_time)
 
@@ -249,13 +255,16 @@ class HBITrainer(Trainer):
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
         """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, logged and
-        returned with `metric_key_prefix`."""
+        returned with `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the
+        loss on `eval_dataset`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, HBIForRetrieval):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if dataset is None:
             raise ValueError("HBITrainer.evaluate needs an eval_dataset (retrieval rows)")
         if self.processing_class is None:
             raise ValueError("HBITrainer.evaluate needs processing_class: the processor that encodes the gallery")
-        model = self.accelerator.unwrap_model(self.model)
         with self.autocast_smart_context_manager():
             metrics = evaluate_retrieval(
                 model,

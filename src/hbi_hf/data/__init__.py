@@ -4,8 +4,10 @@ offline CLIP tokenizer, and collators with a bad-input policy."""
 from .collators import (
     HBIBadInputError,
     HBIBadInputReportCallback,
+    HBICaptioningCollator,
     HBICollator,
     HBIRetrievalCollator,
+    HBIVideoCollator,
     HBIVideoQACollator,
 )
 from .loaders import (
@@ -42,8 +44,10 @@ def __getattr__(name: str):
 __all__ = [
     "HBIBadInputError",
     "HBIBadInputReportCallback",
+    "HBICaptioningCollator",
     "HBICollator",
     "HBIRetrievalCollator",
+    "HBIVideoCollator",
     "HBIVideoQACollator",
     "build_answer_vocabulary",
     "build_clip_tokenizer",

@@ -44,12 +44,13 @@ class HBICollator:
     Args:
         processor ([`HBIProcessor`]): tokenizer + video processor.
         strict (`bool`, *optional*, defaults to `False`): raise on the first bad sample instead of skipping it.
-        text_column (`str`, *optional*, defaults to `"caption"`): the row field holding the text.
+        text_column (`str`, *optional*, defaults to `"caption"`): the row field holding the text; `None` for a
+            video-only batch (no text checks, no `input_ids` / `attention_mask`).
         return_ids (`bool`, *optional*, defaults to `False`): also return `video_id` (a list of str), e.g. to group
             captions of the same video in evaluation; leave off when the batch goes straight into a model.
     """
 
-    def __init__(self, processor, strict: bool = False, text_column: str = "caption", return_ids: bool = False):
+    def __init__(self, processor, strict: bool = False, text_column: str | None = "caption", return_ids: bool = False):
         self.processor = processor
         self.strict = strict
         self.text_column = text_column
@@ -93,6 +94,8 @@ class HBICollator:
 
     def check_row(self, row: dict[str, Any]) -> tuple[str, str] | None:
         """`(reason, detail)` when the row's text cannot be used, else None."""
+        if self.text_column is None:
+            return None
         text = row.get(self.text_column)
         if not isinstance(text, str):
             return "non-text caption", f"{self.text_column} is {type(text).__name__}, expected str"
@@ -129,9 +132,11 @@ class HBICollator:
                 f"every sample of a batch of {len(rows)} was unusable (counts so far: {self.skipped}); "
                 "check the dataset's video files and captions"
             )
-        texts = [row[self.text_column] for row in kept_rows]
-        self._count_truncations(texts)
-        batch = dict(self.processor.tokenize(texts, return_tensors="pt"))
+        batch = {}
+        if self.text_column is not None:
+            texts = [row[self.text_column] for row in kept_rows]
+            self._count_truncations(texts)
+            batch.update(self.processor.tokenize(texts, return_tensors="pt"))
         batch["pixel_values"] = torch.cat([video["pixel_values"] for video in videos])
         batch["video_mask"] = torch.cat([video["video_mask"] for video in videos])
         batch.update(self.extra_fields(kept_rows))
@@ -143,6 +148,20 @@ class HBICollator:
 class HBIRetrievalCollator(HBICollator):
     """Retrieval rows `{"video_id", "video_path", "caption"}` -> `input_ids`, `attention_mask` `(batch, max_words)`,
     `pixel_values` `(batch, frames, 3, H, W)`, `video_mask` `(batch, frames)`."""
+
+
+class HBICaptioningCollator(HBICollator):
+    """Captioning training rows `{"video_id", "video_path", "caption"}` -> `input_ids`, `attention_mask`
+    `(batch, max_words)` (the caption: decoder target and alignment text), `pixel_values` `(batch, frames, 3, H, W)`,
+    `video_mask` `(batch, frames)`."""
+
+
+class HBIVideoCollator(HBICollator):
+    """Video-only rows `{"video_id", "video_path"}` -> `pixel_values` `(batch, frames, 3, H, W)`, `video_mask`
+    `(batch, frames)` (captioning inference); with `return_ids=True` also `video_id`, the kept videos' ids."""
+
+    def __init__(self, processor, strict: bool = False, return_ids: bool = False):
+        super().__init__(processor, strict=strict, text_column=None, return_ids=return_ids)
 
 
 class HBIVideoQACollator(HBICollator):
@@ -182,7 +201,9 @@ class HBIBadInputReportCallback(TrainerCallback):
 __all__ = [
     "HBIBadInputError",
     "HBIBadInputReportCallback",
+    "HBICaptioningCollator",
     "HBICollator",
     "HBIRetrievalCollator",
+    "HBIVideoCollator",
     "HBIVideoQACollator",
 ]
