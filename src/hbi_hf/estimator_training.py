@@ -400,9 +400,9 @@ def fit_estimator_normalisation(matrices: HBIBanzhafMatrices, labels: torch.Tens
     solution = torch.linalg.lstsq(torch.stack(columns, 1), log_rms.unsqueeze(1)).solution.squeeze(1).tolist()
     slopes = iter(solution[1:])
     word_exponent, frame_exponent = (-next(slopes) if varies else 0.0 for varies in varying)
-    factor = matrices.text_mask.sum(-1).clamp(min=1).double().pow(-word_exponent) * matrices.video_mask.sum(
-        -1
-    ).clamp(min=1).double().pow(-frame_exponent)
+    factor = matrices.text_mask.sum(-1).clamp(min=1).double().pow(-word_exponent) * matrices.video_mask.sum(-1).clamp(
+        min=1
+    ).double().pow(-frame_exponent)
     scaled = (labels / factor.view(-1, 1, 1))[cell_mask]
     return {
         "input_mean": similarity.mean().item(),
