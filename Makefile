@@ -41,7 +41,7 @@ lint: venv
 
 # The QA / captioning demos' model and schedule (docs/tasks.md has the measured figures).
 TASK_DEMO_FLAGS := --hidden_size 64 --num_layers 1 --image_size 32 --num_frames 4 --max_words 16 \
-	--batch_size 32 --learning_rate 1e-3
+	--batch_size 32 --learning_rate 1e-3 --temperature 0.01
 
 demo-qa: venv
 	$(PY) scripts/demo_tasks.py --task qa --output_dir outputs/demo-qa --num_train_epochs 3 $(TASK_DEMO_FLAGS)

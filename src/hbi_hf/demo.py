@@ -63,7 +63,18 @@ class HBIDemoArguments:
     representation_reconstruction: bool = field(default=True, metadata={"help": "HBI V2 (True) or HBI (False)."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Training epochs."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of every parameter."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of every parameter."})
+    temperature: float = field(
+        default=0.05,
+        metadata={
+            "help": "Fixed contrastive temperature (paper: 0.01, made for a pretrained CLIP; randomly initialised "
+            "towers trained from scratch at 0.01 collapse to one embedding), unless learnable_temperature."
+        },
+    )
+    learnable_temperature: bool = field(
+        default=False, metadata={"help": "Learn the temperature (CLIP's logit scale, starting at 1/0.07)."}
+    )
+    weight_decay: float = field(default=0.2, metadata={"help": "Weight decay (never on biases and norms)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test rows."})
     seed: int = field(default=0, metadata={"help": "Seed of the data generation and of training."})
@@ -105,6 +116,8 @@ def demo_config(args: HBIDemoArguments, **overrides) -> HBIConfig:
         video_cluster_counts=[max(1, args.num_frames // 2), max(1, args.num_frames // 4)],
         text_cluster_counts=[max(1, args.max_words // 2), max(1, args.max_words // 8)],
         representation_reconstruction=args.representation_reconstruction,
+        temperature=args.temperature,
+        learnable_temperature=args.learnable_temperature,
         estimator_config=dict(hidden_size=16),
         qa_projection_dim=width,
         qa_hidden_size=2 * width,
@@ -124,6 +137,7 @@ def demo_training_arguments(args: HBIDemoArguments) -> HBITrainingArguments:
         per_device_eval_batch_size=args.batch_size,
         num_train_epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
         coef_lr=1.0,
         logging_steps=10,
         save_strategy="no",
