@@ -253,7 +253,7 @@ class HBIPairLayout:
         """Dot products of `(n_text, a, dim)` and `(n_video, b, dim)` -> `(n_text, n_video, a, b)` or `(n, a, b)`."""
         if self.matched:
             return torch.einsum("nad,nbd->nab", text, video)
-        return torch.einsum("tad,vbd->tvab", text, video)
+        return torch.einsum("tad,vbd->tvab", text, video).contiguous()
 
     def text_side(self, tensor: torch.Tensor) -> torch.Tensor:
         """`(n_text, ...)` -> broadcastable against the layout's leading dimensions."""
@@ -442,8 +442,8 @@ class HBIRepresentationReconstruction(nn.Module):
         # d_j g_i P_ji + d_j (1 - g_i) A_j + (1 - d_j) g_i B_i + (1 - d_j)(1 - g_i) C
         #   = d_j g_i (P_ji - A'_j - B'_i - C) + d_j A'_j + g_i B'_i + C   with A' = A - C, B' = B - C,
         # evaluated with few passes over the (words, frames) matrix and divided by both norms on the way.
-        word_dot_pooled_video = (dots * frame_attention.unsqueeze(-2)).sum(-1, keepdim=True)
-        pooled_text_dot_frame = (word_attention.unsqueeze(-1) * dots).sum(-2, keepdim=True)
+        word_dot_pooled_video = dots @ frame_attention.unsqueeze(-1)
+        pooled_text_dot_frame = word_attention.unsqueeze(-2) @ dots
         pooled_dot_pooled = (word_attention.unsqueeze(-1) * word_dot_pooled_video).sum(-2, keepdim=True)
         word_offset = word_dot_pooled_video - pooled_dot_pooled
         frame_offset = pooled_text_dot_frame - pooled_dot_pooled
