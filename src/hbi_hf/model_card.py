@@ -1,14 +1,14 @@
 """Model cards for HBI checkpoints, rendered from the model's config and the *measured* evaluation results.
 
 A card states a number for this checkpoint only when an `eval_results.json` (flat `{metric: value}`) measured on it is
-given; otherwise its results section says "not yet measured". The paper's numbers appear in a separate, labelled
-section ("reported in the paper"), never as this checkpoint's results.
+given; otherwise its results section says "not yet measured". For the paper's own results a card points to the
+paper's table and quotes no number from it.
 """
 
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -37,7 +37,7 @@ CITATION = """@inproceedings{jin2023video,
 
 @dataclass(frozen=True)
 class HBIRelease:
-    """What a card says about one planned release: the task, the data, and the paper's reported numbers."""
+    """What a card says about one planned release: the task, the data, and where the paper reports its results."""
 
     key: str
     title: str
@@ -48,9 +48,8 @@ class HBIRelease:
     training_data: str
     intended_use: str
     limitations: tuple[str, ...]
-    paper_results: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    """Method name ("HBI", "HBI V2") -> metric -> value, as printed in the TPAMI paper."""
-    paper_table: str = "Table I"
+    paper_table: str | None = "Table I"
+    """The table of the TPAMI 2024 paper with the authors' results for this setting (None: no standalone results)."""
 
 
 _RETRIEVAL_LIMITS = (
@@ -74,32 +73,6 @@ RELEASES: dict[str, HBIRelease] = {
         intended_use="Ranking short web videos for a text query, and text captions for a video (late interaction: "
         "encode each side once, score any pair).",
         limitations=_RETRIEVAL_LIMITS,
-        paper_results={
-            "HBI": {
-                "t2v_R@1": 48.6,
-                "t2v_R@5": 74.6,
-                "t2v_R@10": 83.4,
-                "t2v_MdR": 2.0,
-                "t2v_MnR": 12.0,
-                "v2t_R@1": 46.8,
-                "v2t_R@5": 74.3,
-                "v2t_R@10": 84.3,
-                "v2t_MdR": 2.0,
-                "v2t_MnR": 8.9,
-            },
-            "HBI V2": {
-                "t2v_R@1": 49.4,
-                "t2v_R@5": 74.6,
-                "t2v_R@10": 83.8,
-                "t2v_MdR": 2.0,
-                "t2v_MnR": 12.2,
-                "v2t_R@1": 47.7,
-                "v2t_R@5": 74.2,
-                "v2t_R@10": 84.4,
-                "v2t_MdR": 2.0,
-                "v2t_MnR": 8.9,
-            },
-        },
     ),
     "activitynet": HBIRelease(
         key="activitynet",
@@ -112,10 +85,6 @@ RELEASES: dict[str, HBIRelease] = {
         "paragraph per video; 64 frames and 64 words.",
         intended_use="Ranking long untrimmed videos (minutes) for a paragraph query.",
         limitations=_RETRIEVAL_LIMITS,
-        paper_results={
-            "HBI": {"t2v_R@1": 42.2, "t2v_R@5": 73.0, "t2v_R@10": 84.6, "t2v_MdR": 2.0, "t2v_MnR": 6.6},
-            "HBI V2": {"t2v_R@1": 45.5, "t2v_R@5": 75.3, "t2v_R@10": 86.0, "t2v_MdR": 2.0, "t2v_MnR": 6.5},
-        },
     ),
     "didemo": HBIRelease(
         key="didemo",
@@ -128,10 +97,6 @@ RELEASES: dict[str, HBIRelease] = {
         "protocol); 32 frames and 64 words.",
         intended_use="Ranking personal videos for a paragraph query.",
         limitations=_RETRIEVAL_LIMITS,
-        paper_results={
-            "HBI": {"t2v_R@1": 46.9, "t2v_R@5": 74.9, "t2v_R@10": 82.7, "t2v_MdR": 2.0, "t2v_MnR": 12.1},
-            "HBI V2": {"t2v_R@1": 47.4, "t2v_R@5": 74.6, "t2v_R@10": 84.5, "t2v_MdR": 2.0, "t2v_MnR": 12.7},
-        },
     ),
     "msrvtt-qa": HBIRelease(
         key="msrvtt-qa",
@@ -149,7 +114,6 @@ RELEASES: dict[str, HBIRelease] = {
             "Open-ended classification only; no multiple-choice or free-form generation.",
             "Trained on English questions about web videos; other languages and domains are untested.",
         ),
-        paper_results={"HBI": {"accuracy": 46.2}, "HBI V2": {"accuracy": 46.4}},
         paper_table="Table II",
     ),
     "estimator": HBIRelease(
@@ -167,6 +131,7 @@ RELEASES: dict[str, HBIRelease] = {
             "Trained on entity-level (word x frame) matrices only; HBI applies it to all three levels.",
             "Its targets are Monte-Carlo estimates, so its outputs are approximations of the Banzhaf interaction.",
         ),
+        paper_table=None,
     ),
 }
 
@@ -202,7 +167,7 @@ CARD_TEMPLATE = """---
 
 {{ results }}
 
-## Results reported in the paper
+## The paper's results
 
 {{ paper_results }}
 
@@ -282,17 +247,14 @@ def _results_table(results: Mapping[str, float]) -> str:
 
 
 def _paper_section(release: HBIRelease, method: str | None) -> str:
-    if not release.paper_results:
-        return "The paper reports no standalone numbers for this component."
-    methods = [method] if method in release.paper_results else list(release.paper_results)
-    parts = []
-    for name in methods:
-        parts.append(
-            f"Reported by the authors for **{name}** on {release.dataset_pretty_name} (TPAMI 2024, {release.paper_table}). "
-            "These are the paper's numbers, **not measured for this checkpoint**:\n\n"
-            + _results_table(release.paper_results[name])
-        )
-    return "\n\n".join(parts)
+    if release.paper_table is None:
+        return "The paper reports no standalone results for this component."
+    name = method or "HBI and HBI V2"
+    return (
+        f"The authors' results for {name} on {release.dataset_pretty_name} are in {release.paper_table} of the TPAMI "
+        "2024 paper. They were obtained with the authors' code and weights; this card states only what was measured "
+        "for this checkpoint."
+    )
 
 
 def _load_snippet(config: PreTrainedConfig, repo_id: str, task: str) -> str:
