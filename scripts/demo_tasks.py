@@ -1,11 +1,13 @@
-"""Train video QA or captioning on the embedded synthetic dataset on the CPU and compare with a trivial baseline.
+"""Train video QA or captioning on the embedded synthetic dataset on the CPU and compare with trivial baselines.
 
-    python scripts/demo_tasks.py --task qa --output_dir outputs/demo-qa          # accuracy vs. the majority answer
+    python scripts/demo_tasks.py --task qa --output_dir outputs/demo-qa --init_from outputs/demo
+        # accuracy vs. the majority answer and vs. the majority answer of each question type (ignores the video)
     python scripts/demo_tasks.py --task captioning --output_dir outputs/demo-captioning
-                                                       # BLEU-4 / METEOR / ROUGE-L / CIDEr vs. a constant caption
+        # BLEU-4 / METEOR / ROUGE-L / CIDEr vs. a constant caption
 
-Sizes and schedule are the retrieval demo's options (`--help`); `make demo-qa` / `make demo-captioning` pass the
-settings documented in docs/tasks.md.
+Sizes and schedule are the retrieval demo's options (`--help`); `--init_from` starts from a saved HBI checkpoint's
+encoder instead (its sizes then apply). `make demo-qa` / `make demo-captioning` pass the settings documented in
+docs/tasks.md.
 """
 
 import json

@@ -1,12 +1,14 @@
 """Specification of HBIForCaptioning: teacher forcing, Eq. 16 loss, generation through GenerationMixin (greedy and
 beam search), save/load, caption metrics, and training on the embedded dataset's captions."""
 
+import logging
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_hbi_config
+from transformers.utils import logging as transformers_logging
 
 from hbi_hf import AutoModelForVideoCaptioning, HBIForCaptioning
 from hbi_hf.caption_metrics import JavaNotFoundError, caption_metrics, require_java
@@ -122,6 +124,21 @@ def test_generation_defaults_come_from_the_clip_tokens_not_the_contrastive_tempe
     assert (generation_config.decoder_start_token_id, generation_config.eos_token_id) == (BOS, EOS)
     assert generation_config.pad_token_id == PAD and generation_config.max_new_tokens == 9
     assert generation_config.temperature != 0.01
+
+
+def test_building_and_generating_from_a_video_batch_warns_about_nothing(batch):
+    transformers_logging.warning_once.cache_clear()  # warnings already shown once elsewhere must show again here
+    warnings = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = warnings.append
+    transformers_logger = transformers_logging.get_logger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        model = seeded_captioner(temperature=0.05)
+        model.generate(**video_inputs(batch), num_beams=2, max_new_tokens=3)
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert [record.getMessage() for record in warnings] == []
 
 
 def test_missing_java_is_reported_before_any_metric_runs(monkeypatch):

@@ -75,6 +75,14 @@ class HBIDemoArguments:
         default=False, metadata={"help": "Learn the temperature (CLIP's logit scale, starting at 1/0.07)."}
     )
     weight_decay: float = field(default=0.2, metadata={"help": "Weight decay (never on biases and norms)."})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "QA / captioning only: start from this saved HBI checkpoint (e.g. the retrieval demo's "
+            "outputs/demo); its encoder weights and sizes are kept (the size options are ignored), the task head "
+            "starts fresh."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test rows."})
     seed: int = field(default=0, metadata={"help": "Seed of the data generation and of training."})
@@ -150,6 +158,33 @@ def _first_rows(dataset: Dataset, limit: int | None) -> Dataset:
     return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
 
 
+def build_task_model(model_class: type[HBIForVideoQA | HBIForCaptioning], args: HBIDemoArguments, **fields):
+    """A new task model with [`HBIConfig`] `fields` set: random ([`demo_config`]) or, with `args.init_from`, with the
+    encoder of that checkpoint (its task head, if any other, is dropped; the new one starts at random)."""
+    torch.manual_seed(args.seed)
+    if args.init_from is None:
+        return model_class(demo_config(args, **fields))
+    return model_class.from_pretrained(args.init_from, **fields)
+
+
+def question_type_prior_answers(train: Dataset, test: Dataset, opening_words: int = 3) -> list[int]:
+    """For each test question, the most frequent training answer among training questions opening with the same
+    `opening_words` words (its type, e.g. "what shape is"): a baseline that reads the question but never the
+    video. Falls back to the overall majority answer for an unseen opening."""
+
+    def opening(question: str) -> str:
+        return " ".join(question.lower().split()[:opening_words])
+
+    answers_per_type: dict[str, Counter] = {}
+    for question, label in zip(train["question"], train["label"]):
+        answers_per_type.setdefault(opening(question), Counter())[label] += 1
+    majority = Counter(train["label"]).most_common(1)[0][0]
+    return [
+        answers_per_type[opening(q)].most_common(1)[0][0] if opening(q) in answers_per_type else majority
+        for q in test["question"]
+    ]
+
+
 def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]]:
     """Train, evaluate and save; returns the test metrics and the chance level of the same gallery."""
     splits = synthetic_retrieval_splits(args.data_root, seed=args.seed)
@@ -176,13 +211,14 @@ def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]
 
 def run_videoqa_demo(args: HBIDemoArguments) -> dict[str, dict[str, float]]:
     """Train [`HBIForVideoQA`] on the embedded QA pairs (answer vocabulary: every training answer), save it, and
-    return the test accuracy of the model and of always giving the most frequent training answer."""
+    return the test accuracy of the model, of always giving the most frequent training answer, and of giving the most
+    frequent answer of the question's type ([`question_type_prior_answers`]: what a model that ignores the video can
+    reach)."""
     splits = load_synthetic_qa(generate_synthetic_dataset(root=args.data_root, seed=args.seed))
     train = _first_rows(splits["train"], args.max_train_samples)
     test = _first_rows(splits["test"], args.max_test_samples)
     vocabulary = splits["train"].features["label"].names
-    torch.manual_seed(args.seed)
-    model = HBIForVideoQA(demo_config(args, banzhaf_loss_weight=2.0, **answer_vocabulary_fields(vocabulary)))
+    model = build_task_model(HBIForVideoQA, args, banzhaf_loss_weight=2.0, **answer_vocabulary_fields(vocabulary))
     processor = build_retrieval_processor(model.config)
     trainer = train_task_model(model, train, HBIVideoQACollator(processor), demo_training_arguments(args))
     trainer.save_model(args.output_dir)
@@ -191,6 +227,7 @@ def run_videoqa_demo(args: HBIDemoArguments) -> dict[str, dict[str, float]]:
     return {
         "hbi": videoqa_accuracy(predictions, labels),
         "majority_answer_baseline": videoqa_accuracy([majority] * len(labels), labels),
+        "question_type_prior_baseline": videoqa_accuracy(question_type_prior_answers(train, test), labels),
     }
 
 
@@ -201,8 +238,7 @@ def run_captioning_demo(args: HBIDemoArguments, num_beams: int = 3) -> dict[str,
     splits = load_synthetic_captioning(generate_synthetic_dataset(root=args.data_root, seed=args.seed))
     train = _first_rows(splits["train"], args.max_train_samples)
     videos, references = references_per_video(_first_rows(splits["test"], args.max_test_samples))
-    torch.manual_seed(args.seed)
-    model = HBIForCaptioning(demo_config(args))
+    model = build_task_model(HBIForCaptioning, args)
     processor = build_retrieval_processor(model.config)
     trainer = train_task_model(model, train, HBICaptioningCollator(processor), demo_training_arguments(args))
     trainer.save_model(args.output_dir)
@@ -218,9 +254,11 @@ def run_captioning_demo(args: HBIDemoArguments, num_beams: int = 3) -> dict[str,
 
 __all__ = [
     "HBIDemoArguments",
+    "build_task_model",
     "demo_config",
     "demo_training_arguments",
     "run_captioning_demo",
     "run_demo",
+    "question_type_prior_answers",
     "run_videoqa_demo",
 ]

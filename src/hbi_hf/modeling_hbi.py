@@ -1612,6 +1612,23 @@ class HBICaptioningVideoEncoder:
     __call__ = forward
 
 
+class HBICaptioningGenerationConfig(GenerationConfig):
+    """Generation defaults of [`HBIForCaptioning`]: CLIP start / end / padding tokens and captions of at most
+    `max_words` tokens. `from_model_config` reads only those fields: the default one would copy the contrastive
+    `temperature` of [`HBIConfig`] into the sampling temperature (and warn that it is set without sampling)."""
+
+    @classmethod
+    def from_model_config(cls, model_config: HBIConfig) -> "HBICaptioningGenerationConfig":
+        text_config = model_config.text_config
+        return cls(
+            bos_token_id=text_config.bos_token_id,
+            decoder_start_token_id=text_config.bos_token_id,
+            eos_token_id=text_config.eos_token_id,
+            pad_token_id=text_config.pad_token_id,
+            max_new_tokens=model_config.max_words - 1,
+        )
+
+
 class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
     r"""
     HBI for video captioning (Sec. 3.3; spec §6): an encoder-decoder whose encoder is [`HBIModel`]'s video stream and
@@ -1632,6 +1649,7 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
     """
 
     main_input_name = "pixel_values"
+    generation_config_class = HBICaptioningGenerationConfig
     _supports_cache_class = True
 
     def __init__(self, config: HBIConfig):
@@ -1642,7 +1660,6 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
         self.level_embedding = nn.Embedding(NUM_LEVELS, config.projection_dim)
         self.decoder = HBICaptionDecoder(config)
         self.post_init()
-        self.generation_config = caption_generation_config(config)
 
     def get_encoder(self, modality: str | None = None) -> HBICaptioningVideoEncoder:
         return HBICaptioningVideoEncoder(self)
@@ -1652,6 +1669,13 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.decoder.lm_head
+
+    def _prepare_special_tokens(
+        self, generation_config: GenerationConfig, kwargs_has_attention_mask: bool | None = None, **kwargs
+    ) -> None:
+        # `generate`'s check for an `attention_mask` concerns padded *token* inputs; the encoder input here is a video,
+        # whose padding `video_mask` marks, so its "pad token is the eos token" warning never applies.
+        super()._prepare_special_tokens(generation_config, None, **kwargs)
 
     def video_memory(self, video_features: HBIVideoFeatures) -> HBICaptioningEncoderOutput:
         """The decoder memory from video features: the three levels' single-modal tokens, concatenated."""
@@ -1750,20 +1774,6 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
         return output
 
 
-def caption_generation_config(config: HBIConfig) -> GenerationConfig:
-    """Generation defaults of [`HBIForCaptioning`]: CLIP start / end / padding tokens and captions of at most
-    `max_words` tokens. Built explicitly, because `GenerationConfig.from_model_config` would copy the contrastive
-    `temperature` of [`HBIConfig`] into the sampling temperature."""
-    text_config = config.text_config
-    return GenerationConfig(
-        bos_token_id=text_config.bos_token_id,
-        decoder_start_token_id=text_config.bos_token_id,
-        eos_token_id=text_config.eos_token_id,
-        pad_token_id=text_config.pad_token_id,
-        max_new_tokens=config.max_words - 1,
-    )
-
-
 def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forcing targets of tokenised captions: `input_ids[:, 1:]` with padding set to -100,
     `(batch, words - 1)`."""
@@ -1776,6 +1786,7 @@ def caption_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
 __all__ = [
     "HBIAlignmentLoss",
     "HBICaptioningEncoderOutput",
+    "HBICaptioningGenerationConfig",
     "HBICaptioningOutput",
     "HBIForCaptioning",
     "HBIForVideoQA",
