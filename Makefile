@@ -42,9 +42,10 @@ lint: venv
 # The QA / captioning demos (docs/tasks.md has the measured figures). QA starts from the retrieval demo's encoder
 # (outputs/demo, trained first if missing); captioning trains the demo-sized model from scratch.
 DEMO_MODEL := outputs/demo/model.safetensors
+RETRIEVAL_DEMO := $(PY) scripts/demo.py --output_dir outputs/demo
 
 $(DEMO_MODEL): | venv
-	$(PY) scripts/demo.py --output_dir outputs/demo
+	$(RETRIEVAL_DEMO)
 
 demo-qa: venv $(DEMO_MODEL)
 	$(PY) scripts/demo_tasks.py --task qa --output_dir outputs/demo-qa --init_from outputs/demo --num_train_epochs 15
@@ -56,4 +57,4 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info
 
 demo: venv
-	$(PY) scripts/demo.py --output_dir outputs/demo
+	$(RETRIEVAL_DEMO)
