@@ -27,7 +27,9 @@ def test_characteristic_function_is_eq12_on_the_coalition_and_zero_without_a_mod
     words = torch.tensor([[True, False, True, True, False]])
     frames = torch.tensor([[False, True, True, False]])
     value = banzhaf_characteristic_function(similarity, words, frames, text_logits, video_logits)
-    expected = weighted_token_interaction(similarity, text_logits, video_logits, words, frames)
+    expected = weighted_token_interaction(
+        similarity, text_logits.unsqueeze(-1), video_logits.unsqueeze(-2), words.unsqueeze(-1), frames.unsqueeze(-2)
+    )
     torch.testing.assert_close(value, expected)
     nobody = torch.zeros_like(frames)
     assert banzhaf_characteristic_function(similarity, words, nobody, text_logits, video_logits).item() == 0.0

@@ -123,7 +123,13 @@ def test_weighted_token_interaction_matches_brute_force():
     text_mask = torch.rand(5, 7, generator=generator) > 0.3
     video_mask = torch.rand(5, 4, generator=generator) > 0.3
     text_mask[:, 0] = video_mask[:, 0] = True
-    fast = weighted_token_interaction(similarity, text_logits, video_logits, text_mask, video_mask)
+    fast = weighted_token_interaction(
+        similarity,
+        text_logits.unsqueeze(-1),
+        video_logits.unsqueeze(-2),
+        text_mask.unsqueeze(-1),
+        video_mask.unsqueeze(-2),
+    )
     for b in range(5):
         expected = brute_force_wti(similarity[b], text_logits[b], video_logits[b], text_mask[b], video_mask[b])
         torch.testing.assert_close(fast[b], expected)
@@ -132,7 +138,7 @@ def test_weighted_token_interaction_matches_brute_force():
 def test_weighted_token_interaction_of_a_one_sided_coalition_is_zero():
     similarity = torch.rand(3, 2)
     no_frames = weighted_token_interaction(
-        similarity, torch.zeros(3), torch.zeros(2), torch.ones(3, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)
+        similarity, torch.zeros(3, 1), torch.zeros(1, 2), torch.ones(3, 1, dtype=torch.bool), torch.zeros(1, 2).bool()
     )
     assert no_frames.item() == 0.0
 
@@ -221,7 +227,8 @@ def test_matched_token_similarity_is_the_diagonal_of_all_pairs(batch):
         all_pairs = model.levels[0].token_similarity(
             model.level_inputs(text, 0), model.level_inputs(video, 0), ALL_PAIRS
         )
-    torch.testing.assert_close(matched, torch.stack([all_pairs[i, i] for i in range(4)]))
+    # every text with every video: cells (texts, words, frames, videos)
+    torch.testing.assert_close(matched, torch.stack([all_pairs[i, :, :, i] for i in range(4)]))
 
 
 # ----- persistence and registration -----------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The fast gallery scorer agrees with a plain per-pair implementation of Eqs. 2-5 and 12."""
 
+import dataclasses
+
 import pytest
 import torch
 from retrieval_standins import tiny_config
 
 from hbi_hf import HBIModel
-from hbi_hf.scoring_reference import reference_similarity
+from hbi_hf.scoring_reference import pair_similarity, reference_similarity
 
 
 def encoded_gallery(reconstruction: bool):
@@ -42,3 +44,39 @@ def test_reference_on_listed_pairs_matches_the_full_matrix():
     full = reference_similarity(model, text, video, level=0)
     pairs = [(0, 3), (4, 1), (2, 2)]
     torch.testing.assert_close(reference_similarity(model, text, video, 0, pairs), full[[0, 4, 2], [3, 1, 2]])
+
+
+@pytest.mark.parametrize("reconstruction", [True, False], ids=["v2", "v1"])
+def test_fast_scorer_is_exact_with_padding_in_the_middle_of_an_item(reconstruction):
+    # the scorer cuts each block after the last valid token of its longest item; a hole before it must still count as
+    # padding, and the result must not depend on the order in which items arrive
+    model, text, video = encoded_gallery(reconstruction)
+    text_masks, video_masks = list(text.level_masks), list(video.level_masks)
+    text_masks[0] = text_masks[0].clone()
+    text_masks[0][0, 2] = False
+    video_masks[0] = video_masks[0].clone()
+    video_masks[0][0, 1] = False
+    text = dataclasses.replace(text, level_masks=tuple(text_masks))
+    video = dataclasses.replace(video, level_masks=tuple(video_masks))
+    with torch.no_grad():
+        fast = model.similarity_per_level(text, video, levels=(0,), chunk_size=2)[0]
+        reversed_order = model.similarity_per_level(text[[4, 3, 2, 1, 0]], video[[3, 2, 1, 0]], (0,), chunk_size=2)[0]
+    torch.testing.assert_close(fast, reference_similarity(model, text, video, 0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(reversed_order, fast.flip(0, 1))
+
+
+def test_gallery_scoring_under_autograd_gives_the_per_pair_gradients():
+    # training scores the gathered batch with the same scorer; its in-place steps must leave backward exact
+    model, text, video = encoded_gallery(True)
+    tokens = text.level_tokens[0].clone().requires_grad_(True)
+    gate_logits = model.levels[0].reconstruction.gate_logits(tokens, "text")  # the reference recomputes the gates
+    text = dataclasses.replace(
+        text,
+        level_tokens=(tokens, *text.level_tokens[1:]),
+        level_gate_logits=(gate_logits, *text.level_gate_logits[1:]),
+    )
+    model.similarity_per_level(text, video, levels=(0,), chunk_size=2)[0].sum().backward()
+    fast_gradient, tokens.grad = tokens.grad, None
+    per_pair = [pair_similarity(model, text, video, t, v, 0) for t in range(len(text)) for v in range(len(video))]
+    torch.stack(per_pair).sum().backward()
+    torch.testing.assert_close(fast_gradient, tokens.grad, atol=1e-5, rtol=1e-4)

@@ -72,7 +72,11 @@ def banzhaf_characteristic_function(
     if video_weight_logits is None:
         video_weight_logits = torch.zeros(video_coalition.shape, dtype=similarity.dtype, device=similarity.device)
     return weighted_token_interaction(
-        logit_scale * similarity, text_weight_logits, video_weight_logits, text_coalition, video_coalition
+        logit_scale * similarity,
+        text_weight_logits.unsqueeze(-1),
+        video_weight_logits.unsqueeze(-2),
+        text_coalition.unsqueeze(-1),
+        video_coalition.unsqueeze(-2),
     )
 
 

@@ -210,6 +210,9 @@ def weighted_token_interaction(
     video_weight_logits: torch.Tensor,
     text_mask: torch.Tensor,
     video_mask: torch.Tensor,
+    word_dim: int = -2,
+    frame_dim: int = -1,
+    fill_in_place: bool = False,
 ) -> torch.Tensor:
     r"""
     Weighted token-wise interaction, Eq. 12:
@@ -220,56 +223,96 @@ def weighted_token_interaction(
     coalition without any word or without any frame scores 0.
 
     Args:
-        similarity (`torch.Tensor` of shape `(..., words, frames)`): token similarities a.
-        text_weight_logits (`torch.Tensor` of shape `(..., words)`): MLP_t logits.
-        video_weight_logits (`torch.Tensor` of shape `(..., frames)`): MLP_v logits.
-        text_mask (`torch.BoolTensor` of shape `(..., words)`): the words present.
-        video_mask (`torch.BoolTensor` of shape `(..., frames)`): the frames present.
-    All leading dimensions broadcast against each other.
+        similarity (`torch.Tensor` of shape `(..., words, frames)`): token similarities a; the words and frames may
+            sit at other dimensions (`word_dim`, `frame_dim`), e.g. `(texts, words, frames, videos)` when scoring a
+            gallery.
+        text_weight_logits (`torch.Tensor` of shape `(..., words, 1)`): MLP_t logits, size 1 along `frame_dim`.
+        video_weight_logits (`torch.Tensor` of shape `(..., 1, frames)`): MLP_v logits, size 1 along `word_dim`.
+        text_mask (`torch.BoolTensor` of shape `(..., words, 1)`): the words present.
+        video_mask (`torch.BoolTensor` of shape `(..., 1, frames)`): the frames present.
+        word_dim (`int`, defaults to -2), frame_dim (`int`, defaults to -1): where the words and frames are.
+        fill_in_place (`bool`, defaults to `False`): `similarity` is scratch that the caller drops: cells of absent
+            players are overwritten in it instead of in a copy (no copy of the cells when scoring a gallery).
+    All other dimensions broadcast against each other.
 
     Returns:
-        `torch.Tensor` of shape `(...)`.
+        `torch.Tensor`: the broadcast shape without `word_dim` and `frame_dim`, e.g. `(...)` or `(texts, videos)`.
     """
-    text_weights = masked_softmax(text_weight_logits, text_mask)
-    video_weights = masked_softmax(video_weight_logits, video_mask)
-    # one fill for both maxima: a cell with a padded word or frame never wins; padded rows and empty coalitions give 0
-    cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
-    similarity = similarity.masked_fill(~cell_mask, torch.finfo(similarity.dtype).min)
-    best_frame_per_word = similarity.amax(dim=-1).masked_fill(~(text_mask & video_mask.any(-1, keepdim=True)), 0.0)
-    best_word_per_frame = similarity.amax(dim=-2).masked_fill(~(video_mask & text_mask.any(-1, keepdim=True)), 0.0)
-    text_to_video = (text_weights * best_frame_per_word).sum(dim=-1)
-    video_to_text = (video_weights * best_word_per_frame).sum(dim=-1)
-    return 0.5 * (text_to_video + video_to_text)
+    text_weights = masked_softmax(text_weight_logits, text_mask, dim=word_dim)
+    video_weights = masked_softmax(video_weight_logits, video_mask, dim=frame_dim)
+    # a cell with an absent word or frame never wins a maximum (adding -inf is one cheap pass over the cells);
+    # absent words and frames weigh 0 in the sums, and their maxima are zeroed before the product
+    text_penalty = torch.zeros(text_mask.shape, dtype=similarity.dtype, device=similarity.device)
+    text_penalty = text_penalty.masked_fill_(~text_mask, float("-inf"))
+    video_penalty = torch.zeros(video_mask.shape, dtype=similarity.dtype, device=similarity.device)
+    video_penalty = video_penalty.masked_fill_(~video_mask, float("-inf"))
+    if fill_in_place:
+        similarity = similarity.add_(text_penalty).add_(video_penalty)
+    else:
+        similarity = similarity + (text_penalty + video_penalty)
+    any_frame, any_word = video_mask.any(frame_dim, keepdim=True), text_mask.any(word_dim, keepdim=True)
+    best_frame_per_word = similarity.amax(dim=frame_dim, keepdim=True).masked_fill(~(text_mask & any_frame), 0.0)
+    best_word_per_frame = similarity.amax(dim=word_dim, keepdim=True).masked_fill(~(video_mask & any_word), 0.0)
+    text_to_video = (text_weights * best_frame_per_word).sum(dim=word_dim, keepdim=True)
+    video_to_text = (video_weights * best_word_per_frame).sum(dim=frame_dim, keepdim=True)
+    return (0.5 * (text_to_video + video_to_text)).squeeze((word_dim, frame_dim))
 
 
 class HBIPairLayout:
-    """How text items meet video items when scoring: every text with every video (`(texts, videos)` leading
-    dimensions) or matched pairs (`(batch,)`). Per-modality tensors are broadcast to the layout without copies."""
+    r"""
+    How text items meet video items when scoring, and where their cells sit. Words are dimension 1 and frames
+    dimension 2 in both layouts:
+
+    * matched pairs (text i with video i): cells `(batch, words, frames)`;
+    * every text with every video: cells `(texts, words, frames, videos)`, the videos last, so that every reduction
+      over words or frames runs over an outer dimension, vectorised along the videos, and the word x frame products
+      of a whole chunk are one matrix product written in place.
+
+    Per-item tensors are broadcast to the layout without copies; per-pair tensors keep size 1 at the dimension of
+    the modality they do not depend on (`(..., words, 1, ...)` per word, `(..., 1, frames, ...)` per frame).
+    """
+
+    WORD_DIM, FRAME_DIM = 1, 2
 
     def __init__(self, matched: bool):
         self.matched = matched
 
     def products(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """Dot products of `(n_text, a, dim)` and `(n_video, b, dim)` -> `(n_text, n_video, a, b)` or `(n, a, b)`."""
+        """Dot products of words `(n_text, words, dim)` and frames `(n_video, frames, dim)`: the layout's cells."""
         if self.matched:
-            return torch.einsum("nad,nbd->nab", text, video)
-        return torch.einsum("tad,vbd->tvab", text, video).contiguous()
+            return text @ video.transpose(1, 2)
+        (n_text, words, dim), (n_video, frames, _) = text.shape, video.shape
+        frame_major = video.transpose(0, 1).reshape(frames * n_video, dim)
+        return (text.reshape(n_text * words, dim) @ frame_major.T).view(n_text, words, frames, n_video)
+
+    def vector_products(self, vectors: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """One vector per text `(n_text, dim)` against the frames `(n_video, frames, dim)`: per pair and frame."""
+        if self.matched:
+            return (video @ vectors.unsqueeze(-1)).transpose(1, 2)
+        (n_text, _), (n_video, frames, dim) = vectors.shape, video.shape
+        per_frame = (vectors @ video.reshape(n_video * frames, dim).T).view(n_text, n_video, frames)
+        return per_frame.transpose(1, 2).contiguous().unsqueeze(1)
 
     def text_side(self, tensor: torch.Tensor) -> torch.Tensor:
-        """`(n_text, ...)` -> broadcastable against the layout's leading dimensions."""
-        return tensor if self.matched else tensor.unsqueeze(1)
+        """Per-word `(n_text, words)` -> `(batch, words, 1)` or `(texts, words, 1, 1)`."""
+        return tensor.unsqueeze(-1) if self.matched else tensor[:, :, None, None]
 
     def video_side(self, tensor: torch.Tensor) -> torch.Tensor:
-        """`(n_video, ...)` -> broadcastable against the layout's leading dimensions."""
-        return tensor if self.matched else tensor.unsqueeze(0)
+        """Per-frame `(n_video, frames)` -> `(batch, 1, frames)` or `(1, 1, frames, videos)`."""
+        return tensor.unsqueeze(1) if self.matched else tensor.T.contiguous()[None, None]
 
-    def text_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Per-text `(n_text, a, a)` matrices times per-pair `(..., a)` vectors."""
-        return torch.einsum("nab,nb->na" if self.matched else "tab,tvb->tva", matrices, vectors)
+    def word_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-text `(n_text, words, words)` matrices times per-pair word vectors."""
+        if self.matched:
+            return matrices @ vectors
+        return (matrices @ vectors.squeeze(2)).unsqueeze(2)
 
-    def video_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Per-video `(n_video, b, b)` matrices times per-pair `(..., b)` vectors."""
-        return torch.einsum("nab,nb->na" if self.matched else "vab,tvb->tva", matrices, vectors)
+    def frame_matvec(self, matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-video symmetric `(n_video, frames, frames)` matrices times per-pair frame vectors."""
+        if self.matched:
+            return vectors @ matrices
+        # (1, frames, frames', videos) x (texts, 1, frames', videos) summed over frames': elementwise along the videos
+        return (matrices.permute(1, 2, 0).contiguous().unsqueeze(0) * vectors).sum(2).unsqueeze(1)
 
 
 ALL_PAIRS = HBIPairLayout(matched=False)
@@ -425,51 +468,63 @@ class HBIRepresentationReconstruction(nn.Module):
         video: "HBILevelInputs",
         layout: HBIPairLayout,
     ) -> torch.Tensor:
-        """Cosine similarity of reconstructed word and frame tokens of each pair: `(..., words, frames)`."""
+        """Cosine similarity of the reconstructed word and frame tokens of each pair: the layout's cells."""
+        words, frames = layout.WORD_DIM, layout.FRAME_DIM
         text_mask, video_mask = layout.text_side(text.mask), layout.video_side(video.mask)
         dots = layout.products(text.tokens, video.tokens)
-        frame_attention = masked_softmax(
-            layout.products(text.query.unsqueeze(1), video.tokens).squeeze(-2), video_mask
+        frame_attention = masked_softmax(layout.vector_products(text.query, video.tokens), video_mask, frames)
+        # t_j . v_c with v_c the mean valid frame token: the mean of the word's dot products over the valid frames
+        frame_mean = video_mask / video_mask.sum(frames, keepdim=True).clamp_min(1)
+        word_attention = masked_softmax(
+            torch.linalg.vecdot(dots, frame_mean, dim=frames).unsqueeze(frames), text_mask, words
         )
-        word_attention = masked_softmax(layout.products(text.tokens, video.query.unsqueeze(1)).squeeze(-1), text_mask)
 
-        video_gate = layout.video_side(video.gate_logits)
-        text_gate = layout.text_side(text.gate_logits)
-        gamma = video_gate + self.video_gate.bias - (frame_attention * video_gate).sum(-1, keepdim=True)
-        delta = text_gate + self.text_gate.bias - (word_attention * text_gate).sum(-1, keepdim=True)
+        # gates of Eqs. 3 and 5: MLP(x_i - pooled) = w . x_i + b - sum_k attention_k (w . x_k)
+        video_gate, text_gate = layout.video_side(video.gate_logits), layout.text_side(text.gate_logits)
+        gamma = video_gate + self.video_gate.bias - (frame_attention * video_gate).sum(frames, keepdim=True)
+        delta = text_gate + self.text_gate.bias - (word_attention * text_gate).sum(words, keepdim=True)
 
-        # With A_j = t_j . v^c, B_i = t^c . v_i, C = t^c . v^c and P_ji = t_j . v_i, the reconstructed dot product is
+        # With P_ji = t_j . v_i, A_j = t_j . v^c, B_i = t^c . v_i and C = t^c . v^c, the reconstructed dot product is
         # d_j g_i P_ji + d_j (1 - g_i) A_j + (1 - d_j) g_i B_i + (1 - d_j)(1 - g_i) C
-        #   = d_j g_i (P_ji - A'_j - B'_i - C) + d_j A'_j + g_i B'_i + C   with A' = A - C, B' = B - C,
-        # evaluated with few passes over the (words, frames) matrix and divided by both norms on the way.
-        word_dot_pooled_video = dots @ frame_attention.unsqueeze(-1)
-        pooled_text_dot_frame = word_attention.unsqueeze(-2) @ dots
-        pooled_dot_pooled = (word_attention.unsqueeze(-1) * word_dot_pooled_video).sum(-2, keepdim=True)
+        #   = d_j g_i (P_ji - A_j - B_i + C) + d_j (A_j - C) + g_i (B_i - C) + C,
+        # evaluated with few passes over the cells and divided by both norms on the way.
+        word_dot_pooled_video = torch.linalg.vecdot(dots, frame_attention, dim=frames).unsqueeze(frames)  # A
+        pooled_text_dot_frame = torch.linalg.vecdot(dots, word_attention, dim=words).unsqueeze(words)  # B
+        pooled_dot_pooled = (word_attention * word_dot_pooled_video).sum(words, keepdim=True)  # C
         word_offset = word_dot_pooled_video - pooled_dot_pooled
         frame_offset = pooled_text_dot_frame - pooled_dot_pooled
 
-        video_sq_norm = self._mixture_sq_norm(
-            gamma, frame_attention, video.gram, layout.video_side, layout.video_matvec
-        )
-        text_sq_norm = self._mixture_sq_norm(delta, word_attention, text.gram, layout.text_side, layout.text_matvec)
-        inverse_text_norm = text_sq_norm.clamp_min(1e-12).rsqrt().unsqueeze(-1)
-        inverse_video_norm = video_sq_norm.clamp_min(1e-12).rsqrt().unsqueeze(-2)
-        scaled_delta = delta.unsqueeze(-1) * inverse_text_norm
-        scaled_gamma = gamma.unsqueeze(-2) * inverse_video_norm
+        inverse_video_norm = self._mixture_inverse_norm(
+            gamma, frame_attention, layout.video_side(video.gram.diagonal(dim1=1, dim2=2)),
+            layout.frame_matvec(video.gram, frame_attention), frames,
+        )  # fmt: skip
+        inverse_text_norm = self._mixture_inverse_norm(
+            delta, word_attention, layout.text_side(text.gram.diagonal(dim1=1, dim2=2)),
+            layout.word_matvec(text.gram, word_attention), words,
+        )  # fmt: skip
+        scaled_delta, scaled_gamma = delta * inverse_text_norm, gamma * inverse_video_norm
 
-        cosine = (dots - word_offset - (frame_offset + pooled_dot_pooled)) * scaled_delta * scaled_gamma
-        cosine = torch.addcmul(
-            cosine, scaled_delta * word_offset + pooled_dot_pooled * inverse_text_norm, inverse_video_norm
+        # without autograd the products are scratch and become the cosines in place; backward still needs them
+        cosine = dots.clone() if dots.requires_grad else dots
+        cosine.sub_(word_dot_pooled_video).sub_(frame_offset).mul_(scaled_delta).mul_(scaled_gamma)
+        cosine.addcmul_(
+            torch.addcmul(pooled_dot_pooled * inverse_text_norm, scaled_delta, word_offset), inverse_video_norm
         )
-        return torch.addcmul(cosine, inverse_text_norm, scaled_gamma * frame_offset)
+        return cosine.addcmul_(inverse_text_norm, scaled_gamma * frame_offset)
 
     @staticmethod
-    def _mixture_sq_norm(gate, attention, gram, side, matvec) -> torch.Tensor:
-        """`||gate_i x_i + (1 - gate_i) sum_k attention_k x_k||^2` from the Gram matrix of the tokens."""
-        own = side(gram.diagonal(dim1=-2, dim2=-1))
-        cross = matvec(gram, attention)
-        pooled = (attention * cross).sum(-1, keepdim=True)
-        return gate**2 * own + 2 * gate * (1 - gate) * cross + (1 - gate) ** 2 * pooled
+    def _mixture_inverse_norm(
+        gate: torch.Tensor, attention: torch.Tensor, own: torch.Tensor, cross: torch.Tensor, dim: int
+    ) -> torch.Tensor:
+        """`1 / ||g_i x_i + (1 - g_i) m||` with `m = sum_k attention_k x_k`, from the Gram matrix G of the tokens:
+        `own_i = G_ii`, `cross_i = (G attention)_i`, `||m||^2 = attention . cross`; `dim` is the tokens' dimension.
+        `||.||^2 = g^2 own + 2 g (1 - g) cross + (1 - g)^2 ||m||^2 = ||m||^2 + 2 g [e + g f / 2]` with
+        `e = cross - ||m||^2`, `f = own - cross - e`."""
+        pooled = (attention * cross).sum(dim, keepdim=True)
+        excess = cross - pooled
+        curvature = (own - cross).sub_(excess)
+        sq_norm = torch.addcmul(pooled, gate, torch.addcmul(excess, gate, curvature, value=0.5), value=2.0)
+        return sq_norm.clamp_min_(1e-12).rsqrt_()
 
 
 @dataclass
@@ -479,13 +534,26 @@ class HBILevelInputs:
     tokens: torch.Tensor
     mask: torch.Tensor
     weight_logits: torch.Tensor
-    query: torch.Tensor | None = None
-    gate_logits: torch.Tensor | None = None
-    gram: torch.Tensor | None = None
+    query: torch.Tensor | None = (
+        None  # HBI V2: the text's sentence embedding t_c (Eq. 2), the mean video token v_c (Eq. 4)
+    )
+    gate_logits: torch.Tensor | None = None  # HBI V2: the gates' logits without bias
+    gram: torch.Tensor | None = None  # HBI V2: token dot products (batch, tokens, tokens)
 
-    def __getitem__(self, index) -> "HBILevelInputs":
+    def extent(self) -> torch.Tensor:
+        """How many leading token positions hold all of each item's valid tokens: `(batch,)`."""
+        positions = torch.arange(1, self.mask.shape[1] + 1, device=self.mask.device)
+        return (self.mask * positions).amax(1)
+
+    def take(self, index: torch.Tensor, length: int) -> "HBILevelInputs":
+        """The items at `index`, cut to their first `length` token positions (the positions cut off must be padding)."""
         return HBILevelInputs(
-            **{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)}
+            tokens=self.tokens[index, :length],
+            mask=self.mask[index, :length],
+            weight_logits=self.weight_logits[index, :length],
+            query=None if self.query is None else self.query[index],
+            gate_logits=None if self.gate_logits is None else self.gate_logits[index, :length],
+            gram=None if self.gram is None else self.gram[index, :length, :length],
         )
 
 
@@ -500,7 +568,8 @@ class HBILevel(nn.Module):
         self.reconstruction = HBIRepresentationReconstruction(config) if config.representation_reconstruction else None
 
     def token_similarity(self, text: HBILevelInputs, video: HBILevelInputs, layout: HBIPairLayout) -> torch.Tensor:
-        """Cosine similarity of every word and frame token of each pair: `(..., words, frames)`."""
+        """Cosine similarity of every word and frame token of each pair: the layout's cells, `(batch, words, frames)`
+        or `(texts, words, frames, videos)`."""
         if self.reconstruction is None:
             return layout.products(F.normalize(text.tokens, dim=-1), F.normalize(video.tokens, dim=-1))
         return self.reconstruction.pair_cosine(text, video, layout)
@@ -513,6 +582,9 @@ class HBILevel(nn.Module):
             layout.video_side(video.weight_logits),
             layout.text_side(text.mask),
             layout.video_side(video.mask),
+            word_dim=layout.WORD_DIM,
+            frame_dim=layout.FRAME_DIM,
+            fill_in_place=True,
         )
 
 
@@ -940,8 +1012,6 @@ class HBIModel(HBIPreTrainedModel):
             inputs.gram = tokens @ tokens.transpose(1, 2)
             if isinstance(features, HBITextFeatures):
                 inputs.query = features.global_embeddings
-            else:
-                inputs.query = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         return inputs
 
     def similarity_per_level(
@@ -957,35 +1027,52 @@ class HBIModel(HBIPreTrainedModel):
         Args:
             text_features ([`HBITextFeatures`]), video_features ([`HBIVideoFeatures`])
             levels (`tuple[int]`): levels to compute (0 entity, 1 action, 2 event); the others are returned as `None`.
-            chunk_size (`int`, *optional*): score blocks of `chunk_size` texts x `chunk_size` videos at a time, which
+            chunk_size (`int`, *optional*): score blocks of `chunk_size` texts x `chunk_size` videos at a time (at the
+                coarser levels, with fewer tokens, as many more videos as keep the same number of token pairs), which
                 bounds the memory by the chunk size instead of the gallery size. `None` scores everything at once.
 
         Returns:
             `tuple` of 3 `torch.FloatTensor` of shape `(n_text, n_video)` (or `None`).
         """
         n_text, n_video = len(text_features), len(video_features)
-        step_text = chunk_size or n_text
-        step_video = chunk_size or n_video
+        step = chunk_size or max(n_text, n_video)
+        # the memory of a block is bounded by the entity level's cells; coarser levels take more videos per block
+        block_cells = step * step * text_features.level_tokens[0].shape[1] * video_features.level_tokens[0].shape[1]
         results: list[torch.Tensor | None] = []
         for level in range(NUM_LEVELS):
             if level not in levels:
                 results.append(None)
                 continue
             text, video = self.level_inputs(text_features, level), self.level_inputs(video_features, level)
-            rows = []
-            for t in range(0, n_text, step_text):
-                text_chunk = text[t : t + step_text]
-                rows.append(
-                    torch.cat(
-                        [
-                            self.levels[level].similarity(text_chunk, video[v : v + step_video], ALL_PAIRS)
-                            for v in range(0, n_video, step_video)
-                        ],
-                        dim=1,
-                    )
-                )
-            results.append(torch.cat(rows, dim=0))
+            cells_per_text = step * text.tokens.shape[1] * video.tokens.shape[1]
+            step_video = max(step, block_cells // max(cells_per_text, 1))
+            results.append(self._all_pairs_similarity(level, text, video, step, step_video))
         return tuple(results)
+
+    def _all_pairs_similarity(
+        self, level: int, text: HBILevelInputs, video: HBILevelInputs, step_text: int, step_video: int
+    ) -> torch.Tensor:
+        """S at `level` for every text x video `(n_text, n_video)`, by blocks of `step_text` x `step_video` items.
+
+        Items are ordered by how many token positions they use, and each block is cut to the positions its longest
+        item uses: padding costs no work (a short caption meets every video with its own words only)."""
+        text_extent, video_extent = text.extent(), video.extent()
+        text_order = text_extent.argsort(descending=True, stable=True)
+        video_order = video_extent.argsort(descending=True, stable=True)
+        text_extent, video_extent = text_extent[text_order].tolist(), video_extent[video_order].tolist()
+        similarity = None
+        for t in range(0, len(text_extent), step_text):
+            texts = text_order[t : t + step_text]
+            text_block = text.take(texts, max(text_extent[t], 1))
+            for v in range(0, len(video_extent), step_video):
+                videos = video_order[v : v + step_video]
+                block = self.levels[level].similarity(
+                    text_block, video.take(videos, max(video_extent[v], 1)), ALL_PAIRS
+                )
+                if similarity is None:
+                    similarity = block.new_empty(len(text_extent), len(video_extent))
+                similarity[texts.unsqueeze(1), videos] = block
+        return similarity
 
     def fuse_levels(self, similarity_per_level: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         """Weighted sum of the level similarities with `config.similarity_level_weights` (inference score)."""
@@ -993,7 +1080,7 @@ class HBIModel(HBIPreTrainedModel):
         return sum(w * s for w, s in zip(weights, similarity_per_level) if w != 0)
 
     def score(
-        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures, chunk_size: int | None = 128
+        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures, chunk_size: int | None = 64
     ) -> torch.Tensor:
         """Retrieval score `(n_text, n_video)`: the fused similarity, computing only levels with a non-zero weight."""
         levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
@@ -1209,7 +1296,7 @@ class HBIForRetrieval(HBIPreTrainedModel):
         """See [`HBIModel.get_video_features`]."""
         return self.hbi.get_video_features(pixel_values, video_mask)
 
-    def score(self, text_features, video_features, chunk_size: int | None = 128) -> torch.Tensor:
+    def score(self, text_features, video_features, chunk_size: int | None = 64) -> torch.Tensor:
         """See [`HBIModel.score`]."""
         return self.hbi.score(text_features, video_features, chunk_size)
 

@@ -113,7 +113,7 @@ def encode_gallery(
 
 
 @torch.inference_mode()
-def score_gallery(model, text_features, video_features, chunk_size: int = 128) -> torch.Tensor:
+def score_gallery(model, text_features, video_features, chunk_size: int = 64) -> torch.Tensor:
     """The fused retrieval score `(n_text, n_video)`, computed on the model's device in chunks, returned on the CPU."""
     device = next(model.parameters()).device
     text_features = text_features.map(lambda tensor: tensor.to(device))
@@ -126,7 +126,7 @@ def evaluate_retrieval(
     dataset: Dataset,
     processor,
     batch_size: int = 32,
-    chunk_size: int = 128,
+    chunk_size: int = 64,
     dual_softmax: bool = False,
     state: PartialState | None = None,
 ) -> dict[str, float]:

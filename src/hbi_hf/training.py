@@ -96,7 +96,7 @@ class HBIDataArguments:
     strict_data: bool = field(
         default=False, metadata={"help": "Raise on an unreadable video / empty caption instead of skipping it."}
     )
-    eval_chunk_size: int = field(default=128, metadata={"help": "Texts x videos per scoring block."})
+    eval_chunk_size: int = field(default=64, metadata={"help": "Texts x videos per scoring block."})
     dual_softmax: bool = field(
         default=False, metadata={"help": "Also report dual-softmax re-ranked metrics (separately, under dsl_*)."}
     )
@@ -195,12 +195,12 @@ class HBITrainer(Trainer):
 
     Args:
         dual_softmax (`bool`, *optional*, defaults to `False`): evaluation also reports dual-softmax figures.
-        eval_chunk_size (`int`, *optional*, defaults to 128): texts x videos per scoring block in evaluation.
+        eval_chunk_size (`int`, *optional*, defaults to 64): texts x videos per scoring block in evaluation.
         All other arguments are `Trainer`'s; `processing_class` must be the processor (it encodes the evaluation
         gallery and is saved with every checkpoint).
     """
 
-    def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = 128, **kwargs):
+    def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
         self.dual_softmax = dual_softmax
         self.eval_chunk_size = eval_chunk_size
