@@ -2,7 +2,8 @@
 
 Prints, for 32 words x 12 frames: Monte-Carlo time per matrix at 100 and 1000 samples (matrices labelled 128 at a
 time and one at a time; vectorised incremental sampler and the per-coalition reference path), the estimator's time
-per matrix (batch 128 and one at a time), the speed-ups with like batching on both sides, and the relative error of
+per matrix (batch 128 and one at a time; the paper's network and the `row_column` one without attention, or the
+`--estimator` given), the speed-ups with like batching on both sides, and the relative error of
 the Monte-Carlo estimate against exact enumeration on small (8 x 6) games. Times are the best of a few repeats.
 
     PYTHONPATH=src python benchmarks/banzhaf.py [--threads N] [--estimator DIR]
@@ -10,6 +11,7 @@ the Monte-Carlo estimate against exact enumeration on small (8 x 6) games. Times
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -68,31 +70,38 @@ def main() -> None:
         f"at 1000 samples (measured at 10 samples, scaled linearly)"
     )
 
-    estimator = (
-        HBIBanzhafEstimator.from_pretrained(args.estimator)
-        if args.estimator
-        else HBIBanzhafEstimator(HBIBanzhafEstimatorConfig())
-    ).eval()
-    with torch.no_grad():
-        per_matrix = seconds_per_call(lambda: estimator(matrices.similarity), repeats=3) / 128
-        single_estimate = seconds_per_call(lambda: estimator(matrices.similarity[:1]), repeats=5)
-    print(
-        f"Estimator: {1e3 * per_matrix:8.3f} ms/matrix (batch 128), {1e3 * single_estimate:8.3f} ms/matrix "
-        "(one at a time)"
-    )
-    print("Speed-up of the estimator (same batching on both sides; the issue's target is 1000x over 1000 samples):")
-    print(
-        f"  over vectorised Monte-Carlo, batch 128:   {monte_carlo[100][0] / per_matrix:9.1f}x (100 samples) "
-        f"{monte_carlo[1000][0] / per_matrix:9.1f}x (1000 samples)"
-    )
-    print(
-        f"  over vectorised Monte-Carlo, one at a time: {monte_carlo[100][1] / single_estimate:7.1f}x (100 samples) "
-        f"{monte_carlo[1000][1] / single_estimate:9.1f}x (1000 samples)"
-    )
-    print(
-        f"  over the per-coalition reference path, one at a time: {100 * direct_per_sample / single_estimate:9.0f}x "
-        f"(100 samples) {1000 * direct_per_sample / single_estimate:9.0f}x (1000 samples)"
-    )
+    if args.estimator:
+        estimators = {args.estimator: HBIBanzhafEstimator.from_pretrained(args.estimator)}
+    else:
+        estimators = {
+            "paper (similarity, attention, hidden 64)": HBIBanzhafEstimator(HBIBanzhafEstimatorConfig()),
+            "row_column features, no attention, hidden 16": HBIBanzhafEstimator(
+                HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=16)
+            ),
+        }
+    for name, estimator in estimators.items():
+        estimator.eval()
+        with torch.no_grad():
+            per_matrix = seconds_per_call(partial(estimator, matrices.similarity), repeats=5) / 128
+            single_estimate = seconds_per_call(partial(estimator, matrices.similarity[:1]), repeats=5)
+        print(f"Estimator {name}:")
+        print(
+            f"  {1e3 * per_matrix:8.3f} ms/matrix (batch 128), {1e3 * single_estimate:8.3f} ms/matrix (one at a time)"
+        )
+        print("  speed-up (same batching on both sides; the issue's target is 1000x over 1000 samples):")
+        print(
+            f"    over vectorised Monte-Carlo, batch 128:     {monte_carlo[100][0] / per_matrix:9.1f}x (100 samples) "
+            f"{monte_carlo[1000][0] / per_matrix:9.1f}x (1000 samples)"
+        )
+        print(
+            f"    over vectorised Monte-Carlo, one at a time: {monte_carlo[100][1] / single_estimate:9.1f}x "
+            f"(100 samples) {monte_carlo[1000][1] / single_estimate:9.1f}x (1000 samples)"
+        )
+        print(
+            f"    over the per-coalition reference path, one at a time: "
+            f"{100 * direct_per_sample / single_estimate:9.0f}x (100 samples) "
+            f"{1000 * direct_per_sample / single_estimate:9.0f}x (1000 samples)"
+        )
 
     small = synthetic_similarity_matrices(16, words=8, frames=6, min_words=8, min_frames=6, seed=1)
     exact = exact_banzhaf_interaction(small.similarity, logit_scale=1000.0)

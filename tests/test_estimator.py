@@ -1,12 +1,31 @@
 """HBIBanzhafEstimator: persistence, masking, and its use as the frozen teacher of HBIForRetrieval."""
 
+import pytest
 import torch
 from conftest import TINY_TEXT, TINY_VISION, tiny_batch, tiny_hbi_config
 from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig, HBIConfig, HBIForRetrieval
+from hbi_hf.modeling_hbi import banzhaf_cell_features
 
 TINY_ESTIMATOR = dict(hidden_size=8)
+# the paper's network, and the fast one that reads each cell's rank and margin within its row and column
+ARCHITECTURES = {
+    "paper": TINY_ESTIMATOR,
+    "row-column": dict(hidden_size=8, input_features="row_column", use_attention=False),
+}
+
+
+# the fields of the tiny test config that from_clip does not take from the CLIP checkpoint
+TINY_OVERRIDES = (
+    "temporal_num_attention_heads",
+    "temporal_intermediate_size",
+    "merge_num_attention_heads",
+    "num_frames",
+    "max_words",
+    "video_cluster_counts",
+    "text_cluster_counts",
+)
 
 
 def matrices(batch=3, words=7, frames=5, seed=0):
@@ -14,8 +33,9 @@ def matrices(batch=3, words=7, frames=5, seed=0):
     return torch.rand(batch, words, frames, generator=generator) * 2 - 1
 
 
-def test_save_and_reload_through_auto_model_gives_identical_outputs(tmp_path):
-    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR)).eval()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_save_and_reload_through_auto_model_gives_identical_outputs(tmp_path, architecture):
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES[architecture])).eval()
     estimator.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     similarity = matrices()
@@ -25,8 +45,9 @@ def test_save_and_reload_through_auto_model_gives_identical_outputs(tmp_path):
         torch.testing.assert_close(loaded.eval()(similarity).interaction, expected, rtol=0, atol=0)
 
 
-def test_output_on_valid_cells_does_not_depend_on_padding():
-    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR)).eval()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_output_on_valid_cells_does_not_depend_on_padding(architecture):
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES[architecture])).eval()
     similarity = matrices(batch=1, words=4, frames=3)
     alone = estimator(similarity).interaction
     padded = torch.randn(1, 9, 6) * 5
@@ -64,18 +85,7 @@ def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
     estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR))
     estimator.save_pretrained(estimator_dir)
     tiny = tiny_hbi_config().to_dict()
-    overrides = {
-        key: tiny[key]
-        for key in (
-            "temporal_num_attention_heads",
-            "temporal_intermediate_size",
-            "merge_num_attention_heads",
-            "num_frames",
-            "max_words",
-            "video_cluster_counts",
-            "text_cluster_counts",
-        )
-    }
+    overrides = {key: tiny[key] for key in TINY_OVERRIDES}
     model = HBIForRetrieval.from_clip(
         str(clip_dir), estimator_name_or_path=str(estimator_dir), estimator_config=TINY_ESTIMATOR, **overrides
     )
@@ -96,6 +106,45 @@ def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
     for name, tensor in teacher.state_dict().items():
         torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
     assert any(p.grad is not None for p in model.alignment.banzhaf_heads.parameters())
+
+
+def test_row_column_features_say_where_each_cell_stands_in_its_word_and_frame():
+    # one word x three frames plus a padded frame, and a second word: cell (0, 0) is the best of its word by 0.2 and
+    # the best of its frame by 0.5
+    similarity = torch.tensor([[[0.9, 0.7, 0.1, 0.0], [0.4, 0.8, 0.2, 0.0]]])
+    cell_mask = torch.tensor([[[True, True, True, False], [True, True, True, False]]])
+    features = banzhaf_cell_features(similarity, cell_mask)[0]
+    value, row_margin, column_margin, row_power, row_fraction, column_power, column_fraction = features[:7]
+    row_offset, column_offset, inverse_words, inverse_frames = features[7:]
+    torch.testing.assert_close(value, similarity[0])
+    torch.testing.assert_close(row_margin[0, :3], torch.tensor([0.2, -0.2, -0.8]))
+    torch.testing.assert_close(column_margin[:, 0], torch.tensor([0.5, -0.5]))
+    torch.testing.assert_close(row_power[0, :3], torch.tensor([1.0, 0.5, 0.25]))  # 2^-rank, 0 = best
+    torch.testing.assert_close(row_fraction[1, :3], torch.tensor([1 / 3, 0.0, 2 / 3]))
+    torch.testing.assert_close(column_power[:, 1], torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(column_fraction[:, 1], torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(row_offset[0, 0], torch.tensor(0.9 - 1.7 / 3))
+    torch.testing.assert_close(column_offset[0, 2], torch.tensor(-0.05))
+    assert torch.all(inverse_words[:, :3] == 0.5) and torch.all(inverse_frames[:, :3] == 1 / 3)
+    assert features[:, :, 3].abs().sum() == 0  # padded cells carry nothing
+
+
+def test_from_clip_takes_the_saved_estimators_architecture_and_a_mismatch_is_named(tmp_path):
+    clip_dir, estimator_dir = tmp_path / "clip", tmp_path / "estimator"
+    CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32)).save_pretrained(
+        clip_dir
+    )
+    HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES["row-column"])).save_pretrained(estimator_dir)
+    tiny = tiny_hbi_config().to_dict()
+    model = HBIForRetrieval.from_clip(
+        str(clip_dir), estimator_name_or_path=str(estimator_dir), **{key: tiny[key] for key in TINY_OVERRIDES}
+    )
+    assert model.config.estimator_config.input_features == "row_column"
+    assert not model.config.estimator_config.use_attention
+    assert model(**tiny_batch(batch_size=2, frames=6, words=10), return_loss=True).loss.isfinite()
+    paper = HBIForRetrieval(tiny_hbi_config(estimator_config=TINY_ESTIMATOR))
+    with pytest.raises(ValueError, match="input_features: saved 'row_column', model 'similarity'"):
+        paper.load_banzhaf_teacher(str(estimator_dir))
 
 
 NORMALISED = dict(

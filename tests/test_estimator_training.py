@@ -132,7 +132,12 @@ def test_evaluation_reports_perfect_agreement_for_a_perfect_estimator():
     assert metrics["pearson"] == pytest.approx(1.0) and metrics["spearman"] == pytest.approx(1.0)
 
 
-def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "architecture", [[], ["--input_features", "row_column", "--use_attention", "false"]], ids=["paper", "row-column"]
+)
+def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(
+    tmp_path, monkeypatch, capsys, architecture
+):
     output_dir = tmp_path / "estimator"
     argv = [
         str(SCRIPT),
@@ -154,6 +159,9 @@ def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(tmp_p
         str(tmp_path / "cache"),
         "--disable_tqdm",
         "true",
+        "--hidden_size",
+        "8",
+        *architecture,
     ]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
@@ -164,4 +172,6 @@ def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(tmp_p
     estimator = AutoModel.from_pretrained(output_dir)
     assert isinstance(estimator, HBIBanzhafEstimator)
     assert estimator.config.output_scale != 1.0 and estimator.config.input_std != 1.0
+    assert estimator.config.hidden_size == 8
+    assert estimator.config.use_attention == (not architecture)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2

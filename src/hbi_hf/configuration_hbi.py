@@ -10,6 +10,10 @@ logger = logging.get_logger(__name__)
 NUM_LEVELS = 3
 """Entity (frames / words), action (clips / phrases) and event (segments / paragraphs)."""
 
+# channels the estimator's encoding convolution reads for each `input_features` choice
+ESTIMATOR_INPUT_CHANNELS = {"similarity": 1, "row_column": 11}
+# the fields that shape the estimator's weights: a saved estimator loads only into the same architecture
+ESTIMATOR_ARCHITECTURE_FIELDS = ("hidden_size", "kernel_size", "input_features", "use_attention")
 ESTIMATOR_NORMALISATION_FIELDS = (
     "input_mean",
     "input_std",
@@ -31,6 +35,16 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
             Channels of the encoding convolution and width of the single-head self-attention over the cells.
         kernel_size (`int`, *optional*, defaults to 3):
             Kernel of the encoding and decoding convolutions (padding keeps the matrix shape).
+        input_features (`str`, *optional*, defaults to `"similarity"`):
+            What the encoding convolution reads per cell. `"similarity"` (the paper's and official estimator): the
+            similarity alone. `"row_column"`: eleven channels that say where the cell stands in its row and column
+            ([`banzhaf_cell_features`]: the similarity, its margin over the best other cell of its word and of its
+            frame, `2^-rank` and rank / length in both, its offsets from the word's and frame's mean, and the inverse
+            numbers of valid words and frames). An interaction is mostly decided by those ranks, which the paper's
+            network cannot see: with them a network without attention is more accurate and far faster.
+        use_attention (`bool`, *optional*, defaults to `True`):
+            The single-head self-attention over the cells between the two convolutions (paper and official code).
+            `False` leaves convolution -> ReLU -> convolution.
         initializer_gain (`float`, *optional*, defaults to 1.414):
             Gain of the Xavier-uniform initialisation of the attention matrices Q, K, V.
         input_mean (`float`, *optional*, defaults to 0.0):
@@ -63,6 +77,8 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
 
     hidden_size: int = 64
     kernel_size: int = 3
+    input_features: str = "similarity"
+    use_attention: bool = True
     initializer_gain: float = 1.414
     input_mean: float = 0.0
     input_std: float = 1.0
@@ -75,6 +91,10 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
             raise ValueError(f"hidden_size must be a positive integer; got {self.hidden_size}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}")
+        if self.input_features not in ESTIMATOR_INPUT_CHANNELS:
+            raise ValueError(
+                f"input_features must be one of {sorted(ESTIMATOR_INPUT_CHANNELS)}; got {self.input_features!r}"
+            )
         for name in ("input_std", "output_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")

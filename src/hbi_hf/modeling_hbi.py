@@ -17,7 +17,14 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
-from .configuration_hbi import ESTIMATOR_NORMALISATION_FIELDS, NUM_LEVELS, HBIBanzhafEstimatorConfig, HBIConfig
+from .configuration_hbi import (
+    ESTIMATOR_ARCHITECTURE_FIELDS,
+    ESTIMATOR_INPUT_CHANNELS,
+    ESTIMATOR_NORMALISATION_FIELDS,
+    NUM_LEVELS,
+    HBIBanzhafEstimatorConfig,
+    HBIConfig,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -669,23 +676,85 @@ class HBITokenMerge(nn.Module):
         return merged * merged_mask.unsqueeze(-1), merged_mask, assignment
 
 
+def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+    r"""
+    Where each cell stands in its row (word) and column (frame): the `"row_column"` input of the Banzhaf estimator.
+
+    In the WTI game a (word, frame) pair cooperates when the frame is among the word's best frames and the word among
+    the frame's best words in the coalitions that contain both, so its interaction is mostly decided by the cell's
+    rank and margin within its row and column, and shrinks with the number of players. Per valid cell `a_ji`:
+    `a_ji`; `a_ji - max_{i' != i} a_ji'` and `a_ji - max_{j' != j} a_j'i` (clipped to [-10, 10]); `2^-r` and `r / n`
+    for its rank `r` (0 = best) among the `n` valid cells of its row and of its column; `a_ji` minus the row mean and
+    minus the column mean; `1 / valid words` and `1 / valid frames`.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(batch, words, frames)`): similarities, 0 on padded cells.
+        cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
+
+    Returns:
+        `torch.Tensor` of shape `(batch, 11, words, frames)`, 0 on padded cells.
+    """
+    lowest = torch.finfo(similarity.dtype).min
+    ranked = similarity.masked_fill(~cell_mask, lowest)
+    valid_words = cell_mask.any(-1).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
+    valid_frames = cell_mask.any(-2).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
+    per_line = {}
+    # rows are the cells of a word (over frames), columns those of a frame (over words): both sorted along the last
+    # dimension, columns after a transpose
+    for line, values, cells, count in (
+        ("row", ranked, similarity, valid_frames),
+        ("column", ranked.transpose(1, 2).contiguous(), similarity.transpose(1, 2), valid_words),
+    ):
+        ordered, order = values.sort(dim=-1, descending=True)
+        positions = torch.arange(values.shape[-1], dtype=similarity.dtype, device=similarity.device)
+        rank = torch.empty_like(cells).scatter_(-1, order, positions.expand_as(cells))
+        best = ordered[..., :1]
+        runner_up = ordered[..., 1:2] if ordered.shape[-1] > 1 else torch.full_like(best, lowest)
+        margin = (cells - torch.where(rank == 0, runner_up, best)).clamp_(-10.0, 10.0)
+        offset = cells - cells.sum(-1, keepdim=True) / count
+        features = (margin, torch.exp2(-rank), rank / count, offset)
+        per_line[line] = features if line == "row" else tuple(f.transpose(1, 2) for f in features)
+    (row_margin, row_power, row_fraction, row_offset) = per_line["row"]
+    (column_margin, column_power, column_fraction, column_offset) = per_line["column"]
+    channels = [
+        similarity,
+        row_margin,
+        column_margin,
+        row_power,
+        row_fraction,
+        column_power,
+        column_fraction,
+        row_offset,
+        column_offset,
+        (1 / valid_words).expand_as(similarity),
+        (1 / valid_frames).expand_as(similarity),
+    ]
+    return torch.stack(channels, dim=1) * cell_mask.unsqueeze(1)
+
+
 class HBIBanzhafHead(nn.Module):
     r"""
     Conv -> self-attention -> conv network over a `(words, frames)` similarity matrix (spec §2.3-2.4): the prediction
     head R of each level and the architecture of the Banzhaf-interaction estimator.
 
-    `x = ReLU(Conv3x3_{1->H}(sim))`, cells flattened to `(words * frames, H)`, `x = x + softmax(x Q (x K)^T) x V`
-    (single head, no 1/sqrt(d) scaling, as in the official module), `out = Conv3x3_{H->1}(x)`. Padded cells are
-    zeroed at every stage and never attended to, so the output on valid cells does not depend on padding.
+    `x = ReLU(Conv3x3_{C->H}(input))`, cells flattened to `(words * frames, H)`, `x = x + softmax(x Q (x K)^T) x V`
+    (single head, no 1/sqrt(d) scaling, as in the official module; skipped with `use_attention=False`),
+    `out = Conv3x3_{H->1}(x)`. The input is the similarity (C = 1, the paper's) or [`banzhaf_cell_features`]
+    (C = 11, `input_features="row_column"`). Padded cells are zeroed at every stage and never attended to, so the
+    output on valid cells does not depend on padding.
     """
 
     def __init__(self, config: HBIBanzhafEstimatorConfig):
         super().__init__()
         hidden, kernel = config.hidden_size, config.kernel_size
-        self.encoder = nn.Conv2d(1, hidden, kernel_size=kernel, padding=kernel // 2)
-        self.query = nn.Parameter(torch.empty(hidden, hidden))
-        self.key = nn.Parameter(torch.empty(hidden, hidden))
-        self.value = nn.Parameter(torch.empty(hidden, hidden))
+        self.input_features = config.input_features
+        self.use_attention = config.use_attention
+        channels = ESTIMATOR_INPUT_CHANNELS[config.input_features]
+        self.encoder = nn.Conv2d(channels, hidden, kernel_size=kernel, padding=kernel // 2)
+        if config.use_attention:
+            self.query = nn.Parameter(torch.empty(hidden, hidden))
+            self.key = nn.Parameter(torch.empty(hidden, hidden))
+            self.value = nn.Parameter(torch.empty(hidden, hidden))
         self.decoder = nn.Conv2d(hidden, 1, kernel_size=kernel, padding=kernel // 2)
 
     def forward(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
@@ -699,12 +768,20 @@ class HBIBanzhafHead(nn.Module):
         """
         batch, words, frames = similarity.shape
         channel_mask = cell_mask.unsqueeze(1)
-        hidden = F.relu(self.encoder(similarity.masked_fill(~cell_mask, 0.0).unsqueeze(1))) * channel_mask
-        cells = hidden.flatten(2).transpose(1, 2)
-        flat_mask = cell_mask.flatten(1)
-        attention = masked_softmax((cells @ self.query) @ (cells @ self.key).transpose(1, 2), flat_mask[:, None, :])
-        cells = cells + attention @ (cells @ self.value)
-        hidden = cells.transpose(1, 2).reshape(batch, -1, words, frames) * channel_mask
+        similarity = similarity.masked_fill(~cell_mask, 0.0)
+        if self.input_features == "row_column":
+            inputs = banzhaf_cell_features(similarity, cell_mask)
+        else:
+            inputs = similarity.unsqueeze(1)
+        hidden = F.relu(self.encoder(inputs)) * channel_mask
+        if self.use_attention:
+            cells = hidden.flatten(2).transpose(1, 2)
+            flat_mask = cell_mask.flatten(1)
+            attention = masked_softmax(
+                (cells @ self.query) @ (cells @ self.key).transpose(1, 2), flat_mask[:, None, :]
+            )
+            cells = cells + attention @ (cells @ self.value)
+            hidden = cells.transpose(1, 2).reshape(batch, -1, words, frames) * channel_mask
         return self.decoder(hidden).squeeze(1).masked_fill(~cell_mask, 0.0)
 
 
@@ -814,7 +891,7 @@ class HBIPreTrainedModel(PreTrainedModel):
             for gate in (module.text_gate, module.video_gate):
                 init.normal_(gate.weight, mean=0.0, std=self.config.initializer_range)
                 init.ones_(gate.bias)
-        elif isinstance(module, HBIBanzhafHead):
+        elif isinstance(module, HBIBanzhafHead) and module.use_attention:
             gain = self.config.estimator_config.initializer_gain
             for matrix in (module.query, module.key, module.value):
                 init.xavier_uniform_(matrix, gain=gain)
@@ -832,6 +909,10 @@ class HBIPreTrainedModel(PreTrainedModel):
         """
         clip = CLIPModel.from_pretrained(clip_name_or_path)
         clip_config = clip.config
+        estimator_path = config_overrides.get("estimator_name_or_path")
+        if estimator_path is not None and "estimator_config" not in config_overrides:
+            # the teacher and the heads R take the saved estimator's architecture
+            config_overrides["estimator_config"] = HBIBanzhafEstimatorConfig.from_pretrained(estimator_path).to_dict()
         config = HBIConfig(
             text_config=clip_config.text_config.to_dict(),
             vision_config=clip_config.vision_config.to_dict(),
@@ -859,6 +940,18 @@ class HBIPreTrainedModel(PreTrainedModel):
         if alignment is None:
             raise ValueError(f"{type(self).__name__} has no Banzhaf teacher to load into")
         estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path)
+        different = [
+            f"{name}: saved {getattr(estimator.config, name)!r}, model {getattr(self.config.estimator_config, name)!r}"
+            for name in ESTIMATOR_ARCHITECTURE_FIELDS
+            if getattr(estimator.config, name) != getattr(self.config.estimator_config, name)
+        ]
+        if different:
+            raise ValueError(
+                f"the estimator {estimator_name_or_path} has another architecture than this model's estimator_config "
+                f"({'; '.join(different)}); build the model with estimator_config=HBIBanzhafEstimatorConfig."
+                f"from_pretrained({str(estimator_name_or_path)!r}) (from_clip does this when given "
+                "estimator_name_or_path)"
+            )
         alignment.banzhaf_teacher.load_state_dict(estimator.state_dict())
         for name in ESTIMATOR_NORMALISATION_FIELDS:
             value = getattr(estimator.config, name)
@@ -1144,7 +1237,7 @@ class HBIBanzhafEstimator(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, HBIBanzhafHead):
+        if isinstance(module, HBIBanzhafHead) and module.use_attention:
             for matrix in (module.query, module.key, module.value):
                 init.xavier_uniform_(matrix, gain=self.config.initializer_gain)
 
@@ -1898,5 +1991,6 @@ __all__ = [
     "gather_with_local_grad",
     "masked_softmax",
     "self_distillation_loss",
+    "banzhaf_cell_features",
     "weighted_token_interaction",
 ]
