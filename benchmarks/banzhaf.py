@@ -75,8 +75,8 @@ def main() -> None:
     else:
         estimators = {
             "paper (similarity, attention, hidden 64)": HBIBanzhafEstimator(HBIBanzhafEstimatorConfig()),
-            "row_column features, no attention, hidden 16": HBIBanzhafEstimator(
-                HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=16)
+            "row_column features, no attention, hidden 8": HBIBanzhafEstimator(
+                HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8)
             ),
         }
     for name, estimator in estimators.items():

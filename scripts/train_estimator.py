@@ -12,7 +12,7 @@ Examples:
       --num_train_epochs 3
   # faster and more accurate than the paper's network: rank features, no attention
   python scripts/train_estimator.py --synthetic-matrices 2222 --input_features row_column --use_attention false \
-      --hidden_size 16 --num_train_epochs 20 --output_dir estimator
+      --hidden_size 8 --num_train_epochs 20 --output_dir estimator
 """
 
 import dataclasses
