@@ -501,14 +501,12 @@ class HBIRepresentationReconstruction(nn.Module):
         word_offset = word_dot_pooled_video - pooled_dot_pooled
         frame_offset = pooled_text_dot_frame - pooled_dot_pooled
 
-        inverse_video_norm = self._mixture_inverse_norm(
-            gamma, frame_attention, layout.video_side(video.gram.diagonal(dim1=1, dim2=2)),
-            layout.frame_matvec(video.gram, frame_attention), frames,
-        )  # fmt: skip
-        inverse_text_norm = self._mixture_inverse_norm(
-            delta, word_attention, layout.text_side(text.gram.diagonal(dim1=1, dim2=2)),
-            layout.word_matvec(text.gram, word_attention), words,
-        )  # fmt: skip
+        video_own = layout.video_side(video.gram.diagonal(dim1=1, dim2=2))
+        video_cross = layout.frame_matvec(video.gram, frame_attention)
+        inverse_video_norm = self._mixture_inverse_norm(gamma, frame_attention, video_own, video_cross, frames)
+        text_own = layout.text_side(text.gram.diagonal(dim1=1, dim2=2))
+        text_cross = layout.word_matvec(text.gram, word_attention)
+        inverse_text_norm = self._mixture_inverse_norm(delta, word_attention, text_own, text_cross, words)
         scaled_delta, scaled_gamma = delta * inverse_text_norm, gamma * inverse_video_norm
 
         # without autograd the products are scratch and become the cosines in place; backward still needs them
@@ -541,9 +539,7 @@ class HBILevelInputs:
     tokens: torch.Tensor
     mask: torch.Tensor
     weight_logits: torch.Tensor
-    query: torch.Tensor | None = (
-        None  # HBI V2: the text's sentence embedding t_c (Eq. 2), the mean video token v_c (Eq. 4)
-    )
+    query: torch.Tensor | None = None  # HBI V2, texts: the sentence embedding t_c of Eq. 2
     gate_logits: torch.Tensor | None = None  # HBI V2: the gates' logits without bias
     gram: torch.Tensor | None = None  # HBI V2: token dot products (batch, tokens, tokens)
 
