@@ -34,7 +34,7 @@ from .loaders import REFERENCE_FEATURES, _qa_dataset_dict, load_video_folder
 
 logger = logging.get_logger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: lossless H.264
 COLOURS = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
@@ -198,7 +198,9 @@ def render_scene(scene: HBISyntheticScene) -> np.ndarray:
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = FPS) -> None:
-    """Encodes `(frames, H, W, 3)` uint8 RGB frames to an H.264 mp4 with PyAV (MPEG-4 Part 2 if libx264 is absent)."""
+    """Encodes `(frames, H, W, 3)` uint8 RGB frames to a lossless H.264 mp4 with PyAV (MPEG-4 Part 2 if libx264 is
+    absent). Lossless, so that the decoded frames never depend on the encoder's decisions: lossy x264 output was
+    seen to differ slightly between runs for a few videos, which made the demos' figures vary."""
     import av
 
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -206,7 +208,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = FPS) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "threads": "1"} if codec == "libx264" else {"qscale": "2"}
+        stream.options = {"qp": "0", "threads": "1"} if codec == "libx264" else {"qscale": "2"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
