@@ -135,6 +135,15 @@ def test_weighted_token_interaction_matches_brute_force():
         torch.testing.assert_close(fast[b], expected)
 
 
+def test_weighted_token_interaction_refuses_per_token_inputs_without_the_other_modalitys_axis():
+    # (batch, words) logits would otherwise be softmaxed over the batch without a word
+    similarity = torch.rand(5, 7, 4)
+    with pytest.raises(ValueError, match=r"text_weight_logits must have size 1 .* got shape \(5, 7\)"):
+        weighted_token_interaction(
+            similarity, torch.zeros(5, 7), torch.zeros(5, 1, 4), torch.ones(5, 7, 1).bool(), torch.ones(5, 1, 4).bool()
+        )
+
+
 def test_weighted_token_interaction_of_a_one_sided_coalition_is_zero():
     similarity = torch.rand(3, 2)
     no_frames = weighted_token_interaction(

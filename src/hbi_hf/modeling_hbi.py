@@ -245,6 +245,17 @@ def weighted_token_interaction(
     Returns:
         `torch.Tensor`: the broadcast shape without `word_dim` and `frame_dim`, e.g. `(...)` or `(texts, videos)`.
     """
+    for name, tensor, other_dim in (
+        ("text_weight_logits", text_weight_logits, frame_dim),
+        ("text_mask", text_mask, frame_dim),
+        ("video_weight_logits", video_weight_logits, word_dim),
+        ("video_mask", video_mask, word_dim),
+    ):
+        if tensor.dim() < 2 or tensor.shape[other_dim] != 1:
+            raise ValueError(
+                f"{name} must have size 1 along the other modality's dimension ({other_dim}), e.g. (..., words, 1) "
+                f"for the words and (..., 1, frames) for the frames; got shape {tuple(tensor.shape)}"
+            )
     text_weights = masked_softmax(text_weight_logits, text_mask, dim=word_dim)
     video_weights = masked_softmax(video_weight_logits, video_mask, dim=frame_dim)
     # a cell with an absent word or frame never wins a maximum (adding -inf is one cheap pass over the cells);
