@@ -29,6 +29,8 @@ from .configuration_hbi import (
 logger = logging.get_logger(__name__)
 
 LEVEL_NAMES = ("entity", "action", "event")
+# texts x videos per scoring block: at ViT-B/32 shapes a block's cells (~6 MB) stay in the CPU's cache
+DEFAULT_SCORING_CHUNK_SIZE = 64
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -303,14 +305,6 @@ class HBIPairLayout:
         frame_major = video.transpose(0, 1).reshape(frames * n_video, dim)
         return (text.reshape(n_text * words, dim) @ frame_major.T).view(n_text, words, frames, n_video)
 
-    def vector_products(self, vectors: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        """One vector per text `(n_text, dim)` against the frames `(n_video, frames, dim)`: per pair and frame."""
-        if self.matched:
-            return (video @ vectors.unsqueeze(-1)).transpose(1, 2)
-        (n_text, _), (n_video, frames, dim) = vectors.shape, video.shape
-        per_frame = (vectors @ video.reshape(n_video * frames, dim).T).view(n_text, n_video, frames)
-        return per_frame.transpose(1, 2).contiguous().unsqueeze(1)
-
     def text_side(self, tensor: torch.Tensor) -> torch.Tensor:
         """Per-word `(n_text, words)` -> `(batch, words, 1)` or `(texts, words, 1, 1)`."""
         return tensor.unsqueeze(-1) if self.matched else tensor[:, :, None, None]
@@ -490,7 +484,7 @@ class HBIRepresentationReconstruction(nn.Module):
         words, frames = layout.WORD_DIM, layout.FRAME_DIM
         text_mask, video_mask = layout.text_side(text.mask), layout.video_side(video.mask)
         dots = layout.products(text.tokens, video.tokens)
-        frame_attention = masked_softmax(layout.vector_products(text.query, video.tokens), video_mask, frames)
+        frame_attention = masked_softmax(layout.products(text.query.unsqueeze(1), video.tokens), video_mask, frames)
         # t_j . v_c with v_c the mean valid frame token: the mean of the word's dot products over the valid frames
         frame_mean = video_mask / video_mask.sum(frames, keepdim=True).clamp_min(1)
         word_attention = masked_softmax(
@@ -683,6 +677,22 @@ class HBITokenMerge(nn.Module):
         return merged * merged_mask.unsqueeze(-1), merged_mask, assignment
 
 
+def _line_rank_features(
+    cells: torch.Tensor, ranked: torch.Tensor, count: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each cell stands along the last dimension (a word's frames, or after a transpose a frame's words):
+    margin over the best other cell (clipped to [-10, 10]), `2^-rank`, rank / `count` and offset from the mean.
+    `ranked` is `cells` with the lowest value on padded cells, so they sort last; `count` the valid cells per line."""
+    ordered, order = ranked.sort(dim=-1, descending=True)
+    positions = torch.arange(ranked.shape[-1], dtype=cells.dtype, device=cells.device)
+    rank = torch.empty_like(cells).scatter_(-1, order, positions.expand_as(cells))
+    best = ordered[..., :1]
+    runner_up = ordered[..., 1:2] if ordered.shape[-1] > 1 else torch.full_like(best, torch.finfo(cells.dtype).min)
+    margin = (cells - torch.where(rank == 0, runner_up, best)).clamp_(-10.0, 10.0)
+    offset = cells - cells.sum(-1, keepdim=True) / count
+    return margin, torch.exp2(-rank), rank / count, offset
+
+
 def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
     r"""
     Where each cell stands in its row (word) and column (frame): the `"row_column"` input of the Banzhaf estimator.
@@ -705,24 +715,13 @@ def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> 
     ranked = similarity.masked_fill(~cell_mask, lowest)
     valid_words = cell_mask.any(-1).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
     valid_frames = cell_mask.any(-2).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
-    per_line = {}
-    # rows are the cells of a word (over frames), columns those of a frame (over words): both sorted along the last
-    # dimension, columns after a transpose
-    for line, values, cells, count in (
-        ("row", ranked, similarity, valid_frames),
-        ("column", ranked.transpose(1, 2).contiguous(), similarity.transpose(1, 2), valid_words),
-    ):
-        ordered, order = values.sort(dim=-1, descending=True)
-        positions = torch.arange(values.shape[-1], dtype=similarity.dtype, device=similarity.device)
-        rank = torch.empty_like(cells).scatter_(-1, order, positions.expand_as(cells))
-        best = ordered[..., :1]
-        runner_up = ordered[..., 1:2] if ordered.shape[-1] > 1 else torch.full_like(best, lowest)
-        margin = (cells - torch.where(rank == 0, runner_up, best)).clamp_(-10.0, 10.0)
-        offset = cells - cells.sum(-1, keepdim=True) / count
-        features = (margin, torch.exp2(-rank), rank / count, offset)
-        per_line[line] = features if line == "row" else tuple(f.transpose(1, 2) for f in features)
-    (row_margin, row_power, row_fraction, row_offset) = per_line["row"]
-    (column_margin, column_power, column_fraction, column_offset) = per_line["column"]
+    row_margin, row_power, row_fraction, row_offset = _line_rank_features(similarity, ranked, valid_frames)
+    column_margin, column_power, column_fraction, column_offset = (
+        feature.transpose(1, 2)
+        for feature in _line_rank_features(
+            similarity.transpose(1, 2), ranked.transpose(1, 2).contiguous(), valid_words
+        )
+    )
     channels = [
         similarity,
         row_margin,
@@ -1180,7 +1179,10 @@ class HBIModel(HBIPreTrainedModel):
         return sum(w * s for w, s in zip(weights, similarity_per_level) if w != 0)
 
     def score(
-        self, text_features: HBITextFeatures, video_features: HBIVideoFeatures, chunk_size: int | None = 64
+        self,
+        text_features: HBITextFeatures,
+        video_features: HBIVideoFeatures,
+        chunk_size: int | None = DEFAULT_SCORING_CHUNK_SIZE,
     ) -> torch.Tensor:
         """Retrieval score `(n_text, n_video)`: the fused similarity, computing only levels with a non-zero weight."""
         levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
@@ -1396,7 +1398,9 @@ class HBIForRetrieval(HBIPreTrainedModel):
         """See [`HBIModel.get_video_features`]."""
         return self.hbi.get_video_features(pixel_values, video_mask)
 
-    def score(self, text_features, video_features, chunk_size: int | None = 64) -> torch.Tensor:
+    def score(
+        self, text_features, video_features, chunk_size: int | None = DEFAULT_SCORING_CHUNK_SIZE
+    ) -> torch.Tensor:
         """See [`HBIModel.score`]."""
         return self.hbi.score(text_features, video_features, chunk_size)
 

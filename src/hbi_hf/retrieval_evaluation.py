@@ -15,7 +15,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers.utils import logging
 
-from .modeling_hbi import HBIModalityFeatures
+from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIModalityFeatures
 from .retrieval_metrics import compute_retrieval_metrics
 
 logger = logging.get_logger(__name__)
@@ -113,7 +113,7 @@ def encode_gallery(
 
 
 @torch.inference_mode()
-def score_gallery(model, text_features, video_features, chunk_size: int = 64) -> torch.Tensor:
+def score_gallery(model, text_features, video_features, chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE) -> torch.Tensor:
     """The fused retrieval score `(n_text, n_video)`, computed on the model's device in chunks, returned on the CPU."""
     device = next(model.parameters()).device
     text_features = text_features.map(lambda tensor: tensor.to(device))
@@ -126,7 +126,7 @@ def evaluate_retrieval(
     dataset: Dataset,
     processor,
     batch_size: int = 32,
-    chunk_size: int = 64,
+    chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE,
     dual_softmax: bool = False,
     state: PartialState | None = None,
 ) -> dict[str, float]:

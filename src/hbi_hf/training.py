@@ -27,7 +27,7 @@ from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .modeling_hbi import HBIForRetrieval
+from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval
 from .retrieval_data import build_retrieval_collator, build_retrieval_processor, load_retrieval_dataset
 from .retrieval_evaluation import evaluate_retrieval
 from .retrieval_metrics import model_index_results
@@ -96,7 +96,9 @@ class HBIDataArguments:
     strict_data: bool = field(
         default=False, metadata={"help": "Raise on an unreadable video / empty caption instead of skipping it."}
     )
-    eval_chunk_size: int = field(default=64, metadata={"help": "Texts x videos per scoring block."})
+    eval_chunk_size: int = field(
+        default=DEFAULT_SCORING_CHUNK_SIZE, metadata={"help": "Texts x videos per scoring block."}
+    )
     dual_softmax: bool = field(
         default=False, metadata={"help": "Also report dual-softmax re-ranked metrics (separately, under dsl_*)."}
     )
@@ -200,7 +202,7 @@ class HBITrainer(Trainer):
         gallery and is saved with every checkpoint).
     """
 
-    def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = 64, **kwargs):
+    def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE, **kwargs):
         super().__init__(*args, **kwargs)
         self.dual_softmax = dual_softmax
         self.eval_chunk_size = eval_chunk_size
