@@ -2,7 +2,8 @@
 
 Prints, for 32 words x 12 frames: Monte-Carlo time per matrix at 100 and 1000 samples (matrices labelled 128 at a
 time and one at a time; vectorised incremental sampler and the per-coalition reference path), the estimator's time
-per matrix (batch 128 and one at a time; the paper's network and the `row_column` one without attention, or the
+per matrix (batch 128 and one at a time; the paper's network and the `row_column` one without attention with 3x3 and
+with 1x1 kernels, or the
 `--estimator` given), the speed-ups with like batching on both sides, and the relative error of
 the Monte-Carlo estimate against exact enumeration on small (8 x 6) games. Times are the best of a few repeats.
 
@@ -47,7 +48,7 @@ def main() -> None:
                 lambda s=samples: sampled_banzhaf_interaction(
                     matrices.similarity, s, text_mask=full[0], video_mask=full[1], logit_scale=1000.0
                 ),
-                repeats=2,
+                repeats=4,
             )
             / 128
         )
@@ -75,18 +76,25 @@ def main() -> None:
     else:
         estimators = {
             "paper (similarity, attention, hidden 64)": HBIBanzhafEstimator(HBIBanzhafEstimatorConfig()),
-            "row_column features, no attention, hidden 8": HBIBanzhafEstimator(
+            "row_column features, no attention, hidden 8, 3x3 kernels": HBIBanzhafEstimator(
                 HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8)
+            ),
+            "row_column features, no attention, hidden 8, 1x1 kernels": HBIBanzhafEstimator(
+                HBIBanzhafEstimatorConfig(
+                    input_features="row_column", use_attention=False, hidden_size=8, kernel_size=1
+                )
             ),
         }
     for name, estimator in estimators.items():
         estimator.eval()
         with torch.no_grad():
-            per_matrix = seconds_per_call(partial(estimator, matrices.similarity), repeats=5) / 128
-            single_estimate = seconds_per_call(partial(estimator, matrices.similarity[:1]), repeats=5)
+            per_matrix = seconds_per_call(partial(estimator, matrices.similarity, *full), repeats=20) / 128
+            single_estimate = seconds_per_call(
+                partial(estimator, matrices.similarity[:1], full[0][:1], full[1][:1]), repeats=20
+            )
         print(f"Estimator {name}:")
         print(
-            f"  {1e3 * per_matrix:8.3f} ms/matrix (batch 128), {1e3 * single_estimate:8.3f} ms/matrix (one at a time)"
+            f"  {1e6 * per_matrix:8.1f} us/matrix (batch 128), {1e6 * single_estimate:8.1f} us/matrix (one at a time)"
         )
         print("  speed-up (same batching on both sides; the issue's target is 1000x over 1000 samples):")
         print(

@@ -6,13 +6,16 @@ from conftest import TINY_TEXT, TINY_VISION, tiny_batch, tiny_hbi_config
 from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig, HBIConfig, HBIForRetrieval
-from hbi_hf.modeling_hbi import banzhaf_cell_features
+from hbi_hf.modeling_hbi import banzhaf_cell_features, banzhaf_line_statistics
 
 TINY_ESTIMATOR = dict(hidden_size=8)
-# the paper's network, and the fast one that reads each cell's rank and margin within its row and column
+# the paper's network, and those that read each cell's gaps to the best cells of its row and column (3x3 kernels, and
+# the fast 1x1 one that computes its encoding per row and column)
 ARCHITECTURES = {
     "paper": TINY_ESTIMATOR,
     "row-column": dict(hidden_size=8, input_features="row_column", use_attention=False),
+    "row-column-1x1": dict(hidden_size=8, input_features="row_column", use_attention=False, kernel_size=1),
+    "row-column-1x1-attention": dict(hidden_size=8, input_features="row_column", kernel_size=1),
 }
 
 
@@ -108,25 +111,42 @@ def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
     assert any(p.grad is not None for p in model.alignment.banzhaf_heads.parameters())
 
 
-def test_row_column_features_say_where_each_cell_stands_in_its_word_and_frame():
-    # one word x three frames plus a padded frame, and a second word: cell (0, 0) is the best of its word by 0.2 and
-    # the best of its frame by 0.5
+def test_line_statistics_are_the_top_three_and_the_mean_of_the_valid_cells_of_each_row_and_column():
+    # word 0 has two equal best frames (the second best is the best again), word 1 a padded frame, word 2 is padding
+    similarity = torch.tensor([[[3.0, 3.0, 1.0], [0.5, 0.2, 0.0], [0.0, 0.0, 0.0]]])
+    cell_mask = torch.tensor([[[True, True, True], [True, True, False], [False, False, False]]])
+    rows, columns = banzhaf_line_statistics(similarity, cell_mask)
+    # best, second, third, mean; a line with two valid cells repeats its lowest one, a line without any is 0
+    torch.testing.assert_close(rows[0], torch.tensor([[3.0, 3.0, 1.0, 7 / 3], [0.5, 0.2, 0.2, 0.35], [0.0] * 4]))
+    torch.testing.assert_close(columns[0], torch.tensor([[3.0, 0.5, 0.5, 1.75], [3.0, 0.2, 0.2, 1.6], [1.0] * 4]))
+
+
+def test_row_column_features_are_each_cell_minus_the_statistics_of_its_word_and_frame():
     similarity = torch.tensor([[[0.9, 0.7, 0.1, 0.0], [0.4, 0.8, 0.2, 0.0]]])
     cell_mask = torch.tensor([[[True, True, True, False], [True, True, True, False]]])
     features = banzhaf_cell_features(similarity, cell_mask)[0]
-    value, row_margin, column_margin, row_power, row_fraction, column_power, column_fraction = features[:7]
-    row_offset, column_offset, inverse_words, inverse_frames = features[7:]
+    assert features.shape == (9, 2, 4)
+    value, row_gaps, column_gaps = features[0], features[1:5], features[5:]
     torch.testing.assert_close(value, similarity[0])
-    torch.testing.assert_close(row_margin[0, :3], torch.tensor([0.2, -0.2, -0.8]))
-    torch.testing.assert_close(column_margin[:, 0], torch.tensor([0.5, -0.5]))
-    torch.testing.assert_close(row_power[0, :3], torch.tensor([1.0, 0.5, 0.25]))  # 2^-rank, 0 = best
-    torch.testing.assert_close(row_fraction[1, :3], torch.tensor([1 / 3, 0.0, 2 / 3]))
-    torch.testing.assert_close(column_power[:, 1], torch.tensor([0.5, 1.0]))
-    torch.testing.assert_close(column_fraction[:, 1], torch.tensor([0.5, 0.0]))
-    torch.testing.assert_close(row_offset[0, 0], torch.tensor(0.9 - 1.7 / 3))
-    torch.testing.assert_close(column_offset[0, 2], torch.tensor(-0.05))
-    assert torch.all(inverse_words[:, :3] == 0.5) and torch.all(inverse_frames[:, :3] == 1 / 3)
+    # cell (0, 1) = 0.7: its word's best frames are 0.9, 0.7, 0.1 (mean 1.7 / 3); its frame's words 0.8, 0.7
+    torch.testing.assert_close(row_gaps[:, 0, 1], torch.tensor([-0.2, 0.0, 0.6, 0.7 - 1.7 / 3]))
+    torch.testing.assert_close(column_gaps[:, 0, 1], torch.tensor([-0.1, 0.0, 0.0, -0.05]))
     assert features[:, :, 3].abs().sum() == 0  # padded cells carry nothing
+
+
+def test_the_1x1_encoding_computed_per_row_and_column_is_the_convolution_over_the_cell_features():
+    head = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES["row-column-1x1"])).head
+    similarity = matrices(batch=3, words=9, frames=6).requires_grad_()
+    cell_mask = torch.ones(3, 9, 6, dtype=torch.bool)
+    cell_mask[1, 5:], cell_mask[2, :, 2:] = False, False
+    per_line = head._encode_line_statistics(similarity.masked_fill(~cell_mask, 0.0), cell_mask)
+    convolved = head.encoder(banzhaf_cell_features(similarity.masked_fill(~cell_mask, 0.0), cell_mask))
+    valid = cell_mask.unsqueeze(1).expand_as(per_line)
+    torch.testing.assert_close(per_line[valid], convolved[valid])
+    per_line_grads = torch.autograd.grad(per_line[valid].sum(), [similarity, head.encoder.weight, head.encoder.bias])
+    convolved_grads = torch.autograd.grad(convolved[valid].sum(), [similarity, head.encoder.weight, head.encoder.bias])
+    for per_line_grad, convolved_grad in zip(per_line_grads, convolved_grads):
+        torch.testing.assert_close(per_line_grad, convolved_grad)
 
 
 def test_from_clip_takes_the_saved_estimators_architecture_and_a_mismatch_is_named(tmp_path):

@@ -133,7 +133,9 @@ def test_evaluation_reports_perfect_agreement_for_a_perfect_estimator():
 
 
 @pytest.mark.parametrize(
-    "architecture", [[], ["--input_features", "row_column", "--use_attention", "false"]], ids=["paper", "row-column"]
+    "architecture",
+    [[], ["--input_features", "row_column", "--use_attention", "false", "--kernel_size", "1"]],
+    ids=["paper", "row-column-1x1"],
 )
 def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(
     tmp_path, monkeypatch, capsys, architecture
@@ -173,5 +175,7 @@ def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(
     assert isinstance(estimator, HBIBanzhafEstimator)
     assert estimator.config.output_scale != 1.0 and estimator.config.input_std != 1.0
     assert estimator.config.hidden_size == 8
+    assert estimator.config.kernel_size == (1 if architecture else 3)
+    assert estimator.config.input_features == ("row_column" if architecture else "similarity")
     assert estimator.config.use_attention == (not architecture)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2

@@ -10,8 +10,10 @@ logger = logging.get_logger(__name__)
 NUM_LEVELS = 3
 """Entity (frames / words), action (clips / phrases) and event (segments / paragraphs)."""
 
+ROW_COLUMN_STATISTICS = ("best", "second", "third", "mean")
+"""The statistics of a cell's row and of its column that the `"row_column"` estimator features subtract from it."""
 # channels the estimator's encoding convolution reads for each `input_features` choice
-ESTIMATOR_INPUT_CHANNELS = {"similarity": 1, "row_column": 11}
+ESTIMATOR_INPUT_CHANNELS = {"similarity": 1, "row_column": 1 + 2 * len(ROW_COLUMN_STATISTICS)}
 # the fields that shape the estimator's weights: a saved estimator loads only into the same architecture
 ESTIMATOR_ARCHITECTURE_FIELDS = ("hidden_size", "kernel_size", "input_features", "use_attention")
 ESTIMATOR_NORMALISATION_FIELDS = (
@@ -34,14 +36,16 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
         hidden_size (`int`, *optional*, defaults to 64):
             Channels of the encoding convolution and width of the single-head self-attention over the cells.
         kernel_size (`int`, *optional*, defaults to 3):
-            Kernel of the encoding and decoding convolutions (padding keeps the matrix shape).
+            Kernel of the encoding and decoding convolutions (padding keeps the matrix shape). With 1 the
+            convolutions read each cell alone (the `"row_column"` features still carry its row and column), and the
+            encoding of `"row_column"` features is computed once per row and column: the fastest estimator.
         input_features (`str`, *optional*, defaults to `"similarity"`):
             What the encoding convolution reads per cell. `"similarity"` (the paper's and official estimator): the
-            similarity alone. `"row_column"`: eleven channels that say where the cell stands in its row and column
-            ([`banzhaf_cell_features`]: the similarity, its margin over the best other cell of its word and of its
-            frame, `2^-rank` and rank / length in both, its offsets from the word's and frame's mean, and the inverse
-            numbers of valid words and frames). An interaction is mostly decided by those ranks, which the paper's
-            network cannot see: with them a network without attention is more accurate and far faster.
+            similarity alone. `"row_column"`: nine channels that say where the cell stands in its word's row and its
+            frame's column ([`banzhaf_cell_features`]: the similarity, and the similarity minus the best, second
+            best, third best and mean of its row, and of its column). An interaction is mostly decided by how far the
+            cell is from the few best cells of its row and column, which the paper's network cannot see: with them a
+            network without attention is more accurate and far faster.
         use_attention (`bool`, *optional*, defaults to `True`):
             The single-head self-attention over the cells between the two convolutions (paper and official code).
             `False` leaves convolution -> ReLU -> convolution.

@@ -22,6 +22,7 @@ from .configuration_hbi import (
     ESTIMATOR_INPUT_CHANNELS,
     ESTIMATOR_NORMALISATION_FIELDS,
     NUM_LEVELS,
+    ROW_COLUMN_STATISTICS,
     HBIBanzhafEstimatorConfig,
     HBIConfig,
 )
@@ -677,20 +678,45 @@ class HBITokenMerge(nn.Module):
         return merged * merged_mask.unsqueeze(-1), merged_mask, assignment
 
 
-def _line_rank_features(
-    cells: torch.Tensor, ranked: torch.Tensor, count: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where each cell stands along the last dimension (a word's frames, or after a transpose a frame's words):
-    margin over the best other cell (clipped to [-10, 10]), `2^-rank`, rank / `count` and offset from the mean.
-    `ranked` is `cells` with the lowest value on padded cells, so they sort last; `count` the valid cells per line."""
-    ordered, order = ranked.sort(dim=-1, descending=True)
-    positions = torch.arange(ranked.shape[-1], dtype=cells.dtype, device=cells.device)
-    rank = torch.empty_like(cells).scatter_(-1, order, positions.expand_as(cells))
-    best = ordered[..., :1]
-    runner_up = ordered[..., 1:2] if ordered.shape[-1] > 1 else torch.full_like(best, torch.finfo(cells.dtype).min)
-    margin = (cells - torch.where(rank == 0, runner_up, best)).clamp_(-10.0, 10.0)
-    offset = cells - cells.sum(-1, keepdim=True) / count
-    return margin, torch.exp2(-rank), rank / count, offset
+def _line_statistics(
+    similarity: torch.Tensor, ranked: torch.Tensor, cell_mask: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """[`ROW_COLUMN_STATISTICS`] of every line along `dim`, stacked last. `ranked` is `similarity` with the lowest
+    value on padded cells (they never make the top three)."""
+    valid = cell_mask.sum(dim)
+    places = min(3, ranked.shape[dim])
+    best = []
+    for place in range(places):
+        value, position = ranked.max(dim)
+        # a line with fewer valid cells than `place + 1` repeats its lowest one (a line without any: 0)
+        best.append(torch.where(valid > place, value, best[-1] if best else 0.0))
+        if place + 1 < places:
+            # knock out that one cell, not its ties (they count): in a copy first, then in that copy
+            knock_out = ranked.scatter_ if place else ranked.scatter
+            ranked = knock_out(dim, position.unsqueeze(dim), torch.finfo(ranked.dtype).min)
+    best += best[-1:] * (3 - places)
+    mean = similarity.sum(dim) / valid.clamp(min=1)
+    return torch.stack([*best, mean], dim=-1)
+
+
+def banzhaf_line_statistics(similarity: torch.Tensor, cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    The best, second and third valid similarity and the mean of the valid similarities of every word's row and every
+    frame's column ([`ROW_COLUMN_STATISTICS`]). The top three count repeated values (two equal best cells make the
+    second best equal to the best); a line with fewer than three valid cells repeats its lowest one, a line without
+    any gives zeros.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(batch, words, frames)`): similarities, 0 on padded cells.
+        cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
+
+    Returns:
+        rows (`torch.Tensor` of shape `(batch, words, 4)`) and columns (`torch.Tensor` of shape `(batch, frames, 4)`).
+    """
+    ranked = similarity.masked_fill(~cell_mask, torch.finfo(similarity.dtype).min)
+    return _line_statistics(similarity, ranked, cell_mask, dim=-1), _line_statistics(
+        similarity, ranked, cell_mask, dim=-2
+    )
 
 
 def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
@@ -698,44 +724,25 @@ def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> 
     Where each cell stands in its row (word) and column (frame): the `"row_column"` input of the Banzhaf estimator.
 
     In the WTI game a (word, frame) pair cooperates when the frame is among the word's best frames and the word among
-    the frame's best words in the coalitions that contain both, so its interaction is mostly decided by the cell's
-    rank and margin within its row and column, and shrinks with the number of players. Per valid cell `a_ji`:
-    `a_ji`; `a_ji - max_{i' != i} a_ji'` and `a_ji - max_{j' != j} a_j'i` (clipped to [-10, 10]); `2^-r` and `r / n`
-    for its rank `r` (0 = best) among the `n` valid cells of its row and of its column; `a_ji` minus the row mean and
-    minus the column mean; `1 / valid words` and `1 / valid frames`.
+    the frame's best words in the coalitions that contain both; a coalition keeps each other player with probability
+    1/2, so what decides the interaction is how far the cell is from the few best cells of its row and column. Per
+    valid cell `a_ji`: `a_ji`, then `a_ji` minus each of [`banzhaf_line_statistics`] of its row (best, second, third,
+    mean over the word's frames), then minus each of those of its column (over the frame's words).
 
     Args:
         similarity (`torch.Tensor` of shape `(batch, words, frames)`): similarities, 0 on padded cells.
         cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
 
     Returns:
-        `torch.Tensor` of shape `(batch, 11, words, frames)`, 0 on padded cells.
+        `torch.Tensor` of shape `(batch, 9, words, frames)`, 0 on padded cells.
     """
-    lowest = torch.finfo(similarity.dtype).min
-    ranked = similarity.masked_fill(~cell_mask, lowest)
-    valid_words = cell_mask.any(-1).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
-    valid_frames = cell_mask.any(-2).sum(-1).clamp(min=1).to(similarity.dtype).view(-1, 1, 1)
-    row_margin, row_power, row_fraction, row_offset = _line_rank_features(similarity, ranked, valid_frames)
-    column_margin, column_power, column_fraction, column_offset = (
-        feature.transpose(1, 2)
-        for feature in _line_rank_features(
-            similarity.transpose(1, 2), ranked.transpose(1, 2).contiguous(), valid_words
-        )
-    )
+    rows, columns = banzhaf_line_statistics(similarity, cell_mask)
     channels = [
-        similarity,
-        row_margin,
-        column_margin,
-        row_power,
-        row_fraction,
-        column_power,
-        column_fraction,
-        row_offset,
-        column_offset,
-        (1 / valid_words).expand_as(similarity),
-        (1 / valid_frames).expand_as(similarity),
+        similarity.unsqueeze(1),
+        similarity.unsqueeze(1) - rows.permute(0, 2, 1).unsqueeze(-1),
+        similarity.unsqueeze(1) - columns.permute(0, 2, 1).unsqueeze(-2),
     ]
-    return torch.stack(channels, dim=1) * cell_mask.unsqueeze(1)
+    return torch.cat(channels, dim=1) * cell_mask.unsqueeze(1)
 
 
 class HBIBanzhafHead(nn.Module):
@@ -743,11 +750,11 @@ class HBIBanzhafHead(nn.Module):
     Conv -> self-attention -> conv network over a `(words, frames)` similarity matrix (spec §2.3-2.4): the prediction
     head R of each level and the architecture of the Banzhaf-interaction estimator.
 
-    `x = ReLU(Conv3x3_{C->H}(input))`, cells flattened to `(words * frames, H)`, `x = x + softmax(x Q (x K)^T) x V`
+    `x = ReLU(Conv_{C->H}(input))`, cells flattened to `(words * frames, H)`, `x = x + softmax(x Q (x K)^T) x V`
     (single head, no 1/sqrt(d) scaling, as in the official module; skipped with `use_attention=False`),
-    `out = Conv3x3_{H->1}(x)`. The input is the similarity (C = 1, the paper's) or [`banzhaf_cell_features`]
-    (C = 11, `input_features="row_column"`). Padded cells are zeroed at every stage and never attended to, so the
-    output on valid cells does not depend on padding.
+    `out = Conv_{H->1}(x)`, both convolutions `kernel_size` square (3 in the paper). The input is the similarity
+    (C = 1, the paper's) or [`banzhaf_cell_features`] (C = 9, `input_features="row_column"`). Padded cells never
+    reach a valid cell: they are zeroed before every convolution that reads neighbours and never attended to.
     """
 
     def __init__(self, config: HBIBanzhafEstimatorConfig):
@@ -755,6 +762,7 @@ class HBIBanzhafHead(nn.Module):
         hidden, kernel = config.hidden_size, config.kernel_size
         self.input_features = config.input_features
         self.use_attention = config.use_attention
+        self.kernel_size = kernel
         channels = ESTIMATOR_INPUT_CHANNELS[config.input_features]
         self.encoder = nn.Conv2d(channels, hidden, kernel_size=kernel, padding=kernel // 2)
         if config.use_attention:
@@ -772,27 +780,67 @@ class HBIBanzhafHead(nn.Module):
         Returns:
             `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
         """
-        batch, words, frames = similarity.shape
-        channel_mask = cell_mask.unsqueeze(1)
-        similarity = similarity.masked_fill(~cell_mask, 0.0)
-        if self.input_features == "row_column":
-            inputs = banzhaf_cell_features(similarity, cell_mask)
-        else:
-            inputs = similarity.unsqueeze(1)
-        hidden = F.relu(self.encoder(inputs)) * channel_mask
+        padded = ~cell_mask
+        similarity = similarity.masked_fill(padded, 0.0)
+        hidden = self._zero_padded(F.relu(self._encode(similarity, cell_mask), inplace=True), cell_mask)
         if self.use_attention:
-            cells = hidden.flatten(2).transpose(1, 2)
-            flat_mask = cell_mask.flatten(1)
-            attention = masked_softmax(
-                (cells @ self.query) @ (cells @ self.key).transpose(1, 2), flat_mask[:, None, :]
-            )
-            cells = cells + attention @ (cells @ self.value)
-            hidden = cells.transpose(1, 2).reshape(batch, -1, words, frames) * channel_mask
-        return self.decoder(hidden).squeeze(1).masked_fill(~cell_mask, 0.0)
+            hidden = self._zero_padded(self._attend(hidden, cell_mask), cell_mask)
+        return self._decode(hidden).masked_fill_(padded, 0.0)
+
+    def _zero_padded(self, hidden: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """Zero the padded cells of `(batch, hidden, words, frames)` where a `kernel_size` > 1 convolution follows
+        (it reads neighbours); a 1x1 one reads each cell alone, and the output is masked at the end."""
+        return hidden * cell_mask.unsqueeze(1) if self.kernel_size > 1 else hidden
+
+    def _encode(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """The encoding convolution: `(batch, words, frames)` -> `(batch, hidden, words, frames)`."""
+        if self.input_features == "similarity":
+            return self.encoder(similarity.unsqueeze(1))
+        if self.kernel_size == 1:
+            return self._encode_line_statistics(similarity, cell_mask)
+        return self.encoder(banzhaf_cell_features(similarity, cell_mask))
+
+    def _attend(self, hidden: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """`x + softmax(x Q (x K)^T) x V` over the cells of each matrix, padded cells never attended to."""
+        batch, channels, words, frames = hidden.shape
+        cells = hidden.flatten(2).transpose(1, 2)
+        attention = masked_softmax(
+            (cells @ self.query) @ (cells @ self.key).transpose(1, 2), cell_mask.flatten(1)[:, None, :]
+        )
+        cells = cells + attention @ (cells @ self.value)
+        return cells.transpose(1, 2).reshape(batch, channels, words, frames)
+
+    def _decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The decoding convolution: `(batch, hidden, words, frames)` -> `(batch, words, frames)` (a 1x1 one as a
+        product, which is faster on CPU than the convolution kernels at these channel counts)."""
+        if self.kernel_size > 1:
+            return self.decoder(hidden).squeeze(1)
+        batch, _, words, frames = hidden.shape
+        output = torch.matmul(self.decoder.weight.flatten(1), hidden.flatten(2)) + self.decoder.bias.view(1, 1, 1)
+        return output.view(batch, words, frames)
+
+    def _encode_line_statistics(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        r"""
+        The 1x1 encoding convolution over [`banzhaf_cell_features`] without building them: every channel but the
+        first is the similarity minus a statistic of the cell's row or column, so with the weight `W = [w_a, W_r,
+        W_c]` the encoding is `(w_a + sum W_r + sum W_c) a_ji - W_r r_j - W_c c_i + b`: one small product per line
+        instead of per cell. Padded cells get finite values that the caller masks.
+
+        Returns:
+            `torch.Tensor` of shape `(batch, hidden, words, frames)`.
+        """
+        rows, columns = banzhaf_line_statistics(similarity, cell_mask)
+        weight = self.encoder.weight.flatten(1)
+        row_weight, column_weight = weight[:, 1:].split(len(ROW_COLUMN_STATISTICS), dim=1)
+        per_row = F.linear(rows, -row_weight, self.encoder.bias).transpose(1, 2).unsqueeze(-1)
+        per_column = F.linear(columns, -column_weight).transpose(1, 2).unsqueeze(-2)
+        return (per_row + per_column).addcmul_(similarity.unsqueeze(1), weight.sum(1).view(1, -1, 1, 1))
 
 
 def _cell_mask(text_mask: torch.Tensor | None, video_mask: torch.Tensor | None, similarity: torch.Tensor):
     batch, words, frames = similarity.shape
+    if text_mask is None and video_mask is None:
+        return torch.ones(batch, words, frames, dtype=torch.bool, device=similarity.device)
     if text_mask is None:
         text_mask = torch.ones(batch, words, dtype=torch.bool, device=similarity.device)
     if video_mask is None:
@@ -2003,5 +2051,6 @@ __all__ = [
     "masked_softmax",
     "self_distillation_loss",
     "banzhaf_cell_features",
+    "banzhaf_line_statistics",
     "weighted_token_interaction",
 ]
