@@ -3,15 +3,18 @@
 Prints, for 32 words x 12 frames: Monte-Carlo time per matrix at 100 and 1000 samples (matrices labelled 128 at a
 time and one at a time; vectorised incremental sampler and the per-coalition reference path), the estimator's time
 per matrix (batch 128 and one at a time; the paper's network and the `row_column` one without attention with 3x3 and
-with 1x1 kernels, or the
-`--estimator` given), the speed-ups with like batching on both sides, and the relative error of
-the Monte-Carlo estimate against exact enumeration on small (8 x 6) games. Times are the best of a few repeats.
+with 1x1 kernels, or the `--estimator` given), the speed-ups with like batching on both sides, and the relative error
+of the Monte-Carlo estimate against exact enumeration on small (8 x 6) games.
 
-    PYTHONPATH=src python benchmarks/banzhaf.py [--threads N] [--estimator DIR]
+Times are the best of several rounds, and the rounds interleave the sampler and the estimators (every function is
+timed once per round), so that a slow spell of a shared machine hits both sides of a ratio alike.
+
+    PYTHONPATH=src python benchmarks/banzhaf.py [--threads N] [--rounds N] [--estimator DIR]
 """
 
 import argparse
 import time
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -20,86 +23,112 @@ from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig
 from hbi_hf.banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 from hbi_hf.estimator_training import synthetic_similarity_matrices
 
+BATCH = 128
 
-def seconds_per_call(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+
+def best_interleaved(functions: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
+    """Best seconds per call of each function: `rounds` rounds, each calling every function in turn (`calls` times,
+    the second element of its tuple) after one warm-up call of each."""
+    for function, _ in functions.values():
+        function()
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, (function, calls) in functions.items():
+            for _ in range(calls):
+                start = time.perf_counter()
+                function()
+                best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def default_estimators() -> dict[str, HBIBanzhafEstimator]:
+    return {
+        "paper (similarity, attention, hidden 64)": HBIBanzhafEstimator(HBIBanzhafEstimatorConfig()),
+        "row_column features, no attention, hidden 8, 3x3 kernels": HBIBanzhafEstimator(
+            HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8)
+        ),
+        "row_column features, no attention, hidden 8, 1x1 kernels": HBIBanzhafEstimator(
+            HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8, kernel_size=1)
+        ),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best of them is kept)")
     parser.add_argument("--estimator", default=None, help="a trained estimator folder (default: random weights)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    matrices = synthetic_similarity_matrices(128, seed=0)
-    full = torch.ones(128, 32, dtype=torch.bool), torch.ones(128, 12, dtype=torch.bool)
-    print(f"torch threads: {torch.get_num_threads()}; matrices 32 words x 12 frames")
+    matrices = synthetic_similarity_matrices(BATCH, seed=0)
+    similarity = matrices.similarity
+    full = torch.ones(BATCH, 32, dtype=torch.bool), torch.ones(BATCH, 12, dtype=torch.bool)
+    print(f"torch threads: {torch.get_num_threads()}; matrices 32 words x 12 frames; best of {args.rounds} rounds")
+
+    if args.estimator:
+        estimators = {args.estimator: HBIBanzhafEstimator.from_pretrained(args.estimator)}
+    else:
+        estimators = default_estimators()
+    functions = {}
+    for samples in (100, 1000):
+        functions[f"mc{samples} batch"] = (
+            partial(
+                sampled_banzhaf_interaction,
+                similarity,
+                samples,
+                text_mask=full[0],
+                video_mask=full[1],
+                logit_scale=1e3,
+            ),
+            1,
+        )
+        functions[f"mc{samples} single"] = (
+            partial(sampled_banzhaf_interaction, similarity[:1], samples, logit_scale=1e3),
+            3,
+        )
+    for name, estimator in estimators.items():
+        estimator.eval()
+        # the paper's network takes ~0.15 s per batch: fewer calls per round
+        calls = 3 if estimator.config.use_attention else 20
+        functions[f"{name} batch"] = (partial(estimator, similarity, *full), calls)
+        functions[f"{name} single"] = (partial(estimator, similarity[:1], full[0][:1], full[1][:1]), 20)
+    with torch.no_grad():
+        seconds = best_interleaved(functions, args.rounds)
+        direct = best_interleaved(
+            {
+                "direct": (
+                    partial(sampled_banzhaf_interaction, similarity[:1], 10, logit_scale=1e3, method="direct"),
+                    1,
+                )
+            },
+            rounds=1,
+        )["direct"]
 
     monte_carlo = {}
     for samples in (100, 1000):
-        batched = (
-            seconds_per_call(
-                lambda s=samples: sampled_banzhaf_interaction(
-                    matrices.similarity, s, text_mask=full[0], video_mask=full[1], logit_scale=1000.0
-                ),
-                repeats=4,
-            )
-            / 128
-        )
-        single = seconds_per_call(
-            lambda s=samples: sampled_banzhaf_interaction(matrices.similarity[:1], s, logit_scale=1000.0), repeats=5
-        )
+        batched, single = seconds[f"mc{samples} batch"] / BATCH, seconds[f"mc{samples} single"]
         monte_carlo[samples] = batched, single
         print(
-            f"Monte-Carlo {samples:>4} samples: {1e3 * batched:8.2f} ms/matrix (batch 128), "
+            f"Monte-Carlo {samples:>4} samples: {1e3 * batched:8.2f} ms/matrix (batch {BATCH}), "
             f"{1e3 * single:8.2f} ms/matrix (one at a time)"
         )
-    direct = seconds_per_call(
-        lambda: sampled_banzhaf_interaction(matrices.similarity[:1], 10, logit_scale=1000.0, method="direct"),
-        repeats=1,
-    )
     direct_per_sample = direct / 10
     print(
         f"Monte-Carlo, direct evaluation of the 4 coalitions (per-coalition reference path): "
         f"{1e3 * direct_per_sample * 100:8.1f} ms/matrix at 100 samples, {direct_per_sample * 1000:8.2f} s/matrix "
         f"at 1000 samples (measured at 10 samples, scaled linearly)"
     )
-
-    if args.estimator:
-        estimators = {args.estimator: HBIBanzhafEstimator.from_pretrained(args.estimator)}
-    else:
-        estimators = {
-            "paper (similarity, attention, hidden 64)": HBIBanzhafEstimator(HBIBanzhafEstimatorConfig()),
-            "row_column features, no attention, hidden 8, 3x3 kernels": HBIBanzhafEstimator(
-                HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8)
-            ),
-            "row_column features, no attention, hidden 8, 1x1 kernels": HBIBanzhafEstimator(
-                HBIBanzhafEstimatorConfig(
-                    input_features="row_column", use_attention=False, hidden_size=8, kernel_size=1
-                )
-            ),
-        }
-    for name, estimator in estimators.items():
-        estimator.eval()
-        with torch.no_grad():
-            per_matrix = seconds_per_call(partial(estimator, matrices.similarity, *full), repeats=20) / 128
-            single_estimate = seconds_per_call(
-                partial(estimator, matrices.similarity[:1], full[0][:1], full[1][:1]), repeats=20
-            )
+    for name in estimators:
+        per_matrix, single_estimate = seconds[f"{name} batch"] / BATCH, seconds[f"{name} single"]
         print(f"Estimator {name}:")
         print(
-            f"  {1e6 * per_matrix:8.1f} us/matrix (batch 128), {1e6 * single_estimate:8.1f} us/matrix (one at a time)"
+            f"  {1e6 * per_matrix:8.1f} us/matrix (batch {BATCH}), {1e6 * single_estimate:8.1f} us/matrix "
+            f"(one at a time)"
         )
         print("  speed-up (same batching on both sides; the issue's target is 1000x over 1000 samples):")
         print(
-            f"    over vectorised Monte-Carlo, batch 128:     {monte_carlo[100][0] / per_matrix:9.1f}x (100 samples) "
-            f"{monte_carlo[1000][0] / per_matrix:9.1f}x (1000 samples)"
+            f"    over vectorised Monte-Carlo, batch {BATCH}:     {monte_carlo[100][0] / per_matrix:9.1f}x "
+            f"(100 samples) {monte_carlo[1000][0] / per_matrix:9.1f}x (1000 samples)"
         )
         print(
             f"    over vectorised Monte-Carlo, one at a time: {monte_carlo[100][1] / single_estimate:9.1f}x "

@@ -195,7 +195,7 @@ def test_normalised_estimator_loss_is_the_mse_of_the_network_on_rescaled_labels(
     text_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
     output = estimator(similarity, text_mask, labels=labels)
     cell_mask = text_mask.bool().unsqueeze(-1).expand_as(labels)
-    scale = estimator.output_scale(cell_mask)
+    scale = estimator.output_scale(text_mask.sum(-1), torch.full((2,), 5))
     expected = (((output.interaction - labels) / scale)[cell_mask] ** 2).mean()
     torch.testing.assert_close(output.loss, expected)
 

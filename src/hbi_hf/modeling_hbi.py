@@ -678,23 +678,34 @@ class HBITokenMerge(nn.Module):
         return merged * merged_mask.unsqueeze(-1), merged_mask, assignment
 
 
+def _top_three(lines: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best, second and third values along `dim`, repeats counted (`[3, 3, 1]` gives 3, 3, 1), the lowest float
+    where a line has fewer values. Maxima and tie counts only: no sort, and no index, whose branchy kernels cost
+    several times as much here."""
+    lowest = torch.finfo(lines.dtype).min
+    best = lines.amax(dim)
+    at_best = lines >= best.unsqueeze(dim)
+    below_best = torch.where(at_best, lowest, lines)
+    runner_up = below_best.amax(dim)
+    at_runner_up = below_best >= runner_up.unsqueeze(dim)
+    next_value = torch.where(at_runner_up, lowest, below_best).amax(dim)
+    best_count = at_best.sum(dim)
+    top_count = best_count + at_runner_up.sum(dim)
+    second = torch.where(best_count >= 2, best, runner_up)
+    third = torch.where(best_count >= 3, best, torch.where(top_count >= 3, runner_up, next_value))
+    return best, second, third
+
+
 def _line_statistics(
-    similarity: torch.Tensor, ranked: torch.Tensor, cell_mask: torch.Tensor, dim: int
+    similarity: torch.Tensor, cell_mask: torch.Tensor, ranked: torch.Tensor, dim: int, ranked_dim: int
 ) -> torch.Tensor:
-    """[`ROW_COLUMN_STATISTICS`] of every line along `dim`, stacked last. `ranked` is `similarity` with the lowest
-    value on padded cells (they never make the top three)."""
+    """[`ROW_COLUMN_STATISTICS`] of the lines along `dim` of `similarity`, stacked last; their top three come from
+    `ranked` (the lowest float on padded cells, which then never make the top three) along `ranked_dim`."""
     valid = cell_mask.sum(dim)
-    places = min(3, ranked.shape[dim])
     best = []
-    for place in range(places):
-        value, position = ranked.max(dim)
+    for place, value in enumerate(_top_three(ranked, ranked_dim)):
         # a line with fewer valid cells than `place + 1` repeats its lowest one (a line without any: 0)
         best.append(torch.where(valid > place, value, best[-1] if best else 0.0))
-        if place + 1 < places:
-            # knock out that one cell, not its ties (they count): in a copy first, then in that copy
-            knock_out = ranked.scatter_ if place else ranked.scatter
-            ranked = knock_out(dim, position.unsqueeze(dim), torch.finfo(ranked.dtype).min)
-    best += best[-1:] * (3 - places)
     mean = similarity.sum(dim) / valid.clamp(min=1)
     return torch.stack([*best, mean], dim=-1)
 
@@ -713,10 +724,11 @@ def banzhaf_line_statistics(similarity: torch.Tensor, cell_mask: torch.Tensor) -
     Returns:
         rows (`torch.Tensor` of shape `(batch, words, 4)`) and columns (`torch.Tensor` of shape `(batch, frames, 4)`).
     """
-    ranked = similarity.masked_fill(~cell_mask, torch.finfo(similarity.dtype).min)
-    return _line_statistics(similarity, ranked, cell_mask, dim=-1), _line_statistics(
-        similarity, ranked, cell_mask, dim=-2
-    )
+    # the maxima run on a frame-major copy, `(batch, frames, words)`: both reductions are then vectorised along the
+    # words (over its frames for the rows, along them for the columns)
+    ranked = torch.where(cell_mask, similarity, torch.finfo(similarity.dtype).min).transpose(1, 2).contiguous()
+    rows = _line_statistics(similarity, cell_mask, ranked, dim=-1, ranked_dim=1)
+    return rows, _line_statistics(similarity, cell_mask, ranked, dim=-2, ranked_dim=2)
 
 
 def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
@@ -780,12 +792,11 @@ class HBIBanzhafHead(nn.Module):
         Returns:
             `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
         """
-        padded = ~cell_mask
-        similarity = similarity.masked_fill(padded, 0.0)
+        similarity = torch.where(cell_mask, similarity, 0.0)
         hidden = self._zero_padded(F.relu(self._encode(similarity, cell_mask), inplace=True), cell_mask)
         if self.use_attention:
             hidden = self._zero_padded(self._attend(hidden, cell_mask), cell_mask)
-        return self._decode(hidden).masked_fill_(padded, 0.0)
+        return torch.where(cell_mask, self._decode(hidden), 0.0)
 
     def _zero_padded(self, hidden: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         """Zero the padded cells of `(batch, hidden, words, frames)` where a `kernel_size` > 1 convolution follows
@@ -816,8 +827,8 @@ class HBIBanzhafHead(nn.Module):
         if self.kernel_size > 1:
             return self.decoder(hidden).squeeze(1)
         batch, _, words, frames = hidden.shape
-        output = torch.matmul(self.decoder.weight.flatten(1), hidden.flatten(2)) + self.decoder.bias.view(1, 1, 1)
-        return output.view(batch, words, frames)
+        weight = self.decoder.weight.flatten(1).expand(batch, -1, -1)
+        return torch.baddbmm(self.decoder.bias.view(1, 1, 1), weight, hidden.flatten(2)).view(batch, words, frames)
 
     def _encode_line_statistics(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         r"""
@@ -832,9 +843,11 @@ class HBIBanzhafHead(nn.Module):
         rows, columns = banzhaf_line_statistics(similarity, cell_mask)
         weight = self.encoder.weight.flatten(1)
         row_weight, column_weight = weight[:, 1:].split(len(ROW_COLUMN_STATISTICS), dim=1)
-        per_row = F.linear(rows, -row_weight, self.encoder.bias).transpose(1, 2).unsqueeze(-1)
-        per_column = F.linear(columns, -column_weight).transpose(1, 2).unsqueeze(-2)
-        return (per_row + per_column).addcmul_(similarity.unsqueeze(1), weight.sum(1).view(1, -1, 1, 1))
+        # (batch, hidden, words) and (batch, hidden, frames), contiguous so that the broadcast sum below vectorises
+        per_row = torch.matmul(-row_weight, rows.transpose(1, 2)).add_(self.encoder.bias.view(1, -1, 1))
+        per_column = torch.matmul(-column_weight, columns.transpose(1, 2))
+        hidden = per_row.unsqueeze(-1) + per_column.unsqueeze(-2)
+        return hidden.addcmul_(similarity.unsqueeze(1), weight.sum(1).view(1, -1, 1, 1))
 
 
 def _cell_mask(text_mask: torch.Tensor | None, video_mask: torch.Tensor | None, similarity: torch.Tensor):
@@ -1315,7 +1328,13 @@ class HBIBanzhafEstimator(PreTrainedModel):
             raise ValueError(f"similarity must be (batch, words, frames); got {tuple(similarity.shape)}")
         cell_mask = _cell_mask(text_mask, video_mask, similarity)
         normalised = self._normalised_interaction(similarity, cell_mask)
-        scale = self.output_scale(cell_mask).to(normalised.dtype)
+        batch, words, frames = similarity.shape
+        device = similarity.device
+        valid_words = text_mask.bool().sum(-1) if text_mask is not None else torch.full((batch,), words, device=device)
+        valid_frames = (
+            video_mask.bool().sum(-1) if video_mask is not None else torch.full((batch,), frames, device=device)
+        )
+        scale = self.output_scale(valid_words, valid_frames).to(normalised.dtype)
         loss = None
         if labels is not None:
             if labels.shape != similarity.shape:
@@ -1337,21 +1356,23 @@ class HBIBanzhafEstimator(PreTrainedModel):
         Returns:
             `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
         """
-        return self._normalised_interaction(similarity, cell_mask) * self.output_scale(cell_mask)
+        scale = self.output_scale(cell_mask.any(-1).sum(-1), cell_mask.any(-2).sum(-1))
+        return self._normalised_interaction(similarity, cell_mask) * scale
 
-    def output_scale(self, cell_mask: torch.Tensor) -> torch.Tensor:
+    def output_scale(self, valid_words: torch.Tensor, valid_frames: torch.Tensor) -> torch.Tensor:
         r"""
         `output_scale * valid_words ** -word_count_exponent * valid_frames ** -frame_count_exponent` of each matrix
         (see [`HBIBanzhafEstimatorConfig`]).
 
         Args:
-            cell_mask (`torch.BoolTensor` of shape `(batch, words, frames)`)
+            valid_words, valid_frames (`torch.LongTensor` of shape `(batch,)`): the game's players (counts below 1
+                count as 1).
 
         Returns:
             `torch.Tensor` of shape `(batch, 1, 1)`.
         """
-        valid_words = cell_mask.any(-1).sum(-1).clamp(min=1).float()
-        valid_frames = cell_mask.any(-2).sum(-1).clamp(min=1).float()
+        valid_words = valid_words.clamp(min=1).float()
+        valid_frames = valid_frames.clamp(min=1).float()
         scale = (
             self.config.output_scale
             * valid_words.pow(-self.config.word_count_exponent)
