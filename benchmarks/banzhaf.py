@@ -125,7 +125,13 @@ def main() -> None:
             f"  {1e6 * per_matrix:8.1f} us/matrix (batch {BATCH}), {1e6 * single_estimate:8.1f} us/matrix "
             f"(one at a time)"
         )
-        print("  speed-up (same batching on both sides; the issue's target is 1000x over 1000 samples):")
+        fastest = {samples: min(times) for samples, times in monte_carlo.items()}
+        print(
+            f"  speed-up of the batched estimator over the fastest Monte-Carlo per matrix (either batching; the "
+            f"issue's target is 1000x at 1000 samples): {fastest[100] / per_matrix:.1f}x (100 samples) "
+            f"{fastest[1000] / per_matrix:.1f}x (1000 samples)"
+        )
+        print("  speed-up with the same batching on both sides:")
         print(
             f"    over vectorised Monte-Carlo, batch {BATCH}:     {monte_carlo[100][0] / per_matrix:9.1f}x "
             f"(100 samples) {monte_carlo[1000][0] / per_matrix:9.1f}x (1000 samples)"

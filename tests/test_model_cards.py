@@ -75,6 +75,9 @@ def test_estimator_card_has_its_own_release():
     card = render_model_card(HBIBanzhafEstimatorConfig(), "msrvtt")
     assert "HBIBanzhafEstimator.from_pretrained" in _section(card, "How to load")
     assert "no standalone results" in _section(card, "The paper's results")
+    fast = HBIBanzhafEstimatorConfig(input_features="row_column", use_attention=False, hidden_size=8, kernel_size=1)
+    configuration = _section(render_model_card(fast, "msrvtt"), "Configuration")
+    assert "input features `row_column`, no attention, hidden size 8, kernel 1x1" in configuration
 
 
 def test_unknown_dataset_is_refused():

@@ -219,7 +219,11 @@ def _method_name(config: PreTrainedConfig) -> str | None:
 
 def _configuration_lines(config: PreTrainedConfig) -> str:
     if isinstance(config, HBIBanzhafEstimatorConfig):
-        return f"- hidden size {config.hidden_size}, kernel {config.kernel_size}x{config.kernel_size}"
+        attention = "single-head self-attention over the cells" if config.use_attention else "no attention"
+        return (
+            f"- input features `{config.input_features}`, {attention}, hidden size {config.hidden_size}, "
+            f"kernel {config.kernel_size}x{config.kernel_size}"
+        )
     clusters = (
         f"ratios video {config.video_cluster_ratios}, text {config.text_cluster_ratios}"
         if config.cluster_mode == "ratio"
