@@ -139,14 +139,32 @@ def test_the_1x1_encoding_computed_per_row_and_column_is_the_convolution_over_th
     similarity = matrices(batch=3, words=9, frames=6).requires_grad_()
     cell_mask = torch.ones(3, 9, 6, dtype=torch.bool)
     cell_mask[1, 5:], cell_mask[2, :, 2:] = False, False
-    per_line = head._encode_line_statistics(similarity.masked_fill(~cell_mask, 0.0), cell_mask)
-    convolved = head.encoder(banzhaf_cell_features(similarity.masked_fill(~cell_mask, 0.0), cell_mask))
+    zeroed = similarity.masked_fill(~cell_mask, 0.0)
+    # computed frame-major, (batch, hidden, frames, words)
+    per_line = head._encode_line_statistics(zeroed.mT.contiguous(), cell_mask.mT.contiguous()).mT
+    convolved = head.encoder(banzhaf_cell_features(zeroed, cell_mask))
     valid = cell_mask.unsqueeze(1).expand_as(per_line)
     torch.testing.assert_close(per_line[valid], convolved[valid])
-    per_line_grads = torch.autograd.grad(per_line[valid].sum(), [similarity, head.encoder.weight, head.encoder.bias])
-    convolved_grads = torch.autograd.grad(convolved[valid].sum(), [similarity, head.encoder.weight, head.encoder.bias])
+    parameters = [similarity, head.encoder.weight, head.encoder.bias]
+    per_line_grads = torch.autograd.grad(per_line[valid].sum(), parameters, retain_graph=True)
+    convolved_grads = torch.autograd.grad(convolved[valid].sum(), parameters)
     for per_line_grad, convolved_grad in zip(per_line_grads, convolved_grads):
         torch.testing.assert_close(per_line_grad, convolved_grad)
+
+
+@pytest.mark.parametrize("architecture", ["row-column-1x1", "row-column-1x1-attention"])
+def test_the_1x1_network_is_the_convolutional_network_over_the_cell_features(architecture):
+    # the 1x1 network runs frame-major and per row and column; the definition is word-major and per cell
+    head = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES[architecture])).head
+    similarity = matrices(batch=3, words=9, frames=6)
+    cell_mask = torch.ones(3, 9, 6, dtype=torch.bool)
+    cell_mask[1, 5:], cell_mask[2, :, 2:] = False, False
+    zeroed = similarity.masked_fill(~cell_mask, 0.0)
+    hidden = torch.relu(head.encoder(banzhaf_cell_features(zeroed, cell_mask)))
+    if head.use_attention:
+        hidden = head._attend(hidden, cell_mask)
+    expected = head.decoder(hidden).squeeze(1).masked_fill(~cell_mask, 0.0)
+    torch.testing.assert_close(head(similarity, cell_mask), expected)
 
 
 def test_from_clip_takes_the_saved_estimators_architecture_and_a_mismatch_is_named(tmp_path):

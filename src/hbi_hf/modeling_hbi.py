@@ -697,17 +697,27 @@ def _top_three(lines: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _line_statistics(
-    similarity: torch.Tensor, cell_mask: torch.Tensor, ranked: torch.Tensor, dim: int, ranked_dim: int
+    similarity: torch.Tensor, cell_mask: torch.Tensor, ranked: torch.Tensor, dim: int
 ) -> torch.Tensor:
-    """[`ROW_COLUMN_STATISTICS`] of the lines along `dim` of `similarity`, stacked last; their top three come from
-    `ranked` (the lowest float on padded cells, which then never make the top three) along `ranked_dim`."""
+    """[`ROW_COLUMN_STATISTICS`] of the lines along `dim`, stacked last. `ranked` is `similarity` with the lowest
+    float on padded cells, which then never make the top three."""
     valid = cell_mask.sum(dim)
     best = []
-    for place, value in enumerate(_top_three(ranked, ranked_dim)):
+    for place, value in enumerate(_top_three(ranked, dim)):
         # a line with fewer valid cells than `place + 1` repeats its lowest one (a line without any: 0)
         best.append(torch.where(valid > place, value, best[-1] if best else 0.0))
     mean = similarity.sum(dim) / valid.clamp(min=1)
     return torch.stack([*best, mean], dim=-1)
+
+
+def _frame_major_line_statistics(
+    similarity: torch.Tensor, cell_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[`banzhaf_line_statistics`] of a frame-major matrix `(batch, frames, words)` (0 on padded cells): the layout
+    in which both reductions vectorise along the longer word axis. Returns the words' `(batch, words, 4)` and the
+    frames' `(batch, frames, 4)`."""
+    ranked = torch.where(cell_mask, similarity, torch.finfo(similarity.dtype).min)
+    return _line_statistics(similarity, cell_mask, ranked, dim=1), _line_statistics(similarity, cell_mask, ranked, 2)
 
 
 def banzhaf_line_statistics(similarity: torch.Tensor, cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -724,11 +734,7 @@ def banzhaf_line_statistics(similarity: torch.Tensor, cell_mask: torch.Tensor) -
     Returns:
         rows (`torch.Tensor` of shape `(batch, words, 4)`) and columns (`torch.Tensor` of shape `(batch, frames, 4)`).
     """
-    # the maxima run on a frame-major copy, `(batch, frames, words)`: both reductions are then vectorised along the
-    # words (over its frames for the rows, along them for the columns)
-    ranked = torch.where(cell_mask, similarity, torch.finfo(similarity.dtype).min).transpose(1, 2).contiguous()
-    rows = _line_statistics(similarity, cell_mask, ranked, dim=-1, ranked_dim=1)
-    return rows, _line_statistics(similarity, cell_mask, ranked, dim=-2, ranked_dim=2)
+    return _frame_major_line_statistics(similarity.mT.contiguous(), cell_mask.mT.contiguous())
 
 
 def banzhaf_cell_features(similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
@@ -793,10 +799,23 @@ class HBIBanzhafHead(nn.Module):
             `torch.Tensor` of shape `(batch, words, frames)`, 0 on padded cells.
         """
         similarity = torch.where(cell_mask, similarity, 0.0)
+        if self.input_features == "row_column" and self.kernel_size == 1:
+            # each cell is read alone (and attention ignores the order of the cells), so the network runs on the
+            # frame-major matrix, where its reductions and broadcasts vectorise along the longer word axis
+            frame_major = self._cell_network(similarity.mT.contiguous(), cell_mask.mT.contiguous())
+            return torch.where(cell_mask, frame_major.mT, 0.0)
         hidden = self._zero_padded(F.relu(self._encode(similarity, cell_mask), inplace=True), cell_mask)
         if self.use_attention:
             hidden = self._zero_padded(self._attend(hidden, cell_mask), cell_mask)
         return torch.where(cell_mask, self._decode(hidden), 0.0)
+
+    def _cell_network(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
+        """The 1x1 `"row_column"` network on a frame-major matrix `(batch, frames, words)`, 0 on padded cells;
+        returns `(batch, frames, words)` with arbitrary values on padded cells."""
+        hidden = F.relu(self._encode_line_statistics(similarity, cell_mask), inplace=True)
+        if self.use_attention:
+            hidden = self._attend(hidden, cell_mask)
+        return self._decode(hidden)
 
     def _zero_padded(self, hidden: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         """Zero the padded cells of `(batch, hidden, words, frames)` where a `kernel_size` > 1 convolution follows
@@ -807,28 +826,27 @@ class HBIBanzhafHead(nn.Module):
         """The encoding convolution: `(batch, words, frames)` -> `(batch, hidden, words, frames)`."""
         if self.input_features == "similarity":
             return self.encoder(similarity.unsqueeze(1))
-        if self.kernel_size == 1:
-            return self._encode_line_statistics(similarity, cell_mask)
         return self.encoder(banzhaf_cell_features(similarity, cell_mask))
 
     def _attend(self, hidden: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
-        """`x + softmax(x Q (x K)^T) x V` over the cells of each matrix, padded cells never attended to."""
-        batch, channels, words, frames = hidden.shape
+        """`x + softmax(x Q (x K)^T) x V` over the cells of each matrix `(batch, hidden, height, width)`, padded cells
+        never attended to."""
+        batch, channels, height, width = hidden.shape
         cells = hidden.flatten(2).transpose(1, 2)
         attention = masked_softmax(
             (cells @ self.query) @ (cells @ self.key).transpose(1, 2), cell_mask.flatten(1)[:, None, :]
         )
         cells = cells + attention @ (cells @ self.value)
-        return cells.transpose(1, 2).reshape(batch, channels, words, frames)
+        return cells.transpose(1, 2).reshape(batch, channels, height, width)
 
     def _decode(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The decoding convolution: `(batch, hidden, words, frames)` -> `(batch, words, frames)` (a 1x1 one as a
+        """The decoding convolution: `(batch, hidden, height, width)` -> `(batch, height, width)` (a 1x1 one as a
         product, which is faster on CPU than the convolution kernels at these channel counts)."""
         if self.kernel_size > 1:
             return self.decoder(hidden).squeeze(1)
-        batch, _, words, frames = hidden.shape
+        batch, _, height, width = hidden.shape
         weight = self.decoder.weight.flatten(1).expand(batch, -1, -1)
-        return torch.baddbmm(self.decoder.bias.view(1, 1, 1), weight, hidden.flatten(2)).view(batch, words, frames)
+        return torch.baddbmm(self.decoder.bias.view(1, 1, 1), weight, hidden.flatten(2)).view(batch, height, width)
 
     def _encode_line_statistics(self, similarity: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         r"""
@@ -837,16 +855,23 @@ class HBIBanzhafHead(nn.Module):
         W_c]` the encoding is `(w_a + sum W_r + sum W_c) a_ji - W_r r_j - W_c c_i + b`: one small product per line
         instead of per cell. Padded cells get finite values that the caller masks.
 
+        Args:
+            similarity (`torch.Tensor` of shape `(batch, frames, words)`): frame-major, 0 on padded cells.
+            cell_mask (`torch.BoolTensor` of shape `(batch, frames, words)`)
+
         Returns:
-            `torch.Tensor` of shape `(batch, hidden, words, frames)`.
+            `torch.Tensor` of shape `(batch, hidden, frames, words)`.
         """
-        rows, columns = banzhaf_line_statistics(similarity, cell_mask)
+        per_word_statistics, per_frame_statistics = _frame_major_line_statistics(similarity, cell_mask)
         weight = self.encoder.weight.flatten(1)
         row_weight, column_weight = weight[:, 1:].split(len(ROW_COLUMN_STATISTICS), dim=1)
-        # (batch, hidden, words) and (batch, hidden, frames), contiguous so that the broadcast sum below vectorises
-        per_row = torch.matmul(-row_weight, rows.transpose(1, 2)).add_(self.encoder.bias.view(1, -1, 1))
-        per_column = torch.matmul(-column_weight, columns.transpose(1, 2))
-        hidden = per_row.unsqueeze(-1) + per_column.unsqueeze(-2)
+        batch = similarity.shape[0]
+        # (batch, hidden, words) with the bias, and (batch, hidden, frames)
+        per_word = torch.baddbmm(
+            self.encoder.bias.view(1, -1, 1), row_weight.expand(batch, -1, -1), per_word_statistics.mT, alpha=-1
+        )
+        per_frame = torch.bmm(column_weight.expand(batch, -1, -1), per_frame_statistics.mT)
+        hidden = per_word.unsqueeze(-2) - per_frame.unsqueeze(-1)
         return hidden.addcmul_(similarity.unsqueeze(1), weight.sum(1).view(1, -1, 1, 1))
 
 
