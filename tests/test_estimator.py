@@ -156,7 +156,7 @@ def test_the_1x1_encoding_computed_per_row_and_column_is_the_convolution_over_th
 def test_the_1x1_network_is_the_convolutional_network_over_the_cell_features(architecture):
     # the 1x1 network runs frame-major and per row and column; the definition is word-major and per cell
     head = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES[architecture])).head
-    similarity = matrices(batch=3, words=9, frames=6)
+    similarity = matrices(batch=3, words=9, frames=6).requires_grad_()
     cell_mask = torch.ones(3, 9, 6, dtype=torch.bool)
     cell_mask[1, 5:], cell_mask[2, :, 2:] = False, False
     zeroed = similarity.masked_fill(~cell_mask, 0.0)
@@ -164,7 +164,14 @@ def test_the_1x1_network_is_the_convolutional_network_over_the_cell_features(arc
     if head.use_attention:
         hidden = head._attend(hidden, cell_mask)
     expected = head.decoder(hidden).squeeze(1).masked_fill(~cell_mask, 0.0)
-    torch.testing.assert_close(head(similarity, cell_mask), expected)
+    output = head(similarity, cell_mask)
+    torch.testing.assert_close(output, expected)
+    # and it trains the same (the heads R learn through it)
+    inputs = [similarity, *head.parameters()]
+    for grad, expected_grad in zip(
+        torch.autograd.grad(output.pow(2).sum(), inputs), torch.autograd.grad(expected.pow(2).sum(), inputs)
+    ):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 def test_from_clip_takes_the_saved_estimators_architecture_and_a_mismatch_is_named(tmp_path):
