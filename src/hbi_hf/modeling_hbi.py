@@ -875,6 +875,19 @@ class HBIBanzhafHead(nn.Module):
         return hidden.addcmul_(similarity.unsqueeze(1), weight.sum(1).view(1, -1, 1, 1))
 
 
+def _player_counts(
+    text_mask: torch.Tensor | None, video_mask: torch.Tensor | None, similarity: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Valid words and valid frames of each `(batch, words, frames)` matrix, `(batch,)` each; every word (frame) where
+    its mask is not given."""
+    batch, words, frames = similarity.shape
+
+    def count(mask: torch.Tensor | None, length: int) -> torch.Tensor:
+        return mask.bool().sum(-1) if mask is not None else torch.full((batch,), length, device=similarity.device)
+
+    return count(text_mask, words), count(video_mask, frames)
+
+
 def _cell_mask(text_mask: torch.Tensor | None, video_mask: torch.Tensor | None, similarity: torch.Tensor):
     batch, words, frames = similarity.shape
     if text_mask is None and video_mask is None:
@@ -1353,13 +1366,7 @@ class HBIBanzhafEstimator(PreTrainedModel):
             raise ValueError(f"similarity must be (batch, words, frames); got {tuple(similarity.shape)}")
         cell_mask = _cell_mask(text_mask, video_mask, similarity)
         normalised = self._normalised_interaction(similarity, cell_mask)
-        batch, words, frames = similarity.shape
-        device = similarity.device
-        valid_words = text_mask.bool().sum(-1) if text_mask is not None else torch.full((batch,), words, device=device)
-        valid_frames = (
-            video_mask.bool().sum(-1) if video_mask is not None else torch.full((batch,), frames, device=device)
-        )
-        scale = self.output_scale(valid_words, valid_frames).to(normalised.dtype)
+        scale = self.output_scale(*_player_counts(text_mask, video_mask, similarity)).to(normalised.dtype)
         loss = None
         if labels is not None:
             if labels.shape != similarity.shape:
