@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from accelerate import PartialState
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -953,13 +954,62 @@ def self_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     )
 
 
+def gather_world_size() -> int:
+    """
+    Number of processes whose features the alignment loss gathers: the size of the `torch.distributed` process
+    group, 1 without one.
+
+    Raises:
+        `RuntimeError`: a process group of several processes exists but accelerate (hence the `Trainer`) runs this
+            process as a single one. The models would then not be synchronised (no `DistributedDataParallel`): each
+            process would train its own copy on its batch plus the others' batches as extra negatives. This is what
+            `torchrun` on a machine without GPUs gives unless the script gets `--use_cpu`.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    world_size = dist.get_world_size()
+    if world_size > 1 and PartialState._shared_state and PartialState().num_processes != world_size:
+        raise RuntimeError(
+            f"torch.distributed has {world_size} processes, but accelerate (and so the Trainer) runs this one as "
+            f"{PartialState().num_processes} process ({PartialState().distributed_type}): the models would not be "
+            "synchronised and each would train on every batch. On a machine without GPUs pass --use_cpu "
+            "(TrainingArguments(use_cpu=True)) to the script that torchrun / accelerate launch starts; see "
+            "docs/training.md"
+        )
+    return world_size
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity whose backward multiplies the gradient by `factor`."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.factor, None
+
+
 def gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Concatenate `tensor` `(local_batch, ...)` from every process along the batch axis; only this process's slice
-    keeps its gradient. Returns the global tensor and the offset of the local slice. Batches may differ in size.
-    Without an initialised process group (or with one process) the tensor is returned unchanged."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """
+    Concatenate `tensor` `(local_batch, ...)` from every process along the batch axis ([`gather_world_size`]); only
+    this process's slice keeps its gradient. Returns the global tensor and the offset of the local slice. Batches may
+    differ in size. Without a process group (or with one process) the tensor is returned unchanged.
+
+    Every process computes the loss of the whole global batch, but its gradient reaches only its own slice; the
+    slice's gradient is multiplied by the number of processes, so that the average `DistributedDataParallel` (and
+    FSDP, DeepSpeed) takes over processes is the gradient of the global-batch loss, as one process with the whole
+    batch would compute it.
+
+    Raises:
+        `RuntimeError`: see [`gather_world_size`].
+    """
+    world_size = gather_world_size()
+    if world_size == 1:
         return tensor, 0
-    world_size, rank = dist.get_world_size(), dist.get_rank()
+    rank = dist.get_rank()
     local_size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(local_size) for _ in range(world_size)]
     dist.all_gather(sizes, local_size)
@@ -971,7 +1021,7 @@ def gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     gathered = [torch.empty_like(payload) for _ in range(world_size)]
     dist.all_gather(gathered, payload)
     parts = [part[:size].to(tensor.dtype) for part, size in zip(gathered, sizes)]
-    parts[rank] = tensor
+    parts[rank] = _ScaleGradient.apply(tensor, float(world_size)) if tensor.requires_grad else tensor
     return torch.cat(parts), sum(sizes[:rank])
 
 
@@ -2101,6 +2151,7 @@ __all__ = [
     "contrastive_loss",
     "dpc_knn_cluster",
     "gather_with_local_grad",
+    "gather_world_size",
     "masked_softmax",
     "self_distillation_loss",
     "banzhaf_cell_features",

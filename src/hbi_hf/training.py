@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint, unwrap_peft_model
 from transformers.utils import logging
 
-from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval
+from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval, gather_world_size
 from .retrieval_data import build_retrieval_collator, build_retrieval_processor, load_retrieval_dataset
 from .retrieval_evaluation import evaluate_retrieval
 from .retrieval_metrics import model_index_results
@@ -113,7 +114,13 @@ class HBITrainingArguments(TrainingArguments):
     coef_lr: float = field(
         default=1e-3, metadata={"help": "CLIP parameters train at learning_rate * coef_lr (official: 1e-3)."}
     )
-    freeze_clip: bool = field(default=False, metadata={"help": "Freeze the CLIP text and image towers."})
+    adapter_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of PEFT adapters (LoRA inside the CLIP towers); defaults to learning_rate."},
+    )
+    freeze_clip: bool = field(
+        default=False, metadata={"help": "Freeze the CLIP text and image towers (PEFT adapters in them stay trainable)."}
+    )
     auto_mixed_precision: bool = field(
         default=True,
         metadata={"help": "On a GPU with neither --bf16 nor --fp16 given: bf16 where supported, else fp16."},
@@ -141,10 +148,25 @@ class HBITrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+def adapter_parameter_names(model: nn.Module) -> set[str]:
+    """Names (as `model.named_parameters()` gives them) of the PEFT adapter parameters of `model` (LoRA's `lora_A` /
+    `lora_B` and the like: those of every PEFT tuner layer's `adapter_layer_names`); empty for a model without
+    adapters."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            for attribute in module.adapter_layer_names:
+                prefix = f"{module_name}.{attribute}." if module_name else f"{attribute}."
+                names.update(prefix + name for name, _ in getattr(module, attribute).named_parameters())
+    return names
+
+
 def clip_parameter_names(model: nn.Module) -> set[str]:
-    """Names (as `model.named_parameters()` gives them) of every parameter inside a CLIP tower of `model`."""
+    """Names (as `model.named_parameters()` gives them) of every parameter of a CLIP tower of `model`: those inside a
+    `CLIPModel`, except PEFT adapters injected there ([`adapter_parameter_names`])."""
     prefixes = [name + "." for name, module in model.named_modules() if isinstance(module, CLIPModel)]
-    return {name for name, _ in model.named_parameters() if any(name.startswith(prefix) for prefix in prefixes)}
+    inside = {name for name, _ in model.named_parameters() if any(name.startswith(prefix) for prefix in prefixes)}
+    return inside - adapter_parameter_names(model)
 
 
 def hbi_parameter_groups(
@@ -153,26 +175,37 @@ def hbi_parameter_groups(
     coef_lr: float,
     weight_decay: float,
     decay_parameter_names: set[str],
+    adapter_learning_rate: float | None = None,
 ) -> list[dict]:
     """
-    Optimizer parameter groups: CLIP parameters at `learning_rate * coef_lr`, all others at `learning_rate`; weight
-    decay only on the parameters in `decay_parameter_names` (the Trainer's choice: not biases, not norms). Frozen
-    parameters and empty groups are left out. Each group carries a `"name"`.
+    Optimizer parameter groups, one per part (`"tower"`) of the model and weight-decay choice: CLIP parameters
+    (`"clip"`) at `learning_rate * coef_lr`, PEFT adapters (`"adapter"`, e.g. LoRA inside the CLIP towers) at
+    `adapter_learning_rate` (defaults to `learning_rate`), all others (`"new"`: the temporal transformer, the HBI
+    modules, task heads) at `learning_rate`; weight decay only on the parameters in `decay_parameter_names` (the
+    Trainer's choice: not biases, not norms). Frozen parameters and empty groups are left out. Each group carries a
+    `"name"` (`"<tower>_decay"` / `"<tower>_no_decay"`) and its `"tower"`.
     """
     clip_names = clip_parameter_names(model)
+    adapter_names = adapter_parameter_names(model)
+    rates = {
+        "clip": learning_rate * coef_lr,
+        "adapter": learning_rate if adapter_learning_rate is None else adapter_learning_rate,
+        "new": learning_rate,
+    }
     groups: dict[str, dict] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        tower = "clip" if name in clip_names else "new"
+        tower = "clip" if name in clip_names else "adapter" if name in adapter_names else "new"
         decay = name in decay_parameter_names
         key = f"{tower}_{'decay' if decay else 'no_decay'}"
         group = groups.setdefault(
             key,
             {
                 "name": key,
+                "tower": tower,
                 "params": [],
-                "lr": learning_rate * coef_lr if tower == "clip" else learning_rate,
+                "lr": rates[tower],
                 "weight_decay": weight_decay if decay else 0.0,
             },
         )
@@ -192,18 +225,25 @@ def freeze_clip_towers(model: nn.Module) -> int:
 
 class HBITrainer(Trainer):
     """
-    `Trainer` for HBI models: two learning rates and the loss parts in the logs for [`HBIForRetrieval`],
-    [`HBIForVideoQA`] and [`HBIForCaptioning`]; retrieval metrics as the evaluation of [`HBIForRetrieval`].
+    `Trainer` for HBI models: the learning rates of [`hbi_parameter_groups`] (each logged as `learning_rate/<tower>`)
+    and the loss parts in the logs for [`HBIForRetrieval`], [`HBIForVideoQA`] and [`HBIForCaptioning`], also wrapped
+    by PEFT; retrieval metrics and the loss as the evaluation of [`HBIForRetrieval`].
 
     Args:
         dual_softmax (`bool`, *optional*, defaults to `False`): evaluation also reports dual-softmax figures.
         eval_chunk_size (`int`, *optional*, defaults to 64): texts x videos per scoring block in evaluation.
         All other arguments are `Trainer`'s; `processing_class` must be the processor (it encodes the evaluation
         gallery and is saved with every checkpoint).
+
+    Raises:
+        `RuntimeError`: the script runs under a `torch.distributed` process group of several processes that the
+            `Trainer` does not train as one (no DDP; `torchrun` on a machine without GPUs without `--use_cpu`), see
+            [`~hbi_hf.modeling_hbi.gather_world_size`].
     """
 
     def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE, **kwargs):
         super().__init__(*args, **kwargs)
+        gather_world_size()
         self.dual_softmax = dual_softmax
         self.eval_chunk_size = eval_chunk_size
         self._loss_part_sums: dict[str, torch.Tensor] = {}
@@ -221,7 +261,17 @@ class HBITrainer(Trainer):
             coef_lr,
             self.args.weight_decay,
             set(self.get_decay_parameter_names(opt_model)),
+            getattr(self.args, "adapter_learning_rate", None),
         )
+        towers = {group["tower"]: group for group in groups}
+        if "adapter" in towers and "clip" in towers:
+            logger.warning(
+                "%d CLIP parameter tensors train next to the PEFT adapters, at learning_rate x coef_lr = %g (e.g. LoRA "
+                "with bias='all', or modules_to_save inside the CLIP towers); the adapters train at %g",
+                sum(len(g["params"]) for g in groups if g["tower"] == "clip"),
+                towers["clip"]["lr"],
+                towers["adapter"]["lr"],
+            )
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
@@ -239,8 +289,26 @@ class HBITrainer(Trainer):
             self._loss_part_count += 1
         return (loss, outputs) if return_outputs else loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The `Trainer`'s step; when only the loss is asked for, the model's loss whatever label fields the batch
+        carries (HBI models derive their targets: retrieval from the pairing, captioning from `input_ids`)."""
+        if not prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach().mean(), None, None
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds the mean loss parts since the last log (averaged over processes) to training logs."""
+        """Adds to training logs the mean loss parts since the last log (averaged over processes) and the learning
+        rate of every parameter group as `learning_rate/<tower>` (`clip`, `adapter`, `new`; see
+        [`hbi_parameter_groups`]); `learning_rate` itself is that of the new modules (`--learning_rate`)."""
+        if "learning_rate" in logs and self.optimizer is not None:
+            rates = {}
+            for group in self.optimizer.param_groups:
+                rates.setdefault(f"learning_rate/{group.get('tower', group.get('name'))}", group["lr"])
+            logs.update(rates)
+            logs["learning_rate"] = rates.get("learning_rate/new", logs["learning_rate"])
         if "loss" in logs and self._loss_part_sums:
             names = list(self._loss_part_sums)
             means = torch.stack([self._loss_part_sums[name] for name in names]) / self._loss_part_count
@@ -256,10 +324,11 @@ class HBITrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, logged and
-        returned with `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the
-        loss on `eval_dataset`)."""
-        model = self.accelerator.unwrap_model(self.model)
+        """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, and the loss of
+        Eq. 16 on its rows taken as matched pairs in batches (`<prefix>_loss`), logged and returned with
+        `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the loss on
+        `eval_dataset`). A model wrapped by PEFT is evaluated with its adapters."""
+        model = unwrap_peft_model(self.accelerator.unwrap_model(self.model))
         if not isinstance(model, HBIForRetrieval):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -277,7 +346,14 @@ class HBITrainer(Trainer):
                 dual_softmax=self.dual_softmax,
                 state=self.accelerator.state,
             )
-        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        loss = self.evaluation_loop(
+            self.get_eval_dataloader(dataset),
+            description="Evaluation",
+            prediction_loss_only=True,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        ).metrics
+        metrics = {**loss, **{f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -360,6 +436,7 @@ __all__ = [
     "HBIModelArguments",
     "HBITrainer",
     "HBITrainingArguments",
+    "adapter_parameter_names",
     "build_retrieval_model",
     "clip_parameter_names",
     "freeze_clip_towers",
