@@ -488,7 +488,7 @@ class HBIRepresentationReconstruction(nn.Module):
         dots = layout.products(text.tokens, video.tokens)
         frame_attention = masked_softmax(layout.products(text.query.unsqueeze(1), video.tokens), video_mask, frames)
         # t_j . v_c with v_c the mean valid frame token: the mean of the word's dot products over the valid frames
-        frame_mean = video_mask / video_mask.sum(frames, keepdim=True).clamp_min(1)
+        frame_mean = (video_mask / video_mask.sum(frames, keepdim=True).clamp_min(1)).to(dots.dtype)
         word_attention = masked_softmax(
             torch.linalg.vecdot(dots, frame_mean, dim=frames).unsqueeze(frames), text_mask, words
         )
@@ -1251,15 +1251,18 @@ class HBIModel(HBIPreTrainedModel):
     # ----- scoring ---------------------------------------------------------------------------------------------------
 
     def level_inputs(self, features: HBIModalityFeatures, level: int) -> HBILevelInputs:
-        """Everything pair-independent that scoring at `level` needs for one modality, computed once per item."""
-        tokens = features.level_tokens[level]
+        """Everything pair-independent that scoring at `level` needs for one modality, computed once per item.
+
+        Scoring runs in float32 whatever the dtype of the weights and features (bf16 / fp16 features are upcast
+        here), so half-precision models rank with full-precision sums and create no ties that float32 would not."""
+        tokens = features.level_tokens[level].float()
         mask = features.level_masks[level]
-        inputs = HBILevelInputs(tokens=tokens, mask=mask, weight_logits=features.level_weight_logits[level])
+        inputs = HBILevelInputs(tokens=tokens, mask=mask, weight_logits=features.level_weight_logits[level].float())
         if self.config.representation_reconstruction:
-            inputs.gate_logits = features.level_gate_logits[level]
+            inputs.gate_logits = features.level_gate_logits[level].float()
             inputs.gram = tokens @ tokens.transpose(1, 2)
             if isinstance(features, HBITextFeatures):
-                inputs.query = features.global_embeddings
+                inputs.query = features.global_embeddings.float()
         return inputs
 
     def similarity_per_level(
