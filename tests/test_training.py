@@ -105,6 +105,17 @@ def test_a_few_trainer_steps_decrease_the_loss_and_log_its_parts(tmp_path):
     assert logged and all({"contrastive_loss", "banzhaf_loss", "distillation_loss"} <= set(e) for e in logged)
 
 
+def test_every_parameter_group_logs_its_learning_rate_under_its_own_name(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=4, logging_steps=1, warmup_steps=2, coef_lr=0.5)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 4
+    for entry in logged:  # learning_rate itself is --learning_rate's group (the new modules), not CLIP's
+        assert entry["learning_rate/clip"] == pytest.approx(0.5 * entry["learning_rate/new"])
+        assert entry["learning_rate"] == entry["learning_rate/new"]
+    assert max(entry["learning_rate/new"] for entry in logged) == pytest.approx(1e-3)
+
+
 def test_resume_from_checkpoint_continues_to_the_same_weights(tmp_path):
     uninterrupted = make_trainer(tmp_path / "uninterrupted", max_steps=4, save_strategy="steps", save_steps=2)
     uninterrupted.train()
@@ -138,7 +149,7 @@ def test_freeze_option_keeps_clip_towers_fixed_and_trains_the_rest(tmp_path):
 def test_evaluate_reports_retrieval_metrics_of_the_whole_gallery(tmp_path):
     trainer = make_trainer(tmp_path, dataloader_num_workers=0)
     metrics = trainer.evaluate()
-    assert {"eval_t2v_R@1", "eval_t2v_MdR", "eval_v2t_R@10", "eval_v2t_MnR"} <= set(metrics)
+    assert {"eval_t2v_R@1", "eval_t2v_MdR", "eval_v2t_R@10", "eval_v2t_MnR", "eval_loss"} <= set(metrics)
     assert 1.0 <= metrics["eval_t2v_MnR"] <= 4.0  # 4 videos in the gallery
 
 
