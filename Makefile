@@ -1,31 +1,71 @@
-# Set-up and everyday commands. Everything installs into ./.venv.
-#   make test        create the environment (first time) and run the test suite
-#   make demo        create the environment, then train + evaluate retrieval on the embedded dataset
+# Set-up and everyday commands. Everything installs into ./.venv, exactly as pinned in requirements/lock.txt.
+#   make test         create the environment (first time) and run the test suite
+#   make demo         create the environment, then train + evaluate retrieval on the embedded dataset
+#   make lock         re-resolve requirements/lock.txt to the newest releases in pyproject.toml's ranges
+#   make test-latest  run the suite in .venv-latest, built from the newest releases in the ranges (not the lock)
+#   make test-oldest  run the suite in .venv-oldest, built from the oldest releases the ranges allow
 # torch is installed first, on its own, so that nothing else can pull a different build:
-#   CPU machines (default): TORCH="torch==2.13.0" (the CPU build on this project's machines)
-#   GPU machines:           make venv TORCH=torch   (PyPI's Linux wheel of torch is the CUDA build)
+#   CPU machines (default): requirements/torch-cpu.txt, the CPU build torch 2.13.0 that this project's machines carry
+#   GPU machines:           make venv TORCH=torch==2.13.0   (PyPI's Linux wheel of torch is the CUDA build)
+# The lock is resolved for CPython 3.11 on Linux x86_64 (this project's machines); elsewhere install the package
+# into your own environment with `pip install -e .` (pyproject.toml keeps compatible ranges).
 
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+TORCH ?=
+TORCH_FIND_LINKS ?= /opt/wheels
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+LOCK := requirements/lock.txt
+TORCH_CPU := requirements/torch-cpu.txt
 # The CLIP BPE vocabulary file ships inside this wheel; installed without its dependencies
 # (its torchvision requirement would replace the pinned torch).
-CLIP_VOCAB_WHEEL := clip-anytorch==2.6.0
+CLIP_VOCAB := requirements/clip-vocab.txt
+# Installs a checked-out environment: torch, then every locked package (hash-checked, no resolution), then the
+# package itself in editable mode, a consistency check, then the vocabulary wheel (outside the check: see above).
+define install_locked
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(if $(TORCH),$(1)/bin/python -m pip install -q "$(TORCH)",$(1)/bin/python -m pip install -q --no-deps --require-hashes -r $(TORCH_CPU))
+	$(1)/bin/python -m pip install -q --no-deps --require-hashes -r $(2)
+	$(1)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(1)/bin/python -m pip check
+	$(1)/bin/python -m pip install -q --no-deps --require-hashes -r $(CLIP_VOCAB)
+endef
+UV_COMPILE = $(PY) -m uv pip compile pyproject.toml requirements/build.in --extra dev -c $(TORCH_CPU) \
+	--find-links $(TORCH_FIND_LINKS) --generate-hashes --python-version 3.11 --no-emit-package torch \
+	--custom-compile-command "make lock"
 
-.PHONY: venv test test-slow test-hub lint demo demo-qa demo-captioning clean
+.PHONY: venv lock test test-slow test-hub test-latest test-oldest lint demo demo-qa demo-captioning clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"
-	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/constraints.txt
-	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[dev]"
-	$(PIP) install -q --no-deps "$(CLIP_VOCAB_WHEEL)"
+$(VENV)/.installed: $(LOCK) $(TORCH_CPU) $(CLIP_VOCAB) pyproject.toml Makefile
+	$(call install_locked,$(VENV),$(LOCK))
 	touch $@
+
+lock: venv
+	$(UV_COMPILE) --upgrade -o $(LOCK)
+
+.venv-latest/.installed: pyproject.toml Makefile
+	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --no-deps --require-hashes -r $(TORCH_CPU)
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(TORCH_CPU) -e ".[dev]"
+	.venv-latest/bin/python -m pip check
+	.venv-latest/bin/python -m pip install -q --no-deps --require-hashes -r $(CLIP_VOCAB)
+	touch $@
+
+test-latest: .venv-latest/.installed
+	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|datasets|accelerate|peft|evaluate|huggingface.hub|tokenizers|safetensors|av|decord|numpy)=='
+	.venv-latest/bin/python -m pytest -q
+
+.venv-oldest/.installed: pyproject.toml Makefile | venv
+	$(UV_COMPILE) --resolution lowest-direct -o .venv-oldest-lock.txt
+	$(call install_locked,.venv-oldest,.venv-oldest-lock.txt)
+	touch $@
+
+test-oldest: .venv-oldest/.installed
+	.venv-oldest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|datasets|accelerate|peft|evaluate|huggingface.hub|tokenizers|safetensors|av|decord|numpy)=='
+	.venv-oldest/bin/python -m pytest -q
 
 test: venv
 	$(PY) -m pytest -q
@@ -54,7 +94,7 @@ demo-captioning: venv
 	$(PY) scripts/demo_tasks.py --task captioning --output_dir outputs/demo-captioning --num_train_epochs 12
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) .venv-latest .venv-oldest .venv-oldest-lock.txt build dist src/*.egg-info
 
 demo: venv
 	$(RETRIEVAL_DEMO)
