@@ -6,15 +6,17 @@ down-sampled to `num_frames`. Videos with fewer frames are padded with zero fram
 ones.
 """
 
-import importlib.util
+import itertools
+from functools import partial
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ChannelDimension, PILImageResampling, SizeDict
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import TensorType, logging
 from transformers.video_processing_utils import BaseVideoProcessor
@@ -44,11 +46,6 @@ class HBIVideoDecodeError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
-
-
-def default_video_backend() -> str:
-    """`"decord"` where its wheel is installed, else `"pyav"`."""
-    return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
 
 
 def sample_frame_indices(
@@ -94,67 +91,273 @@ def sample_frame_indices(
     return candidates[positions]
 
 
-def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
-    import decord
+VIDEO_BACKENDS = ("pyav", "decord")
+# seek attempts at an anchor keyframe (its pts, then its dts) before the reader decodes sequentially instead
+_MAX_SEEK_ATTEMPTS = 2
 
-    try:
-        reader = decord.VideoReader(path, num_threads=1)
-    except Exception as error:
-        if "cannot find video stream" in str(error):
-            raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no video stream)") from error
-        raise HBIVideoDecodeError(path, f"unreadable or corrupt video ({type(error).__name__})") from error
-    total = len(reader)
-    fps = float(reader.get_avg_fps()) or None
-    metadata = VideoMetadata(total_num_frames=total, fps=fps, video_backend="decord")
-    if total == 0:
-        raise HBIVideoDecodeError(path, ZERO_FRAMES)
-    indices = sample_indices(metadata)
-    try:
-        frames = reader.get_batch(list(indices)).asnumpy()
-    except Exception as error:
-        raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
-    metadata.frames_indices = list(indices)
-    metadata.height, metadata.width = frames.shape[1:3]
-    return frames, metadata
+
+def default_video_backend() -> str:
+    """`"pyav"`: the backend that returned the right frames for every container and codec of the painted-index test
+    set (`tests/test_video_decoding.py`), seeking to the keyframes it needs. decord's seeking returns wrong frames for
+    MPEG-4 Part 2 with B-frames and HEVC, so `video_backend="decord"` decodes sequentially (see `read_video`)."""
+    return "pyav"
+
+
+class _HBIPacketIndex:
+    """Where each frame of a video stream is, read from its packets without decoding them (demuxing is cheap).
+
+    Frames are counted as a player shows them: in presentation order, one per packet. A packet cut off by the end
+    of the file (a truncated download; when the container lists more frames than the file holds, the last packet
+    read counts as cut off) and the frames shown after it are left out, so a truncated file gives its good frames. `frame_pts` is None when the packets do not give every frame a distinct timestamp (then the reader
+    decodes sequentially and counts the frames it gets).
+    """
+
+    def __init__(self, container, stream, file_size: int):
+        pts, dts, keyframe = [], [], []
+        lost_pts = None
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size:
+                    lost_pts = packet.pts
+                    break
+                pts.append(packet.pts)
+                dts.append(packet.dts)
+                keyframe.append(bool(packet.is_keyframe))
+        except Exception as error:  # a damaged container: keep the packets read before the damage
+            if not pts:
+                raise
+            logger.warning(f"{container.name}: container damaged after {len(pts)} packets ({error}); using those")
+        if lost_pts is None and pts and stream.frames and len(pts) < stream.frames:
+            # the container lists more frames than the file holds: the last packet read may be cut off too
+            lost_pts = pts.pop()
+            dts.pop()
+            keyframe.pop()
+        self.pts, self.dts, self.keyframe = pts, dts, keyframe
+        self.frame_pts = None
+        if pts and None not in pts and len(set(pts)) == len(pts):
+            shown = sorted(pts)
+            if lost_pts is not None:
+                shown = [value for value in shown if value < lost_pts]
+            self.frame_pts = shown
+            self.position = {value: position for position, value in enumerate(pts)}
+        self.total_num_frames = len(self.frame_pts) if self.frame_pts is not None else len(pts)
+
+    def anchor(self, target_pts: int) -> int:
+        """Decode position of the keyframe to start from for the frame shown at `target_pts`: the last keyframe
+        before it in decode order that is not shown after it (later keyframes of an open GOP cannot rebuild it)."""
+        target_position = self.position[target_pts]
+        for position in range(target_position, -1, -1):
+            if self.keyframe[position] and self.pts[position] <= target_pts:
+                return position
+        return 0
+
+
+class _HBISeekFailed(Exception):
+    """Seeking did not give the frames the packet index promised: decode sequentially instead."""
+
+
+def _frames_by_seeking(container, stream, index: _HBIPacketIndex, wanted_pts: list[int]) -> dict[int, np.ndarray]:
+    """RGB frames `{pts: (H, W, 3)}` for `wanted_pts`, seeking to a keyframe only where it skips decoding; only the
+    wanted frames are kept and converted."""
+    frames: dict[int, np.ndarray] = {}
+    wanted = set(wanted_pts)
+    packets, position = None, -1
+    for target in sorted(wanted):
+        if target in frames:
+            continue
+        anchor = index.anchor(target)
+        if packets is None or anchor > position:
+            packets, position = _seek_to(container, stream, index, anchor), -1
+        found = False
+        for packet in packets:
+            if packet.size:
+                if packet.pts not in index.position:  # a packet cut off by the end of the file
+                    continue
+                position = index.position[packet.pts]
+            for frame in packet.decode():
+                if frame.pts is None or (frame.pts > target and target not in frames):
+                    raise _HBISeekFailed(f"frame at pts {target} not returned after seeking")
+                if frame.pts in wanted:
+                    frames[frame.pts] = frame.to_ndarray(format="rgb24")
+            if target in frames:
+                found = True
+                break
+        if not found:
+            raise _HBISeekFailed(f"frame at pts {target} not returned before the end of the stream")
+    return frames
+
+
+def _seek_to(container, stream, index: _HBIPacketIndex, anchor: int):
+    """A packet iterator that starts at or before the packet at decode position `anchor`."""
+    offsets = [index.pts[anchor]]
+    if index.dts[anchor] is not None and index.dts[anchor] < index.pts[anchor]:
+        offsets.append(index.dts[anchor])
+    for offset in offsets[:_MAX_SEEK_ATTEMPTS]:
+        container.seek(offset, backward=True, any_frame=False, stream=stream)
+        packets = container.demux(stream)
+        first = next(packets, None)
+        if first is None or not first.size or first.pts not in index.position:
+            continue
+        if index.position[first.pts] <= anchor:
+            return itertools.chain([first], packets)
+    raise _HBISeekFailed(f"could not seek to the keyframe at decode position {anchor}")
+
+
+def _frames_sequentially(path: str, index: _HBIPacketIndex, wanted: list[int]) -> dict[int, np.ndarray]:
+    """RGB frames `{index: (H, W, 3)}` for the wanted frame indices, decoding from the start and counting frames in
+    presentation order (the reference: what a player shows); stops after the last wanted frame."""
+    import av
+
+    wanted_set, last = set(wanted), max(wanted)
+    shown = set(index.frame_pts) if index.frame_pts is not None else None
+    frames: dict[int, np.ndarray] = {}
+    count = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for packet in container.demux(stream):
+            if packet.size and shown is not None and packet.pts not in index.position:
+                continue
+            for frame in packet.decode():
+                if shown is not None and frame.pts not in shown:
+                    continue
+                if count in wanted_set:
+                    frames[count] = frame.to_ndarray(format="rgb24")
+                count += 1
+            if count > last:
+                break
+    return frames
 
 
 def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
     import av
 
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no video stream)")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else None
-            decoded = list(container.decode(stream))
-    except HBIVideoDecodeError:
-        raise
+        container = av.open(path)
     except Exception as error:
         raise HBIVideoDecodeError(path, f"unreadable or corrupt video ({type(error).__name__})") from error
-    if not decoded:
+    with container:
+        if not container.streams.video:
+            raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no video stream)")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        try:
+            index = _HBIPacketIndex(container, stream, Path(path).stat().st_size)
+        except Exception as error:
+            raise HBIVideoDecodeError(path, f"unreadable or corrupt video ({type(error).__name__})") from error
+        if index.total_num_frames == 0:
+            raise HBIVideoDecodeError(path, ZERO_FRAMES)
+        fps = float(stream.average_rate) if stream.average_rate else None
+        metadata = VideoMetadata(
+            total_num_frames=index.total_num_frames,
+            fps=fps,
+            duration=index.total_num_frames / fps if fps else None,
+            video_backend="pyav",
+        )
+        indices = [int(i) for i in sample_indices(metadata)]
+        _check_indices(path, indices, index.total_num_frames)
+        frames = None
+        if index.frame_pts is None:
+            logger.info(f"{path}: decoding sequentially (the packets carry no distinct timestamps)")
+        else:
+            wanted_pts = [index.frame_pts[i] for i in indices]
+            try:
+                by_pts = _frames_by_seeking(container, stream, index, wanted_pts)
+                frames = [by_pts[pts] for pts in wanted_pts]
+            except _HBISeekFailed as reason:
+                logger.info(f"{path}: decoding sequentially ({reason})")
+            except Exception as error:
+                raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
+    if frames is None:
+        try:
+            by_index = _frames_sequentially(path, index, indices)
+        except Exception as error:
+            raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
+        missing = sorted(set(indices) - set(by_index))
+        if missing:
+            raise HBIVideoDecodeError(
+                path, f"decoding failed: frames {missing[:5]} of the {index.total_num_frames} listed were not decoded"
+            )
+        frames = [by_index[i] for i in indices]
+    return _finish(path, frames, indices, metadata)
+
+
+def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
+    """decord, decoding sequentially from the first frame up to the last sampled one: its seeking (`get_batch` on
+    non-consecutive indices, `seek_accurate`, `skip_frames`) returns other frames than the ones asked for on MPEG-4
+    Part 2 with B-frames and on HEVC. A file decord cannot open or decode is read with PyAV (logged)."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        total = len(reader)
+    except Exception as error:
+        logger.warning(f"{path}: decord cannot read it ({type(error).__name__}); reading it with PyAV")
+        return _read_video_pyav(path, sample_indices)
+    if total == 0:
         raise HBIVideoDecodeError(path, ZERO_FRAMES)
-    metadata = VideoMetadata(total_num_frames=len(decoded), fps=fps, video_backend="pyav")
-    indices = sample_indices(metadata)
-    frames = np.stack([decoded[index].to_ndarray(format="rgb24") for index in indices])
-    metadata.frames_indices = list(indices)
-    metadata.height, metadata.width = frames.shape[1:3]
-    return frames, metadata
+    fps = float(reader.get_avg_fps()) or None
+    metadata = VideoMetadata(
+        total_num_frames=total, fps=fps, duration=total / fps if fps else None, video_backend="decord"
+    )
+    indices = [int(i) for i in sample_indices(metadata)]
+    _check_indices(path, indices, total)
+    wanted = set(indices)
+    by_index = {}
+    try:
+        for position in range(max(indices) + 1):
+            frame = reader.next()
+            if position in wanted:
+                by_index[position] = frame.asnumpy()
+    except Exception as error:
+        logger.warning(f"{path}: decord failed at frame {position} ({type(error).__name__}); reading it with PyAV")
+        return _read_video_pyav(path, sample_indices)
+    return _finish(path, [by_index[i] for i in indices], indices, metadata)
+
+
+def _check_indices(path: str, indices: list[int], total: int) -> None:
+    if not indices:
+        raise HBIVideoDecodeError(path, ZERO_FRAMES + " (no frame sampled)")
+    if min(indices) < 0 or max(indices) >= total:
+        raise ValueError(f"{path}: sampled frame indices must be in [0, {total}); got {indices}")
+
+
+def _finish(path: str, frames: list[np.ndarray], indices: list[int], metadata: VideoMetadata):
+    shapes = {frame.shape for frame in frames}
+    if len(shapes) != 1:
+        raise HBIVideoDecodeError(path, f"frames change size within the video: {sorted(shapes)}")
+    video = np.stack(frames)
+    metadata.frames_indices = indices
+    metadata.height, metadata.width = video.shape[1:3]
+    return video, metadata
 
 
 def read_video(path: str | PathLike, sample_indices, backend: str | None = None) -> tuple[np.ndarray, VideoMetadata]:
-    """Decodes the frames of a video file that `sample_indices(metadata)` selects.
+    """Decodes the frames of a video file that `sample_indices(metadata)` selects: frame `i` is the `i`-th frame a
+    player shows (presentation order), on both backends.
+
+    * `"pyav"` (default): reads the packet index (no decoding), then seeks to the keyframe before each sampled frame
+      where that skips decoding, and decodes forward to it; only the sampled frames are converted and kept, so memory
+      is bounded by the sampled frames. Where the packets carry no distinct timestamps, or a seek does not land where
+      the index says, it decodes sequentially from the start instead (logged). A file truncated at its tail gives
+      the frames shown before the first cut-off packet.
+    * `"decord"`: decodes sequentially from the first frame to the last sampled one (its seeking returns wrong frames
+      for MPEG-4 Part 2 with B-frames and HEVC); a file decord cannot open or decode is read with PyAV (logged).
 
     Args:
         path (`str` or `PathLike`): the video file.
-        sample_indices (`Callable[[VideoMetadata], np.ndarray]`): picks frame indices from the video's metadata.
-        backend (`str`, *optional*): `"decord"` or `"pyav"`; defaults to decord where installed.
+        sample_indices (`Callable[[VideoMetadata], np.ndarray]`): picks frame indices (in `[0, total_num_frames)`)
+            from the video's metadata.
+        backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"decord"`.
 
     Returns:
-        `(frames, metadata)`: frames of shape `(frames, height, width, 3)` (uint8 RGB) and the video's metadata.
+        `(frames, metadata)`: frames of shape `(sampled, height, width, 3)` (uint8 RGB) and the video's metadata.
 
     Raises:
         `HBIVideoDecodeError`: the file is missing, unreadable, corrupt, or has zero frames.
+        `ValueError`: an unknown backend, or sampled indices outside the video.
     """
     path = str(path)
     if not Path(path).is_file():
@@ -166,7 +369,7 @@ def read_video(path: str | PathLike, sample_indices, backend: str | None = None)
         return _read_video_decord(path, sample_indices)
     if backend == "pyav":
         return _read_video_pyav(path, sample_indices)
-    raise ValueError(f"video backend must be 'decord' or 'pyav'; got {backend!r}")
+    raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}; got {backend!r}")
 
 
 class HBIVideoProcessorKwargs(VideosKwargs, total=False):
@@ -175,9 +378,9 @@ class HBIVideoProcessorKwargs(VideosKwargs, total=False):
         `"fps"`: 1 frame per second, then uniformly down to `num_frames` (the paper's protocol); `"uniform"`:
         `num_frames` frames spread over the whole video.
     sampling_fps (`float`, *optional*, defaults to 1.0):
-        The rate of the first stage of `"fps"` sampling.
-    video_backend (`str`, *optional*):
-        `"decord"` or `"pyav"`; defaults to decord where installed.
+        The rate of the first stage of `"fps"` sampling; transformers' name `fps` is accepted for it.
+    video_backend (`str`, *optional*, defaults to `"pyav"`):
+        `"pyav"` or `"decord"` (see [`read_video`]).
     """
 
     sampling_mode: str | None
@@ -185,11 +388,17 @@ class HBIVideoProcessorKwargs(VideosKwargs, total=False):
     video_backend: str | None
 
 
+# keywords of transformers' `VideosKwargs` that this processor cannot honour, with the value that leaves them unused
+_UNSUPPORTED_VIDEO_KWARGS = {"do_pad": (None, False)}
+_CHANNELS_FIRST = (None, "channels_first", ChannelDimension.FIRST)
+_SAMPLING_KWARGS = ("fps", "sampling_fps", "sampling_mode")
+
+
 class HBIVideoProcessor(BaseVideoProcessor):
     r"""
-    Constructs an HBI video processor. Takes video files (decoded with decord or PyAV) or decoded frames, samples
-    `num_frames` frames, resizes the shortest edge to 224 (bicubic), centre-crops to 224x224 and normalises with CLIP's
-    mean and standard deviation. Videos shorter than `num_frames` are padded with zero frames.
+    Constructs an HBI video processor. Takes video files or decoded frames, samples `num_frames` frames, resizes the
+    shortest edge to 224 (bicubic, with Pillow: CLIP's image processor), centre-crops to 224x224 and normalises with
+    CLIP's mean and standard deviation. Videos shorter than `num_frames` are padded with zero frames.
 
     Args:
         num_frames (`int`, *optional*, defaults to 12):
@@ -197,9 +406,12 @@ class HBIVideoProcessor(BaseVideoProcessor):
         sampling_mode (`str`, *optional*, defaults to `"fps"`):
             `"fps"` (1 fps then uniformly down to `num_frames`) or `"uniform"`.
         sampling_fps (`float`, *optional*, defaults to 1.0):
-            The rate of the first stage of `"fps"` sampling.
-        video_backend (`str`, *optional*):
-            `"decord"` or `"pyav"`; defaults to decord where installed.
+            The rate of the first stage of `"fps"` sampling. `fps` (transformers' name) sets it too.
+        video_backend (`str`, *optional*, defaults to `"pyav"`):
+            `"pyav"` or `"decord"`; both return the frames a player shows at the sampled indices ([`read_video`]).
+        do_sample_frames (`bool`, *optional*, defaults to `True`):
+            As in transformers: `False` takes every frame (every decoded frame of a file; decoded frames as given),
+            and the batch is padded to the longest video (at least `num_frames` frames).
         size (`dict[str, int]`, *optional*, defaults to `{"shortest_edge": 224}`):
             The resize target.
         crop_size (`dict[str, int]`, *optional*, defaults to `{"height": 224, "width": 224}`):
@@ -207,6 +419,11 @@ class HBIVideoProcessor(BaseVideoProcessor):
 
     Returns (from `__call__`): a `BatchFeature` with `pixel_values` `(batch, num_frames, 3, height, width)` and
     `video_mask` `(batch, num_frames)` (1 for a real frame, 0 for padding).
+
+    Raises:
+        `TypeError`: a keyword this processor does not know. `ValueError`: a keyword it would ignore (`do_pad=True`,
+        a channels-last `data_format`, sampling keywords with `do_sample_frames=False`, `fps` and `sampling_fps`
+        that disagree), an unknown `sampling_mode` or `video_backend`.
 
     Example:
 
@@ -241,9 +458,72 @@ class HBIVideoProcessor(BaseVideoProcessor):
     video_backend = None
 
     def __init__(self, **kwargs: Unpack[HBIVideoProcessorKwargs]) -> None:
+        fps = kwargs.pop("fps", None)
+        if fps is not None:
+            kwargs["sampling_fps"] = _merge_fps(fps, kwargs.get("sampling_fps"))
         super().__init__(**kwargs)
-        if self.sampling_mode not in FRAME_SAMPLING_MODES:
-            raise ValueError(f"sampling_mode must be one of {FRAME_SAMPLING_MODES}; got {self.sampling_mode!r}")
+        self.fps = None
+        _check_sampling(self.num_frames, self.sampling_mode, self.sampling_fps, self.video_backend)
+
+    def preprocess(self, videos, **kwargs: Unpack[HBIVideoProcessorKwargs]) -> BatchFeature:
+        """Decodes (paths), samples, resizes, crops and normalises `videos`; the keywords override the processor's
+        settings for this call. See the class docstring for what is returned and raised."""
+        accepted = set(self.valid_kwargs.__annotations__) | {"return_tensors"}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise TypeError(
+                f"HBIVideoProcessor got unknown keyword(s) {unknown}; it accepts {sorted(accepted)} (text keywords "
+                "such as padding or max_length go to HBIProcessor, which passes them to the tokenizer)"
+            )
+        for name, unused in _UNSUPPORTED_VIDEO_KWARGS.items():
+            if kwargs.get(name) not in unused:
+                raise ValueError(f"HBIVideoProcessor does not support {name}={kwargs[name]!r}")
+        if kwargs.get("data_format") not in _CHANNELS_FIRST:
+            raise ValueError(
+                f"data_format must be channels_first (pixel_values are (batch, frames, 3, H, W)); got "
+                f"{kwargs['data_format']!r}"
+            )
+        do_sample_frames = kwargs.pop("do_sample_frames", None)
+        do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
+        given_sampling = sorted(name for name in _SAMPLING_KWARGS if kwargs.get(name) is not None)
+        if not do_sample_frames and given_sampling:
+            raise ValueError(f"{given_sampling} have no effect with do_sample_frames=False (every frame is taken)")
+        if kwargs.get("fps") is not None:
+            kwargs["sampling_fps"] = _merge_fps(kwargs.pop("fps"), kwargs.get("sampling_fps"))
+        for name in self.valid_kwargs.__annotations__:
+            if kwargs.get(name) is None:
+                kwargs[name] = getattr(self, name, None)
+        _check_sampling(kwargs["num_frames"], kwargs["sampling_mode"], kwargs["sampling_fps"], kwargs["video_backend"])
+        sample_indices_fn = None
+        if do_sample_frames:
+            sample_indices_fn = partial(
+                self.sample_frames,
+                num_frames=kwargs["num_frames"],
+                sampling_mode=kwargs["sampling_mode"],
+                sampling_fps=kwargs["sampling_fps"],
+            )
+        videos, video_metadata = self._decode_and_sample_videos(
+            videos,
+            video_metadata=kwargs.pop("video_metadata"),
+            do_sample_frames=do_sample_frames,
+            sample_indices_fn=sample_indices_fn,
+            video_backend=kwargs.pop("video_backend"),
+        )
+        videos = self._prepare_input_videos(
+            videos=videos,
+            do_convert_rgb=kwargs.pop("do_convert_rgb"),
+            input_data_format=kwargs.pop("input_data_format"),
+            device=kwargs.pop("device"),
+        )
+        for name in ("fps", "sampling_fps", "sampling_mode", "data_format"):
+            kwargs.pop(name)
+        return_metadata = kwargs.pop("return_metadata")
+        kwargs = self._standardize_kwargs(**kwargs)
+        self._validate_preprocess_kwargs(**kwargs)
+        processed = self._preprocess(videos=videos, **kwargs)
+        if return_metadata:
+            processed["video_metadata"] = video_metadata
+        return processed
 
     def sample_frames(
         self,
@@ -251,7 +531,6 @@ class HBIVideoProcessor(BaseVideoProcessor):
         num_frames: int | None = None,
         sampling_mode: str | None = None,
         sampling_fps: float | None = None,
-        **kwargs,
     ) -> np.ndarray:
         """Frame indices for one video; see [`sample_frame_indices`]."""
         return sample_frame_indices(
@@ -268,14 +547,15 @@ class HBIVideoProcessor(BaseVideoProcessor):
         video_metadata,
         do_sample_frames: bool | None = None,
         sample_indices_fn=None,
+        video_backend: str | None = None,
     ) -> tuple[list[np.ndarray], list[VideoMetadata]]:
-        """Decodes paths (decord / PyAV) and samples frames; decoded frames are sampled the same way."""
+        """Decodes paths ([`read_video`]) and samples frames; decoded frames are sampled the same way."""
         if isinstance(videos, (str, PathLike)):
             videos = [videos]
         if isinstance(videos, (list, tuple)) and videos and all(isinstance(v, (str, PathLike)) for v in videos):
             if sample_indices_fn is None:
                 sample_indices_fn = self._all_frame_indices
-            decoded = [read_video(path, sample_indices_fn, backend=self.video_backend) for path in videos]
+            decoded = [read_video(path, sample_indices_fn, backend=video_backend) for path in videos]
             return [frames for frames, _ in decoded], [metadata for _, metadata in decoded]
         videos = make_batched_videos(videos)
         video_metadata = make_batched_metadata(videos, video_metadata=video_metadata)
@@ -301,21 +581,33 @@ class HBIVideoProcessor(BaseVideoProcessor):
         return video[:, :3]
 
     def resize(self, video: torch.Tensor, size: SizeDict, resample=None, **kwargs) -> torch.Tensor:
-        """Resizes `(frames, 3, H, W)` so the shortest edge is `size.shortest_edge` (or to `size.height x width`)."""
+        """Resizes `(frames, 3, H, W)` so the shortest edge is `size.shortest_edge` (the long edge rounded down, as
+        CLIP's image processor) or to `size.height x size.width`.
+
+        uint8 frames are resized with Pillow, frame by frame, exactly as CLIP's Pillow image processor (the
+        preprocessing of pretrained CLIP and of the official HBI code); float frames with `torch` (antialiased, which
+        matches Pillow when downscaling, not when upscaling).
+        """
         height, width = video.shape[-2:]
         if size.shortest_edge:
-            scale = size.shortest_edge / min(height, width)
-            new_size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+            short, long = sorted((height, width))
+            new_long = int(size.shortest_edge * long / short)
+            new_size = (size.shortest_edge, new_long) if height <= width else (new_long, size.shortest_edge)
         elif size.height and size.width:
             new_size = (size.height, size.width)
         else:
             raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width'; got {size}")
         if new_size == (height, width):
             return video
+        resample = PILImageResampling.BICUBIC if resample is None else resample
+        if video.dtype == torch.uint8:
+            frames = video.permute(0, 2, 3, 1).cpu().numpy()
+            resized = np.stack(
+                [np.asarray(PIL.Image.fromarray(frame).resize(new_size[::-1], resample=resample)) for frame in frames]
+            )
+            return torch.from_numpy(resized).permute(0, 3, 1, 2).to(video.device)
         mode = _TORCH_INTERPOLATION.get(resample, "bicubic")
-        antialias = mode != "nearest"
-        resized = F.interpolate(video.float(), size=new_size, mode=mode, antialias=antialias, align_corners=None)
-        return resized.clamp_(0, 255) if video.dtype == torch.uint8 else resized
+        return F.interpolate(video, size=new_size, mode=mode, antialias=mode != "nearest", align_corners=None)
 
     def center_crop(self, video: torch.Tensor, size: SizeDict, **kwargs) -> torch.Tensor:
         """Crops the centre `size.height x size.width` of `(frames, 3, H, W)`, padding with zeros if smaller."""
@@ -350,7 +642,6 @@ class HBIVideoProcessor(BaseVideoProcessor):
         std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
         processed = []
         for video in videos:
-            video = video[:num_frames]
             if do_resize:
                 video = self.resize(video, size=size, resample=resample)
             if do_center_crop:
@@ -361,8 +652,27 @@ class HBIVideoProcessor(BaseVideoProcessor):
             if do_normalize:
                 video = (video - mean) / std
             processed.append(video)
-        pixel_values, video_mask = pad_videos(processed, num_frames)
+        length = max([num_frames] + [len(video) for video in processed])
+        pixel_values, video_mask = pad_videos(processed, length)
         return BatchFeature(data={"pixel_values": pixel_values, "video_mask": video_mask}, tensor_type=return_tensors)
+
+
+def _merge_fps(fps: float, sampling_fps: float | None) -> float:
+    """transformers' `fps` is HBI's `sampling_fps`: either may be given, both only if they agree."""
+    if sampling_fps is not None and float(sampling_fps) != float(fps):
+        raise ValueError(f"fps ({fps}) and sampling_fps ({sampling_fps}) name the same setting and disagree")
+    return float(fps)
+
+
+def _check_sampling(num_frames, sampling_mode, sampling_fps, video_backend) -> None:
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive integer; got {num_frames!r}")
+    if sampling_mode not in FRAME_SAMPLING_MODES:
+        raise ValueError(f"sampling_mode must be one of {FRAME_SAMPLING_MODES}; got {sampling_mode!r}")
+    if not sampling_fps or sampling_fps <= 0:
+        raise ValueError(f"sampling_fps (fps) must be positive; got {sampling_fps!r}")
+    if video_backend not in (None, *VIDEO_BACKENDS):
+        raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}; got {video_backend!r}")
 
 
 def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
