@@ -23,7 +23,10 @@ class EvaluationArguments:
 
 def main() -> None:
     parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, EvaluationArguments))
-    model_args, data_args, eval_args = parser.parse_args_into_dataclasses()
+    try:
+        model_args, data_args, eval_args = parser.parse_args_into_dataclasses()
+    except ValueError as error:
+        parser.error(str(error))
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path (a saved HBI checkpoint) is required")
     state = PartialState()
@@ -38,7 +41,7 @@ def main() -> None:
     if state.is_main_process:
         print(json.dumps(metrics, indent=2))
         if eval_args.output_dir is not None:
-            write_eval_results(eval_args.output_dir, metrics, data_args.dataset_name, data_args.dataset_name)
+            write_eval_results(eval_args.output_dir, metrics, data_args.dataset_name, data_args.test_split)
 
 
 if __name__ == "__main__":

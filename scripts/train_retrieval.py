@@ -12,7 +12,10 @@ from hbi_hf.training import HBIDataArguments, HBIModelArguments, HBITrainingArgu
 
 def main() -> None:
     parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, HBITrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    except ValueError as error:
+        parser.error(str(error))
     train_retrieval(model_args, data_args, training_args)
 
 

@@ -15,8 +15,12 @@ What differs from a plain `Trainer` run, and where it lives:
 The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathers features from every process.
 """
 
+import errno
 import json
 import os
+import shutil
+import struct
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,13 +29,20 @@ from datasets import Dataset
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint, unwrap_peft_model
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, unwrap_peft_model
 from transformers.utils import logging
 
+from .model_card import write_eval_results
 from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval, gather_world_size
-from .retrieval_data import build_retrieval_collator, build_retrieval_processor, load_retrieval_dataset
+from .retrieval_data import (
+    bad_input_report_callback,
+    build_retrieval_collator,
+    build_retrieval_processor,
+    load_retrieval_dataset,
+    resolve_dataset_name,
+    select_split,
+)
 from .retrieval_evaluation import evaluate_retrieval
-from .retrieval_metrics import model_index_results
 
 logger = logging.get_logger(__name__)
 
@@ -79,9 +90,12 @@ class HBIModelArguments:
 class HBIDataArguments:
     """Which retrieval data to train and evaluate on."""
 
-    dataset_name: str = field(
-        default="synthetic",
-        metadata={"help": "synthetic, msrvtt, msvd, activitynet, didemo or folder."},
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "synthetic, msrvtt, msvd, activitynet, didemo or folder. Unset: the embedded dataset in the cache, "
+            "or the synthetic dataset already generated in --data_root; any other --data_root needs a name."
+        },
     )
     data_root: str | None = field(
         default=None,
@@ -103,6 +117,9 @@ class HBIDataArguments:
     dual_softmax: bool = field(
         default=False, metadata={"help": "Also report dual-softmax re-ranked metrics (separately, under dsl_*)."}
     )
+
+    def __post_init__(self):
+        self.dataset_name = resolve_dataset_name(self.dataset_name, self.data_root)
 
 
 @dataclass
@@ -249,6 +266,21 @@ class HBITrainer(Trainer):
         self._loss_part_sums: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint save; a failure names its real cause (see [`diagnose_save_error`])."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as error:
+            raise diagnose_save_error(error, folder) from error
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's `save_model`; a failure names its real cause (see [`diagnose_save_error`])."""
+        try:
+            super().save_model(output_dir, _internal_call)
+        except (OSError, RuntimeError) as error:
+            raise diagnose_save_error(error, Path(output_dir or self.args.output_dir)) from error
+
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer over [`hbi_parameter_groups`]."""
         if self.optimizer is not None:
@@ -345,6 +377,7 @@ class HBITrainer(Trainer):
                 chunk_size=self.eval_chunk_size,
                 dual_softmax=self.dual_softmax,
                 state=self.accelerator.state,
+                strict=getattr(self.data_collator, "strict", False),
             )
         loss = self.evaluation_loop(
             self.get_eval_dataloader(dataset),
@@ -359,6 +392,107 @@ class HBITrainer(Trainer):
         return metrics
 
 
+LOW_DISK_SPACE_BYTES = 16 * 2**20
+"""Free space under which a failed save is attributed to a full disk."""
+
+
+def diagnose_save_error(error: BaseException, folder: str | os.PathLike) -> BaseException:
+    """
+    The error to raise for a save into `folder` that failed with `error`: an `OSError` naming `folder` with the
+    errno of the first `OSError` in `error`'s chain, or `OSError(ENOSPC)` when the file system holding `folder`
+    has (almost) no free space left, since torch reports a full disk only as "basic_ios::clear: iostream error" or
+    "unexpected pos"; otherwise `error` itself.
+    """
+    folder = Path(folder)
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return OSError(cause.errno, f"{os.strerror(cause.errno)} while saving into {folder} ({error})")
+        cause = cause.__cause__ or cause.__context__
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and shutil.disk_usage(existing).free < LOW_DISK_SPACE_BYTES:
+        free = shutil.disk_usage(existing).free
+        return OSError(
+            errno.ENOSPC,
+            f"No space left on device while saving into {folder} ({free} bytes free; the save reported: {error}). "
+            "The incomplete checkpoint is kept, and `--resume_from_checkpoint last` skips it",
+        )
+    return error
+
+
+def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
+    """
+    What makes a Trainer checkpoint folder unusable for resuming, or None when it is complete: `trainer_state.json`
+    (written last) missing or unreadable, no model weights, a truncated or malformed safetensors file, a missing
+    shard, or a truncated torch file (optimizer, scheduler, RNG state).
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json is missing or unreadable ({type(error).__name__}), so the save did not finish"
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    for index_file in checkpoint.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index_file.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return f"{index_file.name} is unreadable"
+        missing = sorted(shard for shard in shards if not (checkpoint / shard).is_file())
+        if missing:
+            return f"{index_file.name} lists missing weight files {missing}"
+    if not weights:
+        return "it holds no model weights (*.safetensors)"
+    for path in weights:
+        problem = _safetensors_problem(path)
+        if problem is not None:
+            return f"{path.name} {problem}"
+    for path in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth"), *checkpoint.glob("*.bin")]):
+        if not zipfile.is_zipfile(path):
+            return f"{path.name} is truncated or not a torch file"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (its header must parse and its tensors end at the file's end)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"is truncated ({size} bytes)"
+        (header_size,) = struct.unpack("<Q", head)
+        if header_size > size - 8:
+            return f"is truncated (header of {header_size} bytes, file of {size})"
+        try:
+            header = json.loads(handle.read(header_size))
+        except ValueError:
+            return "has an unreadable header"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    expected = 8 + header_size + max(ends, default=0)
+    if size != expected:
+        return f"is truncated ({size} bytes, its header describes {expected})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """
+    The newest `checkpoint-<step>` folder of `output_dir` that is complete (see [`checkpoint_problem`]); each newer,
+    incomplete one (a save that was killed, or ran out of disk) is skipped with a warning naming what is wrong.
+    None when there is no complete checkpoint.
+    """
+    folder = Path(output_dir)
+    checkpoints = [
+        path
+        for path in (folder.iterdir() if folder.is_dir() else [])
+        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and path.name.split("-")[-1].isdigit()
+    ]
+    for checkpoint in sorted(checkpoints, key=lambda path: int(path.name.split("-")[-1]), reverse=True):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        logger.warning(f"skipping incomplete checkpoint {checkpoint}: {problem}")
+    return None
+
+
 def build_retrieval_model(model_args: HBIModelArguments) -> HBIForRetrieval:
     """An [`HBIForRetrieval`] from a saved HBI checkpoint, or built around a CLIP checkpoint, with the overrides."""
     overrides = model_args.config_overrides()
@@ -371,15 +505,6 @@ def build_retrieval_model(model_args: HBIModelArguments) -> HBIForRetrieval:
     return HBIForRetrieval.from_clip(model_args.clip_name_or_path, **overrides)
 
 
-def write_eval_results(output_dir: str | os.PathLike, metrics: dict, dataset_name: str, dataset_type: str) -> Path:
-    """Write `eval_results.json`: the metrics and the Hub `model-index` results built from them."""
-    path = Path(output_dir) / "eval_results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"metrics": metrics, "model_index": model_index_results(metrics, dataset_name, dataset_type)}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
 def train_retrieval(
     model_args: HBIModelArguments, data_args: HBIDataArguments, training_args: HBITrainingArguments
 ) -> dict[str, float]:
@@ -390,29 +515,35 @@ def train_retrieval(
     `eval_results.json`. Returns the test metrics (empty without `--do_eval`).
     """
     set_seed(training_args.seed)
+    splits = load_retrieval_dataset(data_args)
+    train_dataset = None
+    if training_args.do_train:
+        train_split = select_split(splits, data_args.train_split, "--train_split")
+        train_dataset = _first_rows(train_split, data_args.max_train_samples)
+    test_dataset = None
+    if training_args.do_eval:
+        test_split = select_split(splits, data_args.test_split, "--test_split")
+        test_dataset = _first_rows(test_split, data_args.max_test_samples)
     model = build_retrieval_model(model_args)
     if training_args.freeze_clip:
         logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
     processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
-    splits = load_retrieval_dataset(data_args)
-    train_dataset = _first_rows(splits[data_args.train_split], data_args.max_train_samples)
-    test_dataset = None
-    if training_args.do_eval:
-        test_dataset = _first_rows(splits[data_args.test_split], data_args.max_test_samples)
+    collator = build_retrieval_collator(processor, strict=data_args.strict_data)
     trainer = HBITrainer(
         model=model,
         args=training_args,
-        data_collator=build_retrieval_collator(processor, strict=data_args.strict_data),
+        data_collator=collator,
         train_dataset=train_dataset,
         eval_dataset=test_dataset,
         processing_class=processor,
         dual_softmax=data_args.dual_softmax,
         eval_chunk_size=data_args.eval_chunk_size,
+        callbacks=[bad_input_report_callback(collator)],
     )
     if training_args.do_train:
         resume = training_args.resume_from_checkpoint
         if resume == "last":
-            resume = get_last_checkpoint(training_args.output_dir)
+            resume = last_complete_checkpoint(training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_state()
@@ -423,7 +554,7 @@ def train_retrieval(
         metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
         if trainer.is_world_process_zero():
             trainer.log_metrics("test", metrics)
-            write_eval_results(training_args.output_dir, metrics, data_args.dataset_name, data_args.dataset_name)
+            write_eval_results(training_args.output_dir, metrics, data_args.dataset_name, data_args.test_split)
     return metrics
 
 
@@ -438,9 +569,12 @@ __all__ = [
     "HBITrainingArguments",
     "adapter_parameter_names",
     "build_retrieval_model",
+    "checkpoint_problem",
     "clip_parameter_names",
+    "diagnose_save_error",
     "freeze_clip_towers",
     "hbi_parameter_groups",
+    "last_complete_checkpoint",
     "train_retrieval",
     "write_eval_results",
 ]

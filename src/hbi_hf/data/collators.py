@@ -1,14 +1,18 @@
-"""Collators that turn dataset rows (string paths, captions) into model-ready batches, with a bad-input policy.
+"""Collators that turn dataset rows (string paths, captions) into model-ready batches, and the bad-input policy they
+share with evaluation.
 
-Policy: in strict mode a bad sample raises [`HBIBadInputError`] naming the file or field and the reason. In lenient
-mode (the default for training) the sample is skipped, logged as it happens, and counted; `report()` (or
-[`HBIBadInputReportCallback`] at the end of every epoch and evaluation) logs the totals. Counts live in shared memory,
-so skips in dataloader worker processes are counted too. A caption longer than `max_words` is truncated (and counted),
-and a QA answer outside the vocabulary is kept with label -100 (ignored by the loss, always wrong in accuracy) and
-counted: nothing is dropped silently.
+Policy ([`HBIBadInputPolicy`]): in strict mode a bad sample raises [`HBIBadInputError`] naming the file or row, the
+field and the reason. In lenient mode (the default) the sample is skipped, logged as it happens, and counted by
+reason; `report()` (or [`HBIBadInputReportCallback`] at the end of every epoch and evaluation, and for the whole run
+at the end of training) logs the totals. Counts live in shared memory, so skips in dataloader worker processes are
+counted too. A caption longer than `max_words` is truncated (and counted), and a QA answer outside the vocabulary is
+kept with label -100 (ignored by the loss, always wrong in accuracy) and counted: nothing is dropped silently.
 """
 
+import json
 import multiprocessing
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,15 +29,101 @@ IGNORE_INDEX = -100
 
 
 class HBIBadInputError(ValueError):
-    """A sample that cannot be used, raised in strict mode; the message names the file or field and the reason."""
+    """A sample that cannot be used, raised in strict mode; the message names the file or row, the field and the
+    reason."""
 
 
-def _decode_error_reason(error: HBIVideoDecodeError) -> str:
+def decode_error_reason(error: HBIVideoDecodeError) -> str:
+    """The bad-input reason (one of `SKIP_REASONS`) of a video that failed to decode."""
     if error.reason == FILE_NOT_FOUND:
         return "missing file"
     if error.reason.startswith(ZERO_FRAMES):
         return "zero frames"
     return "unreadable video"
+
+
+def text_problem(text: Any, field: str = "caption") -> tuple[str, str] | None:
+    """`(reason, detail)` when `text` cannot be scored or trained on (not a string, or empty / only whitespace),
+    else None."""
+    if not isinstance(text, str):
+        return "non-text caption", f"{field} is {'null' if text is None else type(text).__name__}, expected a string"
+    if not text.strip():
+        return "empty caption", f"{field} is {'empty' if not text else 'only whitespace'}, expected words"
+    return None
+
+
+def bad_input_metrics(counts: dict[str, int]) -> dict[str, int]:
+    """`{"bad_input_<reason>": n}` for every reason counted at least once (metric-style keys, e.g.
+    `bad_input_unreadable_video`)."""
+    return {f"bad_input_{re.sub(r'[^a-z0-9]+', '_', reason.lower())}": n for reason, n in counts.items() if n}
+
+
+class HBIBadInputPolicy:
+    """
+    Strict or lenient handling of bad samples, and their counts by reason, for training, evaluation, QA and
+    captioning alike.
+
+    Args:
+        strict (`bool`, *optional*, defaults to `False`): [`reject`] raises [`HBIBadInputError`] instead of
+            skipping and counting.
+        name (`str`, *optional*, defaults to `"bad input"`): how log lines name the counts (e.g. the collator).
+        log (`bool`, *optional*, defaults to `True`): log each skipped sample and each report (off, e.g., in all
+            but one of several processes that count the same items).
+
+    Counts live in shared memory (dataloader workers count into the same totals). `counts` are those since the last
+    [`report`], `totals` those since creation.
+    """
+
+    reasons = SKIP_REASONS + KEPT_REASONS
+
+    def __init__(self, strict: bool = False, name: str = "bad input", log: bool = True):
+        self.strict = strict
+        self.name = name
+        self.log = log
+        self._counts = multiprocessing.Array("q", len(self.reasons))
+        self._totals = multiprocessing.Array("q", len(self.reasons))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Samples skipped or noted since the last [`report`], by reason."""
+        return dict(zip(self.reasons, self._counts[:], strict=True))
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Samples skipped or noted since the policy was created, by reason."""
+        return dict(zip(self.reasons, self._totals[:], strict=True))
+
+    def count(self, reason: str, number: int = 1) -> None:
+        """Counts `number` samples under `reason` (one of `SKIP_REASONS` or `KEPT_REASONS`)."""
+        index = self.reasons.index(reason)
+        with self._counts.get_lock():
+            self._counts[index] += number
+            self._totals[index] += number
+
+    def reject(self, where: str, reason: str, detail: str) -> None:
+        """A bad sample at `where` (a file, or a row and its file): raises in strict mode, else logs and counts it.
+
+        Raises:
+            [`HBIBadInputError`]: in strict mode, `"<where>: <reason> (<detail>)"`.
+        """
+        message = f"{where}: {reason} ({detail})"
+        if self.strict:
+            raise HBIBadInputError(message)
+        self.count(reason)
+        if self.log:
+            logger.warning(f"skipping sample {message}")
+
+    def report(self, reset: bool = True) -> dict[str, int]:
+        """Logs and returns the counts since the last report (and starts them again from zero with `reset`)."""
+        counts = self.counts
+        if self.log and any(counts.values()):
+            summary = ", ".join(f"{reason}: {n}" for reason, n in counts.items() if n)
+            logger.warning(f"{self.name}: {summary}")
+        if reset:
+            with self._counts.get_lock():
+                for index in range(len(self.reasons)):
+                    self._counts[index] = 0
+        return counts
 
 
 class HBICollator:
@@ -52,56 +142,45 @@ class HBICollator:
 
     def __init__(self, processor, strict: bool = False, text_column: str | None = "caption", return_ids: bool = False):
         self.processor = processor
-        self.strict = strict
         self.text_column = text_column
         self.return_ids = return_ids
-        self._reasons = SKIP_REASONS + KEPT_REASONS
-        self._counts = multiprocessing.Array("q", len(self._reasons))
+        self.policy = HBIBadInputPolicy(strict, name=type(self).__name__)
+
+    @property
+    def strict(self) -> bool:
+        return self.policy.strict
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far, by reason (including those skipped in dataloader workers)."""
-        return {reason: self._counts[i] for i, reason in enumerate(self._reasons) if reason in SKIP_REASONS}
+        """Samples skipped since the last report, by reason (including those skipped in dataloader workers)."""
+        return {reason: n for reason, n in self.policy.counts.items() if reason in SKIP_REASONS}
 
     @property
     def kept_with_note(self) -> dict[str, int]:
-        """Samples kept but altered or unscorable so far (truncated captions, answers outside the vocabulary)."""
-        return {reason: self._counts[i] for i, reason in enumerate(self._reasons) if reason in KEPT_REASONS}
+        """Samples kept but altered or unscorable since the last report (truncated captions, answers outside the
+        vocabulary)."""
+        return {reason: n for reason, n in self.policy.counts.items() if reason in KEPT_REASONS}
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Samples skipped or noted since the collator was created, by reason (reports do not reset them)."""
+        return self.policy.totals
 
     def count(self, reason: str) -> None:
-        with self._counts.get_lock():
-            self._counts[self._reasons.index(reason)] += 1
+        self.policy.count(reason)
 
     def report(self, reset: bool = True) -> dict[str, int]:
         """Logs and returns the counts of skipped and noted samples since the last report."""
-        counts = {**self.skipped, **self.kept_with_note}
-        if any(counts.values()):
-            summary = ", ".join(f"{reason}: {n}" for reason, n in counts.items() if n)
-            logger.warning(f"{type(self).__name__}: {summary}")
-        if reset:
-            with self._counts.get_lock():
-                for index in range(len(self._reasons)):
-                    self._counts[index] = 0
-        return counts
+        return self.policy.report(reset)
 
     def _reject(self, row: dict[str, Any], reason: str, detail: str) -> None:
-        where = row.get("video_path") or row.get("video_id") or "<row>"
-        message = f"{where}: {reason} ({detail})"
-        if self.strict:
-            raise HBIBadInputError(message)
-        self.count(reason)
-        logger.warning(f"skipping sample {message}")
+        self.policy.reject(str(row.get("video_path") or row.get("video_id") or "<row>"), reason, detail)
 
     def check_row(self, row: dict[str, Any]) -> tuple[str, str] | None:
         """`(reason, detail)` when the row's text cannot be used, else None."""
         if self.text_column is None:
             return None
-        text = row.get(self.text_column)
-        if not isinstance(text, str):
-            return "non-text caption", f"{self.text_column} is {type(text).__name__}, expected str"
-        if not text.strip():
-            return "empty caption", f"{self.text_column} is empty"
-        return None
+        return text_problem(row.get(self.text_column), self.text_column)
 
     def extra_fields(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Fields a subclass adds to the batch (e.g. `labels`); computed on the kept rows only."""
@@ -123,7 +202,7 @@ class HBICollator:
             try:
                 video = self.processor.video_processor(row["video_path"], return_tensors="pt")
             except HBIVideoDecodeError as error:
-                self._reject(row, _decode_error_reason(error), error.reason)
+                self._reject(row, decode_error_reason(error), error.reason)
                 continue
             kept_rows.append(row)
             videos.append(video)
@@ -184,7 +263,9 @@ class HBIVideoQACollator(HBICollator):
 
 
 class HBIBadInputReportCallback(TrainerCallback):
-    """Logs the collators' bad-input counts at the end of every epoch and evaluation (`Trainer(callbacks=[...])`)."""
+    """Logs the collators' bad-input counts at the end of every epoch and evaluation (`Trainer(callbacks=[...])`);
+    at the end of training, logs the totals of the whole run (summed over processes) and saves them in
+    `output_dir/bad_input.json` (`{"train": {reason: count}}`, every reason listed)."""
 
     def __init__(self, *collators: HBICollator):
         self.collators = collators
@@ -197,13 +278,57 @@ class HBIBadInputReportCallback(TrainerCallback):
         for collator in self.collators:
             collator.report()
 
+    def on_train_end(self, args, state, control, **kwargs):
+        totals = sum_over_processes(merge_counts(collator.totals for collator in self.collators))
+        if state.is_world_process_zero:
+            skipped = {reason: n for reason, n in totals.items() if n}
+            logger.warning(f"bad input over the whole training run: {skipped or 'none'}")
+            write_bad_input_report(args.output_dir, "train", totals)
+
+
+def merge_counts(counts) -> dict[str, int]:
+    """The sum, reason by reason, of several `{reason: count}` dicts."""
+    merged = dict.fromkeys(HBIBadInputPolicy.reasons, 0)
+    for part in counts:
+        for reason, number in part.items():
+            merged[reason] = merged.get(reason, 0) + number
+    return merged
+
+
+def sum_over_processes(counts: dict[str, int]) -> dict[str, int]:
+    """`counts` summed over every process of a running `torch.distributed` group (unchanged in one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return counts
+    from accelerate import PartialState
+    from accelerate.utils import reduce
+
+    values = torch.tensor(list(counts.values()), dtype=torch.long, device=PartialState().device)
+    return dict(zip(counts, reduce(values, reduction="sum").tolist(), strict=True))
+
+
+def write_bad_input_report(output_dir: str | Path, stage: str, counts: dict[str, int]) -> Path:
+    """Records `counts` under `stage` ("train", "test", ...) in `output_dir/bad_input.json`, keeping other stages."""
+    path = Path(output_dir) / "bad_input.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    report[stage] = counts
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path
+
 
 __all__ = [
     "HBIBadInputError",
+    "HBIBadInputPolicy",
     "HBIBadInputReportCallback",
     "HBICaptioningCollator",
     "HBICollator",
     "HBIRetrievalCollator",
     "HBIVideoCollator",
     "HBIVideoQACollator",
+    "bad_input_metrics",
+    "decode_error_reason",
+    "merge_counts",
+    "sum_over_processes",
+    "text_problem",
+    "write_bad_input_report",
 ]
