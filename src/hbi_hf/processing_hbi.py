@@ -1,7 +1,7 @@
 """Processor for HBI: the CLIP tokenizer and the HBI video processor behind one call."""
 
 from transformers.image_processing_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessorMixin, TextKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
@@ -36,6 +36,9 @@ class HBIProcessor(ProcessorMixin):
     def __init__(self, video_processor=None, tokenizer=None, max_words: int = 32, **kwargs):
         if max_words < 2:
             raise ValueError(f"max_words must be >= 2 (start and end tokens); got {max_words}")
+        limit = getattr(tokenizer, "model_max_length", None)
+        if limit is not None and limit < max_words:
+            raise ValueError(f"max_words ({max_words}) is more than the tokenizer's model_max_length ({limit})")
         self.max_words = max_words
         super().__init__(video_processor, tokenizer, **kwargs)
 
@@ -48,28 +51,54 @@ class HBIProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """Tokenises `text` and/or processes `videos` (paths or decoded frames).
 
+        Keywords are routed as in transformers' processors: text keywords (`padding`, `truncation`, `max_length`,
+        ...: transformers' `TextKwargs`) go to the tokenizer, video keywords (`num_frames`, `fps`, `do_sample_frames`,
+        ...) to the video processor. Text defaults: `padding="max_length"`, `truncation=True`,
+        `max_length=max_words`.
+
         Returns:
-            `BatchFeature` with `input_ids` and `attention_mask` `(batch, max_words)` for text and `pixel_values`
-            `(batch, frames, 3, H, W)` and `video_mask` `(batch, frames)` for videos.
+            `BatchFeature` with `input_ids` and `attention_mask` `(batch, max_words)` for text (other lengths with
+            other text keywords) and `pixel_values` `(batch, frames, 3, H, W)` and `video_mask` `(batch, frames)` for
+            videos.
+
+        Raises:
+            `TypeError`: a keyword that is neither a text nor a video keyword, or a caption that is not a string.
+            `ValueError`: text keywords without `text`, video keywords without `videos`, or a video keyword the video
+            processor would ignore.
         """
         if text is None and videos is None:
             raise ValueError("HBIProcessor needs `text`, `videos` or both")
+        text_names = set(TextKwargs.__annotations__) - {"return_tensors"}
+        video_names = set(self.video_processor.valid_kwargs.__annotations__) - {"return_tensors"}
+        text_kwargs = {name: value for name, value in kwargs.items() if name in text_names}
+        video_kwargs = {name: value for name, value in kwargs.items() if name in video_names}
+        unknown = sorted(set(kwargs) - text_names - video_names)
+        if unknown:
+            raise TypeError(
+                f"HBIProcessor got unknown keyword(s) {unknown}; text keywords: {sorted(text_names)}; video keywords: "
+                f"{sorted(video_names)}"
+            )
+        if text_kwargs and text is None:
+            raise ValueError(f"text keywords {sorted(text_kwargs)} were given without text")
+        if video_kwargs and videos is None:
+            raise ValueError(f"video keywords {sorted(video_kwargs)} were given without videos")
         data = {}
         if text is not None:
-            data.update(self.tokenize(text, return_tensors=return_tensors))
+            data.update(self.tokenize(text, return_tensors=return_tensors, **text_kwargs))
         if videos is not None:
-            data.update(self.video_processor(videos, return_tensors=return_tensors, **kwargs))
+            data.update(self.video_processor(videos, return_tensors=return_tensors, **video_kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def tokenize(self, text: str | list[str], return_tensors: str | None = "pt") -> BatchFeature:
-        """`input_ids` and `attention_mask` `(batch, max_words)`; the end token is kept when a text is truncated."""
+    def tokenize(self, text: str | list[str], return_tensors: str | None = "pt", **text_kwargs) -> BatchFeature:
+        """`input_ids` and `attention_mask` `(batch, max_words)`; the end token is kept when a text is truncated.
+        `text_kwargs` (transformers' `TextKwargs`) override the defaults `padding="max_length"`, `truncation=True`,
+        `max_length=max_words`."""
         texts = [text] if isinstance(text, str) else list(text)
         for index, item in enumerate(texts):
             if not isinstance(item, str):
                 raise TypeError(f"text[{index}] must be a string; got {type(item).__name__}")
-        return self.tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.max_words, return_tensors=return_tensors
-        )
+        text_kwargs = {"padding": "max_length", "truncation": True, "max_length": self.max_words, **text_kwargs}
+        return self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
 
     def check_argument_for_proper_class(self, argument_name: str, argument):
         """Checks the video processor against `VideoProcessorMixin` directly.
