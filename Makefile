@@ -49,7 +49,8 @@ lock: venv
 .venv-latest/.installed: pyproject.toml Makefile
 	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --no-deps --require-hashes -r $(TORCH_CPU)
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(TORCH_CPU) -e ".[dev]"
+	.venv-latest/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > .venv-latest/constraints.txt
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/constraints.txt -e ".[dev]"
 	.venv-latest/bin/python -m pip check
 	.venv-latest/bin/python -m pip install -q --no-deps --require-hashes -r $(CLIP_VOCAB)
 	touch $@
