@@ -258,6 +258,16 @@ class HBIConfig(PreTrainedConfig):
         self._validate_hbi_fields()
         self._validate_task_fields()
         super().__post_init__(**kwargs)
+        self._validate_against_text_tower()
+
+    def _validate_against_text_tower(self) -> None:
+        """`max_words` tokens must have position embeddings in the text tower (else the first forward pass fails)."""
+        positions = self.text_config.max_position_embeddings
+        if self.max_words > positions:
+            raise ValueError(
+                f"max_words ({self.max_words}) is more than the text tower's max_position_embeddings ({positions}); "
+                "lower max_words or give text_config more positions"
+            )
 
     def _validate_hbi_fields(self) -> None:
         if self.cluster_mode not in ("count", "ratio"):

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
@@ -416,7 +417,10 @@ class HBITemporalTransformer(nn.Module):
             layer_norm_eps=config.temporal_layer_norm_eps,
             hidden_act="quick_gelu",
         )
-        layer_config._attn_implementation = "sdpa"
+        # the layers dispatch through transformers' attention interface with the model's implementation
+        # (`HBIPreTrainedModel.set_attn_implementation` keeps it in step)
+        layer_config._attn_implementation = config._attn_implementation
+        self.config = layer_config
         self.frame_position_embeddings = nn.Embedding(config.temporal_max_position_embeddings, config.projection_dim)
         self.layers = nn.ModuleList([CLIPEncoderLayer(layer_config) for _ in range(config.temporal_num_layers)])
 
@@ -431,8 +435,8 @@ class HBITemporalTransformer(nn.Module):
         """
         positions = torch.arange(frame_embeddings.shape[1], device=frame_embeddings.device)
         hidden = frame_embeddings + self.frame_position_embeddings(positions)
-        key_mask = torch.zeros(video_mask.shape, dtype=hidden.dtype, device=hidden.device)
-        key_mask = key_mask.masked_fill(~video_mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        # padded frames are never attended to, in the form the attention implementation takes (None: no padding)
+        key_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=video_mask)
         for layer in self.layers:
             hidden = layer(hidden, key_mask)
         return hidden + frame_embeddings
@@ -1038,7 +1042,30 @@ class HBIPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    # `attn_implementation` (eager, sdpa, flash attention, flex attention, a kernel) selects the attention of the CLIP
+    # towers and of the temporal transformer, which dispatch through transformers' attention interface as CLIP does.
+    # The other attentions have one implementation each, whatever is requested: the merge refinement of Eq. 11 (a
+    # softmax with a per-key additive bias that flash kernels cannot take), the Banzhaf heads and estimator, and the
+    # caption decoder (`torch.nn.functional.scaled_dot_product_attention`).
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses from the module source, and HBI's merge attention (one implementation, see above) would
+        # make it refuse: the towers and the temporal transformer read the implementation from their configs
+        return True
+
+    def set_attn_implementation(self, attn_implementation: str | dict, allow_all_kernels: bool = False) -> None:
+        """Set the attention implementation of the CLIP towers (through the `text_config` / `vision_config`
+        sub-configs, which the towers share: a `dict` can give each its own) and of the temporal transformer (the
+        model's own implementation), as `PreTrainedModel.set_attn_implementation` does."""
+        super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
+        for module in self.modules():
+            if isinstance(module, HBITemporalTransformer):
+                module.config._attn_implementation = self.config._attn_implementation
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -1068,13 +1095,8 @@ class HBIPreTrainedModel(PreTrainedModel):
         if estimator_path is not None and "estimator_config" not in config_overrides:
             # the teacher and the heads R take the saved estimator's architecture
             config_overrides["estimator_config"] = HBIBanzhafEstimatorConfig.from_pretrained(estimator_path).to_dict()
-        config = HBIConfig(
-            text_config=clip_config.text_config.to_dict(),
-            vision_config=clip_config.vision_config.to_dict(),
-            projection_dim=clip_config.projection_dim,
-            logit_scale_init_value=clip_config.logit_scale_init_value,
-            **config_overrides,
-        )
+        # any CLIP size: the temporal transformer takes the shape of its text layers unless overridden
+        config = HBIConfig.from_clip_config(clip_config, **config_overrides)
         model = cls(config)
         hbi = model.base_model
         hbi.clip.load_state_dict(clip.state_dict())
@@ -1124,12 +1146,19 @@ class HBIModel(HBIPreTrainedModel):
 
     def __init__(self, config: HBIConfig):
         super().__init__(config)
+        # the towers share the sub-config objects, so `attn_implementation` (and any later change) reaches them; the
+        # CLIP config is told their implementations, which it would otherwise reset
         self.clip = CLIPModel(
             CLIPConfig(
-                text_config=config.text_config.to_dict(),
-                vision_config=config.vision_config.to_dict(),
+                text_config=config.text_config,
+                vision_config=config.vision_config,
                 projection_dim=config.projection_dim,
                 logit_scale_init_value=config.logit_scale_init_value,
+                attn_implementation={
+                    "": config._attn_implementation,
+                    "text_config": config.text_config._attn_implementation,
+                    "vision_config": config.vision_config._attn_implementation,
+                },
             )
         )
         self.temporal = HBITemporalTransformer(config)
@@ -1140,13 +1169,18 @@ class HBIModel(HBIPreTrainedModel):
         self.post_init()
 
     def initialize_temporal_from_clip(self) -> None:
-        """Copy the first CLIP text layers and text positions into the temporal transformer (official init)."""
+        """Copy the first CLIP text layers and text positions into the temporal transformer (official init). A
+        temporal transformer of another shape than the text layers (width, feed-forward width) keeps its random
+        initialisation, with a warning."""
         text_model = self.clip.text_model
-        if text_model.config.hidden_size != self.config.projection_dim:
+        text_shape = (text_model.config.hidden_size, text_model.config.intermediate_size)
+        temporal_shape = (self.config.projection_dim, self.config.temporal_intermediate_size)
+        if text_shape != temporal_shape:
             logger.warning(
-                "CLIP text width %d differs from projection_dim %d: the temporal transformer keeps its random init.",
-                text_model.config.hidden_size,
-                self.config.projection_dim,
+                "CLIP text layers (width %d, feed-forward %d) differ from the temporal transformer (projection_dim %d, "
+                "temporal_intermediate_size %d): the temporal transformer keeps its random init.",
+                *text_shape,
+                *temporal_shape,
             )
             return
         for layer, source in zip(self.temporal.layers, text_model.encoder.layers):
@@ -1390,6 +1424,16 @@ class HBIBanzhafEstimator(PreTrainedModel):
     config_class = HBIBanzhafEstimatorConfig
     base_model_prefix = "estimator"
     main_input_name = "similarity"
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return True
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """The estimator's single-head attention over the cells has one implementation (a masked softmax, run
+        eagerly): whatever an HBI model around it is given as `attn_implementation`, the estimator accepts it and
+        stays `"eager"`."""
+        return "eager"
 
     def __init__(self, config: HBIBanzhafEstimatorConfig):
         super().__init__(config)

@@ -71,6 +71,17 @@ class HBIModelArguments:
     cluster_mode: str | None = field(default=None, metadata={"help": "'count' (paper) or 'ratio' (official code)."})
     video_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Clips and segments per video."})
     text_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Phrases and paragraphs per text."})
+    temporal_num_layers: int | None = field(default=None, metadata={"help": "Layers of the temporal transformer."})
+    temporal_num_attention_heads: int | None = field(
+        default=None, metadata={"help": "Heads of the temporal transformer (default: as the CLIP text layers)."}
+    )
+    temporal_intermediate_size: int | None = field(
+        default=None,
+        metadata={"help": "Feed-forward width of the temporal transformer (default: as the CLIP text layers)."},
+    )
+    merge_num_attention_heads: int | None = field(
+        default=None, metadata={"help": "Heads of the token merges' attention (Eq. 11); must divide the CLIP width."}
+    )
     estimator_name_or_path: str | None = field(
         default=None, metadata={"help": "A trained HBIBanzhafEstimator, the frozen teacher of Eq. 8."}
     )

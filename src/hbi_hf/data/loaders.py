@@ -394,19 +394,45 @@ def _read_caption_rows(captions_file: Path) -> list[dict]:
     raise ValueError(f"{captions_file}: captions must be a .csv or .jsonl file")
 
 
+def video_folder_id(videos_dir: str | Path, video_path: str | Path) -> str:
+    """The `video_id` of a video in a user's folder: its path relative to `videos_dir`, `/`-separated, without a
+    video extension (`day1/clip.mp4` -> `"day1/clip"`), so equal file names in different folders stay apart."""
+    path = Path(video_path)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        path = path.with_suffix("")
+    try:
+        return path.relative_to(videos_dir).as_posix()
+    except ValueError:  # a row naming an absolute path outside the folder
+        return path.as_posix()
+
+
 def load_video_folder(videos_dir: str | Path, captions_file: str | Path) -> Dataset | DatasetDict:
     """A user's own videos: a folder of video files and a captions file (CSV with a header, or JSON Lines) whose
     rows have `video` (a path relative to `videos_dir`, or a file name without extension) and `caption`, and
     optionally `split` (then a `DatasetDict` by split). One row per caption; several rows may share a video.
 
-    Captions are kept as they are (an empty one is reported by the collator, not dropped here)."""
+    `video_id` is the video's path relative to `videos_dir` without its extension ([`video_folder_id`]).
+    Captions are kept as they are (an empty one is reported by the collator, not dropped here).
+
+    Raises:
+        `ValueError`: two files with the same `video_id` (`clip.mp4` and `clip.avi` in one folder), naming the
+        captions file, both rows and both files, before any training; also a malformed captions file.
+    """
     rows_by_split = defaultdict(list)
-    for row in _read_caption_rows(Path(captions_file)):
-        video = str(row["video"])
+    first_row_of_id: dict[str, tuple[int, str]] = {}
+    for number, row in enumerate(_read_caption_rows(Path(captions_file)), start=1):
+        video_path = resolve_video_path(videos_dir, [str(row["video"])])
+        video_id = video_folder_id(videos_dir, video_path)
+        first_number, first_path = first_row_of_id.setdefault(video_id, (number, video_path))
+        if first_path != video_path:
+            raise ValueError(
+                f"{captions_file}: rows {first_number} and {number} give video_id {video_id!r} to two files, "
+                f"{first_path} and {video_path}; rename one so that each video has its own path without extension"
+            )
         rows_by_split[row.get("split")].append(
             {
-                "video_id": Path(video).stem if Path(video).suffix.lower() in VIDEO_EXTENSIONS else video,
-                "video_path": resolve_video_path(videos_dir, [video]),
+                "video_id": video_id,
+                "video_path": video_path,
                 "caption": row["caption"] if isinstance(row["caption"], str) else None,
             }
         )
@@ -429,4 +455,5 @@ __all__ = [
     "load_msvd_retrieval",
     "load_video_folder",
     "resolve_video_path",
+    "video_folder_id",
 ]

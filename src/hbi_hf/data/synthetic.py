@@ -35,7 +35,7 @@ from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
-from .loaders import REFERENCE_FEATURES, _qa_dataset_dict, load_video_folder
+from .loaders import REFERENCE_FEATURES, _qa_dataset_dict, load_video_folder, video_folder_id
 
 logger = logging.get_logger(__name__)
 
@@ -447,7 +447,7 @@ def load_synthetic_qa(root: str | Path | None = None, top_k: int = 1000) -> Data
     splits = {
         name: [
             {
-                "video_id": Path(row["video"]).stem,
+                "video_id": video_folder_id(root, root / row["video"]),
                 "video_path": str(root / row["video"]),
                 "question": row["question"],
                 "answer": row["answer"],
@@ -465,12 +465,20 @@ def load_synthetic_captioning(root: str | Path | None = None) -> DatasetDict:
     root = _dataset_root(root)
     splits = _read_split_rows(root / "captioning.jsonl")
     train = [
-        {"video_id": Path(row["video"]).stem, "video_path": str(root / row["video"]), "caption": caption}
+        {
+            "video_id": video_folder_id(root, root / row["video"]),
+            "video_path": str(root / row["video"]),
+            "caption": caption,
+        }
         for row in splits["train"]
         for caption in row["references"]
     ]
     test = [
-        {"video_id": Path(row["video"]).stem, "video_path": str(root / row["video"]), "references": row["references"]}
+        {
+            "video_id": video_folder_id(root, root / row["video"]),
+            "video_path": str(root / row["video"]),
+            "references": row["references"],
+        }
         for row in splits["test"]
     ]
     return DatasetDict(
