@@ -36,9 +36,6 @@ class HBIProcessor(ProcessorMixin):
     def __init__(self, video_processor=None, tokenizer=None, max_words: int = 32, **kwargs):
         if max_words < 2:
             raise ValueError(f"max_words must be >= 2 (start and end tokens); got {max_words}")
-        limit = getattr(tokenizer, "model_max_length", None)
-        if limit is not None and limit < max_words:
-            raise ValueError(f"max_words ({max_words}) is more than the tokenizer's model_max_length ({limit})")
         self.max_words = max_words
         super().__init__(video_processor, tokenizer, **kwargs)
 
