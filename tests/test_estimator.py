@@ -85,7 +85,7 @@ def test_from_clip_loads_the_saved_estimator_as_a_frozen_teacher(tmp_path):
     CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32)).save_pretrained(
         clip_dir
     )
-    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR))
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**TINY_ESTIMATOR, is_trained=True))
     estimator.save_pretrained(estimator_dir)
     tiny = tiny_hbi_config().to_dict()
     overrides = {key: tiny[key] for key in TINY_OVERRIDES}
@@ -179,7 +179,8 @@ def test_from_clip_takes_the_saved_estimators_architecture_and_a_mismatch_is_nam
     CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=32)).save_pretrained(
         clip_dir
     )
-    HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**ARCHITECTURES["row-column"])).save_pretrained(estimator_dir)
+    trained = HBIBanzhafEstimatorConfig(**ARCHITECTURES["row-column"], is_trained=True)  # a stand-in for a trained one
+    HBIBanzhafEstimator(trained).save_pretrained(estimator_dir)
     tiny = tiny_hbi_config().to_dict()
     model = HBIForRetrieval.from_clip(
         str(clip_dir), estimator_name_or_path=str(estimator_dir), **{key: tiny[key] for key in TINY_OVERRIDES}
@@ -226,7 +227,7 @@ def test_normalised_estimator_loss_is_the_mse_of_the_network_on_rescaled_labels(
 
 
 def test_loading_a_normalised_teacher_carries_its_normalisation(tmp_path):
-    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**NORMALISED))
+    estimator = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(**NORMALISED, is_trained=True))
     estimator.save_pretrained(tmp_path / "estimator")
     model = HBIForRetrieval(tiny_hbi_config(estimator_config=TINY_ESTIMATOR))
     model.load_banzhaf_teacher(str(tmp_path / "estimator"))

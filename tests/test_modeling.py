@@ -29,9 +29,9 @@ def test_features_have_one_token_set_per_level_with_configured_sizes(batch):
     assert torch.equal(text.level_masks[0], batch["attention_mask"].bool())
     assert torch.equal(video.level_masks[0], batch["video_mask"].bool())
     assert text.global_embeddings.shape == video.global_embeddings.shape == (4, 32)
-    # text row 2 has 4 real tokens: at most 4 phrases exist, and padding joins no cluster
+    # text row 2 has 4 real tokens of max_words 10: ceil(4 * 4 / 10) = 2 phrases, and padding joins no cluster
     assert text.cluster_assignments[0][2, 4:].eq(-1).all()
-    assert text.level_masks[1][2].sum() == 4
+    assert text.level_masks[1][2].sum() == 2
 
 
 def test_retrieval_output_shapes_and_loss_parts(batch):

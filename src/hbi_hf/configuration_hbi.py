@@ -2,7 +2,7 @@
 
 import math
 
-from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -24,6 +24,8 @@ ESTIMATOR_NORMALISATION_FIELDS = (
     "frame_count_exponent",
 )
 """Fields of [`HBIBanzhafEstimatorConfig`] fitted to the training data, not part of the architecture."""
+BANZHAF_TEACHERS = ("monte_carlo", "estimator", "none")
+"""The sources of the Banzhaf interactions that L_I (Eq. 8) distils ([`HBIConfig`] `banzhaf_teacher`)."""
 
 
 class HBIBanzhafEstimatorConfig(PreTrainedConfig):
@@ -64,6 +66,11 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
             (`hbi_hf.estimator_training.fit_estimator_normalisation`).
         frame_count_exponent (`float`, *optional*, defaults to 0.0):
             The same for `valid_frames`.
+        is_trained (`bool`, *optional*, defaults to `False`):
+            Whether the weights were fitted to Banzhaf labels: set by
+            [`~hbi_hf.estimator_training.train_estimator`] and by the conversion of an official estimator. An HBI model
+            refuses a never-trained estimator as its teacher (`banzhaf_teacher="estimator"` in [`HBIConfig`]). In a
+            model's `estimator_config` it describes the model's teacher, not its prediction heads R.
         The defaults leave inputs and outputs unchanged (as the official estimator and converted checkpoints).
         [`HBIBanzhafEstimator`] computes `interaction = output_scale * valid_words ** -word_count_exponent *
         valid_frames ** -frame_count_exponent * network((similarity - input_mean) / input_std)` and trains the
@@ -89,6 +96,7 @@ class HBIBanzhafEstimatorConfig(PreTrainedConfig):
     output_scale: float = 1.0
     word_count_exponent: float = 0.0
     frame_count_exponent: float = 0.0
+    is_trained: bool = False
 
     def __post_init__(self, **kwargs):
         if self.hidden_size < 1:
@@ -118,9 +126,32 @@ class HBIConfig(PreTrainedConfig):
         estimator_config (`dict` or `HBIBanzhafEstimatorConfig`, *optional*):
             Architecture of the frozen Banzhaf-interaction estimator (the teacher of Eq. 8) and of the per-level
             prediction heads R.
+        banzhaf_teacher (`str`, *optional*, defaults to `"monte_carlo"`):
+            Where the Banzhaf interactions I, the targets of L_I (Eq. 8), come from (docs/banzhaf.md compares them):
+            `"monte_carlo"`: computed for every batch from the detached matched-pair similarity of each level with the
+            unbiased sampler ([`~hbi_hf.banzhaf.sampled_banzhaf_interaction`], `banzhaf_num_samples` coalitions);
+            `"estimator"`: a trained, frozen [`HBIBanzhafEstimator`] (the paper's recipe), loaded from
+            `estimator_name_or_path`; a never-trained one is refused with a `ValueError`;
+            `"none"`: no Banzhaf term (L_I = 0, logged once).
+        banzhaf_num_samples (`int`, *optional*, defaults to 200):
+            Coalitions per (word, frame) pair of the `"monte_carlo"` teacher (official labels: 100 for the estimator,
+            1000 for evaluation).
+        banzhaf_game_scale (`float`, *optional*, defaults to 1000.0):
+            Multiplies the similarities before the game is played (official: 1000), hence every interaction: the
+            inverse temperature of the teacher distributions of Eq. 8. At 1000 they are peaked, at 10 nearly uniform
+            (measured in docs/banzhaf.md). A hyperparameter, not a constant of the method.
+        banzhaf_head_input_scale (`float`, *optional*):
+            Multiplies the similarity that the prediction heads R read (Eq. 8). `None` (default): the game scale, so R
+            reads the similarities in the units of the interactions it predicts. At 1 (unscaled cosines) and the
+            default initialisation the encoder gradient of L_I is about 1e-4 of that of L_C (measured on the demo
+            model at initialisation, docs/banzhaf.md): the term would not train the encoder.
         estimator_name_or_path (`str`, *optional*):
-            A saved [`HBIBanzhafEstimator`] (folder or Hub id) whose weights [`HBIForRetrieval.from_clip`] loads into
-            the teacher. Without one the teacher keeps its random initialisation and a warning says so.
+            A saved, trained [`HBIBanzhafEstimator`] (folder or Hub id) that [`HBIForRetrieval.from_clip`] loads into
+            the teacher; giving it selects `banzhaf_teacher="estimator"`.
+        clip_name_or_path (`str`, *optional*):
+            The CLIP checkpoint (Hub id or local folder) whose weights the towers were initialised from; set by
+            [`HBIForRetrieval.from_clip`] and kept through fine-tuning, so a model card can name its `base_model`.
+            None: the towers were randomly initialised.
         projection_dim (`int`, *optional*, defaults to 512):
             Width D of the CLIP joint space, of every token of every level, and of the temporal transformer.
         logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
@@ -131,16 +162,24 @@ class HBIConfig(PreTrainedConfig):
             Text tokens per caption N_t, start and end tokens included (paper: 32 for MSR-VTT; official README 24).
         temporal_num_layers (`int`, *optional*, defaults to 4):
             Depth of the temporal transformer over frame embeddings (initialised from the first CLIP text layers).
-        temporal_num_attention_heads (`int`, *optional*, defaults to 8):
-            Heads of the temporal transformer.
-        temporal_intermediate_size (`int`, *optional*, defaults to 2048):
-            Feed-forward width of the temporal transformer.
+        temporal_num_attention_heads (`int`, *optional*):
+            Heads of the temporal transformer. Defaults to the heads of a CLIP text layer at width `projection_dim`
+            (the text tower's heads when its width is `projection_dim`, as in every OpenAI CLIP: 8 for ViT-B/32 and
+            ViT-B/16, 12 for ViT-L/14), so that the first text layers can initialise it.
+        temporal_intermediate_size (`int`, *optional*):
+            Feed-forward width of the temporal transformer. Defaults likewise to the text tower's feed-forward width
+            scaled to `projection_dim` (2048 for ViT-B, 3072 for ViT-L/14).
         temporal_max_position_embeddings (`int`, *optional*, defaults to 77):
             Rows of the frame position table (initialised from CLIP's text position table); bounds `num_frames`.
         temporal_layer_norm_eps (`float`, *optional*, defaults to 1e-12):
             LayerNorm epsilon inside the temporal transformer (official code: 1e-12, CLIP: 1e-5).
         cluster_mode (`str`, *optional*, defaults to `"count"`):
-            `"count"`: the action / event levels have the fixed token counts below (paper, Table VI).
+            `"count"`: the action / event levels have the token counts below (paper, Table VI) for a full-length input
+            (`max_words` words, `num_frames` frames), and proportionally fewer for a shorter one: an item with `n`
+            valid tokens below gets `clamp(ceil(n * count / reference), 1, count)` tokens, the reference being
+            `max_words` / `num_frames` at the action level and the action count at the event level. The paper's 16
+            phrases were meant for 32 positions, padding included; with padding excluded, fixed counts would give a
+            12-token caption one phrase per word (nothing merges). See [`HBIConfig.merged_token_counts`].
             `"ratio"`: they have `max(ceil(n * ratio), 1)` tokens for an input of `n` padded tokens (official code).
         video_cluster_counts (`list[int]`, *optional*, defaults to `[6, 2]`):
             Clips (action level) and segments (event level) per video in `"count"` mode.
@@ -159,9 +198,15 @@ class HBIConfig(PreTrainedConfig):
             component (Eqs. 2-5) before the similarity. `False`: HBI (CVPR 2023), the method of the released
             official checkpoints.
         banzhaf_loss_weight (`float`, *optional*, defaults to 1.0):
-            alpha of Eq. 14, the weight of the Banzhaf-interaction KL loss L_I at every level (official `--skl`).
+            alpha of Eq. 14, the weight of the Banzhaf-interaction KL loss L_I at every level. Not the official
+            `--skl`: L_I here sums each KL within its distribution and averages over distributions, the official code
+            averages over all elements, so alpha = 1 is `--skl` = N_v (frames) on the per-word term and N_t (words) on
+            the per-frame term (12 and 32 at MSR-VTT's entity level); see docs/banzhaf.md.
         distillation_loss_weight (`float`, *optional*, defaults to 1.0):
-            beta of Eq. 16, the weight of the entity->action and entity->event self-distillation (official `--kl`).
+            beta of Eq. 16, the weight of the entity->action and entity->event self-distillation. Not the official
+            `--kl`: here the KL is summed within each row / column of the `(batch, batch)` logits S / tau and averaged
+            over rows / columns, the official code averages over all B^2 elements of raw cosines (tau = 1), so the
+            two differ by a factor of B and by the temperature; see docs/banzhaf.md.
         temperature (`float`, *optional*, defaults to 0.01):
             Fixed temperature tau of the contrastive loss (Eq. 13) and of the distillation distributions.
         learnable_temperature (`bool`, *optional*, defaults to `False`):
@@ -213,14 +258,19 @@ class HBIConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None
     estimator_config: dict | PreTrainedConfig | None = None
+    banzhaf_teacher: str = "monte_carlo"
+    banzhaf_num_samples: int = 200
+    banzhaf_game_scale: float = 1000.0
+    banzhaf_head_input_scale: float | None = None
     estimator_name_or_path: str | None = None
+    clip_name_or_path: str | None = None
     projection_dim: int = 512
     logit_scale_init_value: float = 2.6592
     num_frames: int = 12
     max_words: int = 32
     temporal_num_layers: int = 4
-    temporal_num_attention_heads: int = 8
-    temporal_intermediate_size: int = 2048
+    temporal_num_attention_heads: int | None = None
+    temporal_intermediate_size: int | None = None
     temporal_max_position_embeddings: int = 77
     temporal_layer_norm_eps: float = 1e-12
     cluster_mode: str = "count"
@@ -255,6 +305,7 @@ class HBIConfig(PreTrainedConfig):
         self.text_cluster_ratios = [float(r) for r in self.text_cluster_ratios]
         self.similarity_level_weights = [float(w) for w in self.similarity_level_weights]
         self.qa_level_weights = [float(w) for w in self.qa_level_weights]
+        self._derive_temporal_sizes()
         self._validate_hbi_fields()
         self._validate_task_fields()
         super().__post_init__(**kwargs)
@@ -268,6 +319,37 @@ class HBIConfig(PreTrainedConfig):
                 f"max_words ({self.max_words}) is more than the text tower's max_position_embeddings ({positions}); "
                 "lower max_words or give text_config more positions"
             )
+
+    def _derive_temporal_sizes(self) -> None:
+        """Unset temporal transformer sizes take the shape of a CLIP text layer at width `projection_dim`: the text
+        tower's head width and feed-forward ratio (its heads and feed-forward width when it is `projection_dim` wide)."""
+        text = self.text_config if self.text_config is not None else CLIPTextConfig()
+        if isinstance(text, dict):
+            text = CLIPTextConfig(**text)
+        if self.temporal_num_attention_heads is None:
+            head_dim = text.hidden_size // text.num_attention_heads
+            self.temporal_num_attention_heads = max(self.projection_dim // head_dim, 1)
+        if self.temporal_intermediate_size is None:
+            self.temporal_intermediate_size = self.projection_dim * text.intermediate_size // text.hidden_size
+
+    @classmethod
+    def from_clip_config(cls, clip_config: CLIPConfig, **overrides) -> "HBIConfig":
+        r"""
+        The configuration of an HBI model around a CLIP of any size: its towers, joint-space width and logit scale,
+        the temporal transformer shaped like its text layers (see `temporal_num_attention_heads`).
+
+        Args:
+            clip_config ([`CLIPConfig`]): e.g. `CLIPConfig.from_pretrained("openai/clip-vit-large-patch14")`.
+            overrides: any other [`HBIConfig`] field (a field given here wins over the CLIP-derived one).
+        """
+        settings = dict(
+            text_config=clip_config.text_config.to_dict(),
+            vision_config=clip_config.vision_config.to_dict(),
+            projection_dim=clip_config.projection_dim,
+            logit_scale_init_value=clip_config.logit_scale_init_value,
+        )
+        settings.update(overrides)
+        return cls(**settings)
 
     def _validate_hbi_fields(self) -> None:
         if self.cluster_mode not in ("count", "ratio"):
@@ -292,6 +374,14 @@ class HBIConfig(PreTrainedConfig):
             raise ValueError(f"max_words must leave room for the start and end tokens (>= 2); got {self.max_words}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}")
+        if self.banzhaf_teacher not in BANZHAF_TEACHERS:
+            raise ValueError(f"banzhaf_teacher must be one of {BANZHAF_TEACHERS}; got {self.banzhaf_teacher!r}")
+        if self.banzhaf_num_samples < 1:
+            raise ValueError(f"banzhaf_num_samples must be a positive integer; got {self.banzhaf_num_samples}")
+        if not self.banzhaf_game_scale > 0:
+            raise ValueError(f"banzhaf_game_scale must be positive; got {self.banzhaf_game_scale}")
+        if self.banzhaf_head_input_scale is not None and not self.banzhaf_head_input_scale > 0:
+            raise ValueError(f"banzhaf_head_input_scale must be positive; got {self.banzhaf_head_input_scale}")
         if self.dpc_knn_k < 1:
             raise ValueError(f"dpc_knn_k must be >= 1; got {self.dpc_knn_k}")
         for name in ("temporal_num_attention_heads", "merge_num_attention_heads"):
@@ -324,6 +414,36 @@ class HBIConfig(PreTrainedConfig):
             return counts[level - 1]
         ratios = self.text_cluster_ratios if modality == "text" else self.video_cluster_ratios
         return max(math.ceil(round(num_input_tokens * ratios[level - 1], 6)), 1)
+
+    def head_input_scale(self) -> float:
+        """The factor on the similarity read by the Banzhaf prediction heads R (`banzhaf_head_input_scale`, by default
+        `banzhaf_game_scale`)."""
+        return self.banzhaf_game_scale if self.banzhaf_head_input_scale is None else self.banzhaf_head_input_scale
+
+    def merged_token_counts(self, modality: str, level: int, valid_tokens, num_input_tokens: int):
+        r"""
+        Tokens of `level` (1 = action, 2 = event) for each item: in `"count"` mode the paper's count scaled by the
+        item's valid length (see `cluster_mode`), in `"ratio"` mode the official count of the padded length.
+
+        Args:
+            modality (`str`): `"text"` or `"video"`.
+            level (`int`): 1 (action) or 2 (event).
+            valid_tokens (`torch.LongTensor` of shape `(batch,)`): valid tokens of each item at the level below.
+            num_input_tokens (`int`): padded token count of the level below.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch,)`, each in `[1, num_merged_tokens(...)]`.
+        """
+        width = self.num_merged_tokens(modality, level, num_input_tokens)
+        if self.cluster_mode == "ratio":
+            return valid_tokens.new_full(valid_tokens.shape, width)
+        counts = self.text_cluster_counts if modality == "text" else self.video_cluster_counts
+        if level == 1:
+            reference = self.max_words if modality == "text" else self.num_frames
+        else:
+            reference = counts[level - 2]
+        scaled = (valid_tokens.double() * counts[level - 1] / reference - 1e-9).ceil()
+        return scaled.clamp(1, width).long()
 
 
 __all__ = ["HBIConfig", "HBIBanzhafEstimatorConfig"]

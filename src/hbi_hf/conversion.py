@@ -308,7 +308,9 @@ def official_config(
         estimator_config=dict(
             hidden_size=teacher_query.shape[0],
             kernel_size=_require(state_dict, "banzhafteacher.cnn1.weight").shape[-1],
+            is_trained=True,
         ),
+        banzhaf_teacher="estimator",
         projection_dim=_require(state_dict, "clip.text_projection").shape[1],
         logit_scale_init_value=float(_require(state_dict, "clip.logit_scale")),
         num_frames=num_frames,
@@ -372,7 +374,7 @@ def convert_official_estimator_checkpoint(
     state_dict = load_official_checkpoint(checkpoint_path)
     query = _require(state_dict, "Q")
     config = HBIBanzhafEstimatorConfig(
-        hidden_size=query.shape[0], kernel_size=_require(state_dict, "cnn1.weight").shape[-1]
+        hidden_size=query.shape[0], kernel_size=_require(state_dict, "cnn1.weight").shape[-1], is_trained=True
     )
     estimator = HBIBanzhafEstimator(config)
     _load_strictly(estimator, convert_official_estimator_state_dict(state_dict), str(checkpoint_path))

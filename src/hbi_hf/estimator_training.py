@@ -435,6 +435,7 @@ def train_estimator(
         held-out matrices).
     """
     config = copy.deepcopy(config) if config is not None else HBIBanzhafEstimatorConfig()
+    config.is_trained = True
     if normalise:
         fitted = fit_estimator_normalisation(train_matrices, train_labels)
         logger.info("estimator normalisation fitted on the training data: %s", fitted)

@@ -12,10 +12,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from accelerate import PartialState
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoTokenizer,
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+)
 from transformers import initialization as init
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import ModelOutput, logging
 
@@ -336,7 +347,7 @@ MATCHED_PAIRS = HBIPairLayout(matched=True)
 
 @torch.no_grad()
 def dpc_knn_cluster(
-    tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int, k: int = 3
+    tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int, k: int = 3, item_clusters: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     Density-peaks clustering with k-nearest neighbours (DPC-KNN, Eqs. 9-10), per sample, without gradient.
@@ -348,14 +359,16 @@ def dpc_knn_cluster(
       centre its own cluster. Ties in density go to the earlier token (a deterministic stand-in for the official
       code's 1e-6 random noise), and centres are returned in token order, so merged tokens keep the temporal order.
 
-    Padded tokens are never centres and join no cluster. A sample with fewer valid tokens than `num_clusters` gets
+    Padded tokens are never centres and join no cluster. A sample with fewer valid tokens than its cluster count gets
     one cluster per valid token; the remaining clusters are marked invalid.
 
     Args:
         tokens (`torch.Tensor` of shape `(batch, tokens, dim)`)
         mask (`torch.BoolTensor` of shape `(batch, tokens)`)
-        num_clusters (`int`): clusters per sample.
+        num_clusters (`int`): clusters per sample (the width of the output).
         k (`int`): neighbours of the density.
+        item_clusters (`torch.LongTensor` of shape `(batch,)`, *optional*): clusters of each sample, at most
+            `num_clusters` ([`HBIConfig.merged_token_counts`]); `num_clusters` for every sample if omitted.
 
     Returns:
         assignment (`torch.LongTensor` of shape `(batch, tokens)`): cluster of each token, -1 for padding.
@@ -382,6 +395,8 @@ def dpc_knn_cluster(
     num_centres = min(num_clusters, length)
     top = centre_score.topk(num_centres, dim=-1)
     is_centre = top.values.isfinite()
+    if item_clusters is not None:
+        is_centre &= torch.arange(num_centres, device=tokens.device) < item_clusters.unsqueeze(1)
     positions = torch.where(is_centre, top.indices, top.indices + length)
     order = positions.argsort(dim=-1)
     centres = top.indices.gather(1, order)
@@ -661,12 +676,13 @@ class HBITokenMerge(nn.Module):
         self.refinement = HBIMergeAttention(config)
 
     def forward(
-        self, tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int
+        self, tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int, item_clusters: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Args:
             tokens (`torch.Tensor` of shape `(batch, tokens, dim)`), mask (`torch.BoolTensor` of shape
-            `(batch, tokens)`), num_clusters (`int`).
+            `(batch, tokens)`), num_clusters (`int`), item_clusters (`torch.LongTensor` of shape `(batch,)`,
+            *optional*): see [`dpc_knn_cluster`].
 
         Returns:
             merged (`(batch, num_clusters, dim)`, zeros for invalid clusters), merged_mask
@@ -675,7 +691,7 @@ class HBITokenMerge(nn.Module):
         tokens = tokens * mask.unsqueeze(-1)
         enhanced = self.norm(tokens + self.conv(tokens.transpose(1, 2)).transpose(1, 2))
         scores = self.score(enhanced).squeeze(-1)
-        assignment, merged_mask = dpc_knn_cluster(enhanced, mask, num_clusters, self.k)
+        assignment, merged_mask = dpc_knn_cluster(enhanced, mask, num_clusters, self.k, item_clusters)
         membership = assignment.unsqueeze(1) == torch.arange(num_clusters, device=tokens.device)[None, :, None]
         cluster_weights = masked_softmax(scores.unsqueeze(1).expand_as(membership), membership)
         merged = cluster_weights.to(enhanced.dtype) @ enhanced
@@ -937,6 +953,12 @@ def banzhaf_interaction_loss(
     over frames for each word (not over the batch, the official code's `.T` bug). The teacher is the target
     distribution, as in the official code.
 
+    Reduction: each KL is summed within its distribution and averaged over the distributions (words for the
+    over-frames term, frames for the over-words term) of the batch. The official code (`F.kl_div(...,
+    reduction="mean")`) averages over all `batch * words * frames` elements instead, so this L_I is `valid_frames`
+    times the official over-frames term plus `valid_words` times the official over-words term: alpha = 1 here is
+    the official `--skl` 12 and 32 at MSR-VTT's 12 x 32 entity level (docs/banzhaf.md).
+
     Args:
         prediction, interaction (`torch.Tensor` of shape `(batch, words, frames)`), cell_mask (same shape, bool).
     """
@@ -1086,37 +1108,50 @@ class HBIPreTrainedModel(PreTrainedModel):
         does. With `estimator_name_or_path` in the config, the Banzhaf teacher is loaded from it.
 
         Args:
-            clip_name_or_path (`str`, *optional*, defaults to `"openai/clip-vit-base-patch32"`)
+            clip_name_or_path (`str`, *optional*, defaults to `"openai/clip-vit-base-patch32"`): recorded in
+                `config.clip_name_or_path` (a model card's `base_model`).
             config_overrides: any [`HBIConfig`] field, e.g. `num_frames=64, representation_reconstruction=False`.
         """
+        estimator_path = config_overrides.get("estimator_name_or_path")
+        if estimator_path is not None:
+            config_overrides.setdefault("banzhaf_teacher", "estimator")
+        if config_overrides.get("banzhaf_teacher") == "estimator" and estimator_path is None:
+            raise ValueError(
+                "banzhaf_teacher='estimator' needs estimator_name_or_path (a trained HBIBanzhafEstimator, e.g. from "
+                "scripts/train_estimator.py); or use banzhaf_teacher='monte_carlo'"
+            )
         clip = CLIPModel.from_pretrained(clip_name_or_path)
         clip_config = clip.config
-        estimator_path = config_overrides.get("estimator_name_or_path")
         if estimator_path is not None and "estimator_config" not in config_overrides:
             # the teacher and the heads R take the saved estimator's architecture
             config_overrides["estimator_config"] = HBIBanzhafEstimatorConfig.from_pretrained(estimator_path).to_dict()
         # any CLIP size: the temporal transformer takes the shape of its text layers unless overridden
-        config = HBIConfig.from_clip_config(clip_config, **config_overrides)
+        config = HBIConfig.from_clip_config(clip_config, clip_name_or_path=str(clip_name_or_path), **config_overrides)
         model = cls(config)
         hbi = model.base_model
         hbi.clip.load_state_dict(clip.state_dict())
         hbi.initialize_temporal_from_clip()
-        if hasattr(model, "alignment"):
-            if config.estimator_name_or_path is not None:
-                model.load_banzhaf_teacher(config.estimator_name_or_path)
-            else:
-                logger.warning(
-                    "No estimator_name_or_path given: the Banzhaf teacher of Eq. 8 keeps its random initialisation. "
-                    "Train one with scripts/train_estimator.py and pass estimator_name_or_path=..."
-                )
+        if hasattr(model, "alignment") and config.estimator_name_or_path is not None:
+            model.load_banzhaf_teacher(config.estimator_name_or_path)
         return model
 
     def load_banzhaf_teacher(self, estimator_name_or_path: str) -> None:
-        """Load the frozen Banzhaf-interaction estimator (teacher of Eq. 8) from a saved [`HBIBanzhafEstimator`]."""
+        """Load the frozen Banzhaf-interaction estimator (teacher of Eq. 8) from a saved, trained
+        [`HBIBanzhafEstimator`] and select it (`config.banzhaf_teacher = "estimator"`).
+
+        Raises:
+            `ValueError`: the estimator was never trained (`is_trained` is `False` in its config), or its
+                architecture differs from this model's `estimator_config`."""
         alignment = getattr(self, "alignment", None)
         if alignment is None:
             raise ValueError(f"{type(self).__name__} has no Banzhaf teacher to load into")
         estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path)
+        if not estimator.config.is_trained:
+            raise ValueError(
+                f"the estimator {estimator_name_or_path} was never trained (is_trained is false in its config.json): "
+                "as a teacher it would give random targets. Train one with scripts/train_estimator.py (or the "
+                "training scripts' --fit_estimator), convert an official one, or use banzhaf_teacher='monte_carlo'"
+            )
         different = [
             f"{name}: saved {getattr(estimator.config, name)!r}, model {getattr(self.config.estimator_config, name)!r}"
             for name in ESTIMATOR_ARCHITECTURE_FIELDS
@@ -1130,11 +1165,12 @@ class HBIPreTrainedModel(PreTrainedModel):
                 "estimator_name_or_path)"
             )
         alignment.banzhaf_teacher.load_state_dict(estimator.state_dict())
-        for name in ESTIMATOR_NORMALISATION_FIELDS:
+        for name in (*ESTIMATOR_NORMALISATION_FIELDS, "is_trained"):
             value = getattr(estimator.config, name)
             setattr(alignment.banzhaf_teacher.config, name, value)
             setattr(self.config.estimator_config, name, value)
         self.config.estimator_name_or_path = str(estimator_name_or_path)
+        self.config.banzhaf_teacher = "estimator"
 
 
 class HBIModel(HBIPreTrainedModel):
@@ -1263,7 +1299,10 @@ class HBIModel(HBIPreTrainedModel):
         level_tokens, level_masks, assignments = [tokens], [mask], []
         for level, merge in enumerate(merges, start=1):
             num_clusters = self.config.num_merged_tokens(modality, level, level_tokens[-1].shape[1])
-            merged, merged_mask, assignment = merge(level_tokens[-1], level_masks[-1], num_clusters)
+            item_clusters = self.config.merged_token_counts(
+                modality, level, level_masks[-1].sum(-1), level_tokens[-1].shape[1]
+            )
+            merged, merged_mask, assignment = merge(level_tokens[-1], level_masks[-1], num_clusters, item_clusters)
             level_tokens.append(merged)
             level_masks.append(merged_mask)
             assignments.append(assignment)
@@ -1518,8 +1557,19 @@ class HBIAlignmentLoss(nn.Module):
     r"""
     The alignment objective shared by every HBI task (Eq. 16 without the task loss): per level the contrastive loss
     (Eq. 13) plus alpha times the Banzhaf-interaction loss (Eq. 8), and beta times the entity->action and
-    entity->event self-distillation (Eq. 15). Holds the per-level prediction heads R and the frozen teacher.
-    Under `torch.distributed`, negatives come from every process (the local slice keeps its gradient).
+    entity->event self-distillation (Eq. 15). Holds the per-level prediction heads R and the slot of the frozen
+    estimator teacher. Under `torch.distributed`, negatives come from every process (the local slice keeps its
+    gradient).
+
+    The teacher of Eq. 8 is `config.banzhaf_teacher` ([`HBIConfig`]): Monte-Carlo interactions of the detached
+    matched-pair similarity of each level (with the level's WTI weight logits and masks, game scale
+    `config.banzhaf_game_scale`), a trained estimator, or none. With `banzhaf_loss_weight=0` or `"none"` no teacher
+    runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale` (by default the game
+    scale, the units of I), which is what lets L_I reach the encoder at a useful magnitude (docs/banzhaf.md).
+
+    Raises:
+        `ValueError`: in `forward`, when `banzhaf_teacher="estimator"` and the estimator was never trained
+            (`estimator_config.is_trained` is `False`).
     """
 
     def __init__(self, config: HBIConfig):
@@ -1552,7 +1602,12 @@ class HBIAlignmentLoss(nn.Module):
 
         contrastive = sum(contrastive_loss(level_logits) for level_logits in logits)
         distillation = self_distillation_loss(logits[1], logits[0]) + self_distillation_loss(logits[2], logits[0])
-        banzhaf = sum(self._banzhaf_loss(model, text_features, video_features, level) for level in range(NUM_LEVELS))
+        if self.uses_banzhaf_term():
+            banzhaf = sum(
+                self._banzhaf_loss(model, text_features, video_features, level) for level in range(NUM_LEVELS)
+            )
+        else:
+            banzhaf = contrastive.new_zeros(())
         local = slice(offset, offset + len(text_features))
         loss = (
             contrastive
@@ -1568,12 +1623,72 @@ class HBIAlignmentLoss(nn.Module):
         )
 
     def _banzhaf_loss(self, model, text_features, video_features, level: int) -> torch.Tensor:
+        # the similarities are float32 (see `HBIModel.level_inputs`); the networks read them in their weights'
+        # dtype and the KL divergence is taken in float32
         similarity = model.matched_token_similarity(text_features, video_features, level)
         cell_mask = text_features.level_masks[level].unsqueeze(-1) & video_features.level_masks[level].unsqueeze(-2)
-        with torch.no_grad():
-            interaction = self.banzhaf_teacher.estimate(similarity.detach(), cell_mask)
-        prediction = self.banzhaf_heads[level](similarity, cell_mask)
-        return banzhaf_interaction_loss(prediction, interaction, cell_mask)
+        interaction = self.teacher_interaction(similarity, text_features, video_features, level)
+        head_input = self.config.head_input_scale() * similarity
+        prediction = self.banzhaf_heads[level](head_input.to(self.banzhaf_teacher.dtype), cell_mask)
+        return banzhaf_interaction_loss(prediction.float(), interaction.float(), cell_mask)
+
+    def uses_banzhaf_term(self) -> bool:
+        """Whether L_I is computed: a teacher is chosen and alpha is not 0 (the log says once when it is not)."""
+        if self.config.banzhaf_teacher == "none":
+            logger.warning_once("banzhaf_teacher='none': training without the Banzhaf-interaction loss L_I (Eq. 8)")
+            return False
+        return self.config.banzhaf_loss_weight != 0
+
+    @torch.no_grad()
+    def teacher_interaction(
+        self, similarity: torch.Tensor, text_features: HBITextFeatures, video_features: HBIVideoFeatures, level: int
+    ) -> torch.Tensor:
+        r"""
+        The teacher's Banzhaf interactions I of Eq. 8 for matched pairs at `level`, in the units of the game scaled by
+        `config.banzhaf_game_scale` (what the softmaxes of Eq. 8 read as logits).
+
+        Args:
+            similarity (`torch.Tensor` of shape `(batch, words, frames)`): matched-pair similarity at `level`
+                (detached here).
+            text_features ([`HBITextFeatures`]), video_features ([`HBIVideoFeatures`]): the pairs' features (masks
+                and WTI weight logits of the level).
+            level (`int`): 0 entity, 1 action, 2 event.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, words, frames)`, 0 on padded cells.
+
+        Raises:
+            `ValueError`: `banzhaf_teacher="estimator"` with a never-trained estimator, or `"none"`.
+        """
+        text_mask, video_mask = text_features.level_masks[level], video_features.level_masks[level]
+        similarity = similarity.detach().float()
+        if self.config.banzhaf_teacher == "monte_carlo":
+            from .banzhaf import sampled_banzhaf_interaction
+
+            return sampled_banzhaf_interaction(
+                similarity,
+                self.config.banzhaf_num_samples,
+                text_features.level_weight_logits[level].detach().float(),
+                video_features.level_weight_logits[level].detach().float(),
+                text_mask,
+                video_mask,
+                logit_scale=self.config.banzhaf_game_scale,
+            )
+        if self.config.banzhaf_teacher == "estimator":
+            self.check_estimator_teacher()
+            cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
+            return self.banzhaf_teacher.estimate(similarity.to(self.banzhaf_teacher.dtype), cell_mask).float()
+        raise ValueError("banzhaf_teacher='none' has no interactions; choose 'monte_carlo' or 'estimator'")
+
+    def check_estimator_teacher(self) -> None:
+        """Refuse a never-trained estimator as the teacher, naming the fixes."""
+        if not self.banzhaf_teacher.config.is_trained:
+            raise ValueError(
+                "banzhaf_teacher='estimator' but the model's Banzhaf estimator was never trained "
+                "(estimator_config.is_trained is False): its targets would be random. Load a trained one with "
+                "estimator_name_or_path=... (scripts/train_estimator.py, the training scripts' --fit_estimator, or "
+                "a converted official estimator), or use banzhaf_teacher='monte_carlo' (no estimator needed)"
+            )
 
 
 class HBIForRetrieval(HBIPreTrainedModel):
@@ -1818,6 +1933,11 @@ def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 # Video captioning
 # ---------------------------------------------------------------------------------------------------------------------
 
+CACHE_NAME = "cache" if "cache" in {field.name for field in fields(Seq2SeqLMOutput)} else "past_key_values"
+"""The name the installed transformers gives the generation key/value cache, read from its own encoder-decoder output
+(`Seq2SeqLMOutput`): `cache` from transformers 5.24 on (there `past_key_values` is a deprecated alias), and
+`past_key_values` before. `generate` passes the cache to `forward` and reads it back from the output under this name."""
+
 
 @dataclass
 class HBICaptioningEncoderOutput(ModelOutput):
@@ -1846,7 +1966,9 @@ class HBICaptioningOutput(ModelOutput):
         alignment_loss, contrastive_loss, banzhaf_loss, distillation_loss (`torch.FloatTensor` of shape `()`,
             *optional*): the alignment part of Eq. 16 between captions and videos and its parts.
         logits (`torch.FloatTensor` of shape `(batch, decoder_length, vocab_size)`): next-token logits.
-        past_key_values ([`~cache_utils.Cache`], *optional*): the decoder's self-attention cache during generation.
+        cache / past_key_values ([`~cache_utils.Cache`], *optional*, returned when `use_cache=True`): the decoder's
+            key/value cache during generation, under the installed transformers' name ([`CACHE_NAME`]: `cache` from
+            5.24 on, `past_key_values` before).
         encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch, memory_tokens, dim)`): the video memory.
     """
 
@@ -1857,7 +1979,10 @@ class HBICaptioningOutput(ModelOutput):
     banzhaf_loss: torch.FloatTensor | None = None
     distillation_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
 
 
@@ -2001,10 +2126,44 @@ class HBICaptioningVideoEncoder:
     __call__ = forward
 
 
+def caption_token_ids(tokenizer: PreTrainedTokenizerBase | ProcessorMixin) -> dict[str, int]:
+    """
+    The start, end and padding ids that caption generation takes from a tokenizer (or a processor holding one, such
+    as [`HBIProcessor`]): the tokens the captions were tokenised with, hence the ones the decoder learned. For CLIP's
+    tokenizer: `<|startoftext|>` (49406) starts, `<|endoftext|>` (49407) ends and pads.
+
+    Returns:
+        `dict` with `bos_token_id`, `decoder_start_token_id` (the same), `eos_token_id` and `pad_token_id` (the end
+        token when the tokenizer has no padding token): keyword arguments of `generate` / `GenerationConfig`.
+
+    Raises:
+        `ValueError`: the tokenizer has no start or no end token.
+    """
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    if bos is None or eos is None:
+        raise ValueError(
+            f"caption generation needs the tokenizer's start and end tokens; {type(tokenizer).__name__} has "
+            f"bos_token={tokenizer.bos_token!r}, eos_token={tokenizer.eos_token!r}"
+        )
+    return {
+        "bos_token_id": bos,
+        "decoder_start_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": eos if pad is None else pad,
+    }
+
+
 class HBICaptioningGenerationConfig(GenerationConfig):
-    """Generation defaults of [`HBIForCaptioning`]: CLIP start / end / padding tokens and captions of at most
-    `max_words` tokens. `from_model_config` reads only those fields: the default one would copy the contrastive
-    `temperature` of [`HBIConfig`] into the sampling temperature (and warn that it is set without sampling)."""
+    """Generation defaults of [`HBIForCaptioning`]: caption start / end / padding tokens and captions of at most
+    `max_words` tokens.
+
+    The tokens belong to the tokenizer ([`caption_token_ids`]; [`HBIForCaptioning.set_caption_tokens`],
+    [`HBIForCaptioning.from_clip`] and the task training set them from it). A model built from a config alone has no
+    tokenizer, so `from_model_config` falls back on `text_config`'s start and end ids and pads with the end id, as
+    CLIP's tokenizer does: `text_config.pad_token_id` is not a CLIP padding token (transformers' default 1 is the BPE
+    token `"`). It reads nothing else: the default `from_model_config` would copy the contrastive `temperature` of
+    [`HBIConfig`] into the sampling temperature (and warn that it is set without sampling)."""
 
     @classmethod
     def from_model_config(cls, model_config: HBIConfig) -> "HBICaptioningGenerationConfig":
@@ -2013,7 +2172,7 @@ class HBICaptioningGenerationConfig(GenerationConfig):
             bos_token_id=text_config.bos_token_id,
             decoder_start_token_id=text_config.bos_token_id,
             eos_token_id=text_config.eos_token_id,
-            pad_token_id=text_config.pad_token_id,
+            pad_token_id=text_config.eos_token_id,
             max_new_tokens=model_config.max_words - 1,
         )
 
@@ -2021,8 +2180,8 @@ class HBICaptioningGenerationConfig(GenerationConfig):
 class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
     r"""
     HBI for video captioning (Sec. 3.3; spec §6): an encoder-decoder whose encoder is [`HBIModel`]'s video stream and
-    whose decoder is a one-layer transformer decoder over the CLIP vocabulary (`text_config.vocab_size`; the caption
-    starts with `text_config.bos_token_id`, ends with `text_config.eos_token_id`).
+    whose decoder is a one-layer transformer decoder over the CLIP vocabulary (`text_config.vocab_size`; captions start
+    and end with the tokenizer's start and end tokens, see [`HBIForCaptioning.set_caption_tokens`]).
 
     The decoder cross-attends to the *single-modal* video tokens of all three levels, concatenated (frames, clips,
     segments, each with a learned level embedding), in training and at inference alike: no text exists at inference,
@@ -2039,7 +2198,6 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
 
     main_input_name = "pixel_values"
     generation_config_class = HBICaptioningGenerationConfig
-    _supports_cache_class = True
 
     def __init__(self, config: HBIConfig):
         config.is_encoder_decoder = True
@@ -2049,6 +2207,56 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
         self.level_embedding = nn.Embedding(NUM_LEVELS, config.projection_dim)
         self.decoder = HBICaptionDecoder(config)
         self.post_init()
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip_name_or_path: str = "openai/clip-vit-base-patch32",
+        tokenizer: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        **config_overrides,
+    ) -> "HBIForCaptioning":
+        r"""
+        [`HBIPreTrainedModel.from_clip`], with the generation tokens of the CLIP checkpoint's tokenizer: CLIP configs
+        on the Hub carry the legacy ids bos 0 / eos 2 / pad 1 (`!`, `#`, `"`), which are no caption tokens.
+
+        Args:
+            clip_name_or_path (`str`, *optional*, defaults to `"openai/clip-vit-base-patch32"`)
+            tokenizer ([`PreTrainedTokenizerBase`] or a processor holding one, *optional*): the tokenizer the captions
+                will be tokenised with; by default the one saved with `clip_name_or_path`.
+            config_overrides: any [`HBIConfig`] field.
+
+        Raises:
+            `ValueError`: no tokenizer was given and `clip_name_or_path` has none that covers its vocabulary.
+        """
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+        model = super().from_clip(clip_name_or_path, **config_overrides)
+        model.set_caption_tokens(tokenizer)
+        return model
+
+    def set_caption_tokens(self, tokenizer: PreTrainedTokenizerBase | ProcessorMixin) -> None:
+        """
+        Make generation start, end and pad with `tokenizer`'s tokens ([`caption_token_ids`]): they are set in
+        `self.generation_config` and, as transformers' `Trainer` does when it trains with a tokenizer
+        (`align_special_tokens`), in `config.text_config` (both saved with the model). The Trainer's own alignment
+        leaves `decoder_start_token_id`, the token an encoder-decoder's generation starts from, as it was.
+
+        Raises:
+            `ValueError`: the tokenizer's vocabulary is not the decoder's (`text_config.vocab_size` ids), e.g. a
+            folder without tokenizer files, from which `AutoTokenizer` builds a tokenizer of only its special tokens.
+        """
+        text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        vocab_size = self.config.text_config.vocab_size
+        if len(text_tokenizer) != vocab_size:
+            raise ValueError(
+                f"the tokenizer {text_tokenizer.name_or_path!r} has {len(text_tokenizer)} tokens, the caption decoder "
+                f"predicts text_config.vocab_size={vocab_size}: give the tokenizer the captions are tokenised with "
+                "(for from_clip: tokenizer=...)"
+            )
+        for name, token_id in caption_token_ids(text_tokenizer).items():
+            setattr(self.generation_config, name, token_id)
+            if name != "decoder_start_token_id":
+                setattr(self.config.text_config, name, token_id)
 
     def get_encoder(self, modality: str | None = None) -> HBICaptioningVideoEncoder:
         return HBICaptioningVideoEncoder(self)
@@ -2091,6 +2299,7 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         encoder_outputs: HBICaptioningEncoderOutput | None = None,
+        cache: Cache | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool | None = None,
         return_loss: bool | None = None,
@@ -2111,8 +2320,12 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
             labels (`torch.LongTensor` of shape `(batch, length)`, *optional*): next-token targets aligned with the
                 decoder input, -100 = ignored; by default derived from `input_ids`.
             encoder_outputs ([`HBICaptioningEncoderOutput`], *optional*): a precomputed video memory.
-            past_key_values ([`~cache_utils.Cache`], *optional*): decoder self-attention cache (generation).
-            use_cache (`bool`, *optional*): return the cache.
+            cache ([`~cache_utils.Cache`], *optional*): the decoder's self-attention cache of the tokens decoded so
+                far (generation): `decoder_input_ids` then holds only the tokens after them. A plain `Cache` or
+                `generate`'s `EncoderDecoderCache` (its self-attention part is used; the video memory is not cached).
+            past_key_values ([`~cache_utils.Cache`], *optional*): the same cache under the name transformers used
+                before 5.24 (its `generate` passes this keyword); give one of the two.
+            use_cache (`bool`, *optional*): return the cache in the output (under [`CACHE_NAME`]).
             return_loss (`bool`, *optional*): compute the loss (default: in training mode when targets exist).
         """
         if encoder_outputs is None and pixel_values is None:
@@ -2132,16 +2345,17 @@ class HBIForCaptioning(HBIPreTrainedModel, GenerationMixin):
         if encoder_outputs is None:
             video_features = self.hbi.get_video_features(pixel_values, video_mask)
             encoder_outputs = self.video_memory(video_features)
-        cache = past_key_values
-        if isinstance(cache, EncoderDecoderCache):
-            cache = cache.self_attention_cache
+        if cache is not None and past_key_values is not None:
+            raise ValueError("HBIForCaptioning got both cache and past_key_values (its older name); give one of them")
+        cache = cache if cache is not None else past_key_values
+        self_attention_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         logits = self.decoder(
-            decoder_input_ids, encoder_outputs.last_hidden_state, encoder_outputs.attention_mask, cache
+            decoder_input_ids, encoder_outputs.last_hidden_state, encoder_outputs.attention_mask, self_attention_cache
         )
         output = HBICaptioningOutput(
             logits=logits,
-            past_key_values=past_key_values if use_cache else None,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            **{CACHE_NAME: cache if use_cache else None},
         )
         if not return_loss:
             return output
@@ -2182,6 +2396,7 @@ __all__ = [
     "HBIVideoQAOutput",
     "answer_cross_entropy",
     "caption_labels",
+    "caption_token_ids",
     "HBIBanzhafEstimator",
     "HBIBanzhafHead",
     "HBIForRetrieval",

@@ -1,0 +1,191 @@
+"""The teacher of the Banzhaf-interaction loss (Eq. 8): an explicit choice, never a silent random network; the online
+Monte-Carlo teacher is the game's Banzhaf interaction in expectation; the term reaches the encoder; coarser levels
+merge real-length captions."""
+
+import pytest
+import torch
+
+from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig, HBIConfig, HBIForRetrieval
+from hbi_hf import modeling_hbi
+from hbi_hf.banzhaf import exact_banzhaf_interaction
+from hbi_hf.demo import HBIDemoArguments, demo_config
+
+from conftest import tiny_batch, tiny_hbi_config
+
+
+def seeded_retrieval(**overrides) -> HBIForRetrieval:
+    torch.manual_seed(0)
+    return HBIForRetrieval(tiny_hbi_config(**overrides))
+
+
+def features(model: HBIForRetrieval, batch: dict):
+    text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+    video = model.get_video_features(batch["pixel_values"], batch["video_mask"])
+    return text, video
+
+
+# ----- the choice of teacher ------------------------------------------------------------------------------------------
+
+
+def test_a_never_trained_estimator_is_refused_with_the_fix_named(tmp_path):
+    HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(hidden_size=8)).save_pretrained(tmp_path / "untrained")
+    model = seeded_retrieval()
+    with pytest.raises(ValueError, match="never trained.*train_estimator.py.*monte_carlo"):
+        model.load_banzhaf_teacher(str(tmp_path / "untrained"))
+    assert model.config.banzhaf_teacher == "monte_carlo"
+
+    # a model configured for an estimator teacher whose estimator was never trained refuses to train
+    model = seeded_retrieval(banzhaf_teacher="estimator").train()
+    with pytest.raises(ValueError, match="never trained.*estimator_name_or_path"):
+        model(**tiny_batch(), return_loss=True)
+    with pytest.raises(ValueError, match="needs estimator_name_or_path"):
+        HBIForRetrieval.from_clip("unused", banzhaf_teacher="estimator")
+
+
+def test_a_trained_estimator_is_the_teacher_once_loaded(tmp_path):
+    trained = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(hidden_size=8, is_trained=True)).eval()
+    trained.save_pretrained(tmp_path / "trained")
+    model = seeded_retrieval()
+    model.load_banzhaf_teacher(str(tmp_path / "trained"))
+    assert model.config.banzhaf_teacher == "estimator" and model.config.estimator_config.is_trained
+    batch = tiny_batch()
+    with torch.no_grad():
+        text, video = features(model, batch)
+        similarity = model.hbi.matched_token_similarity(text, video, 0)
+        teacher = model.alignment.teacher_interaction(similarity, text, video, 0)
+        cell_mask = text.level_masks[0].unsqueeze(-1) & video.level_masks[0].unsqueeze(-2)
+    torch.testing.assert_close(teacher, trained.estimate(similarity, cell_mask))
+    assert model.train()(**batch, return_loss=True).banzhaf_loss > 0
+
+
+@pytest.mark.parametrize("overrides", [dict(banzhaf_teacher="none"), dict(banzhaf_loss_weight=0.0)])
+def test_without_a_teacher_or_with_alpha_zero_no_teacher_runs_and_l_i_is_zero(overrides, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the teacher ran")
+
+    monkeypatch.setattr(modeling_hbi.HBIAlignmentLoss, "teacher_interaction", refuse)
+    output = seeded_retrieval(**overrides).train()(**tiny_batch(), return_loss=True)
+    assert output.banzhaf_loss == 0
+    torch.testing.assert_close(output.loss, output.contrastive_loss + output.distillation_loss)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(banzhaf_teacher="random"), "banzhaf_teacher"),
+        (dict(banzhaf_num_samples=0), "banzhaf_num_samples"),
+        (dict(banzhaf_game_scale=0.0), "banzhaf_game_scale"),
+        (dict(banzhaf_head_input_scale=-1.0), "banzhaf_head_input_scale"),
+    ],
+)
+def test_invalid_teacher_settings_are_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        HBIConfig(**overrides)
+
+
+# ----- the online Monte-Carlo teacher -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_the_online_teacher_is_the_exact_banzhaf_interaction_in_expectation(level):
+    """On each level's small games (padding included), the teacher's Monte-Carlo interactions converge to exact
+    enumeration of the same game: the level's matched-pair similarity, WTI weight logits, masks and game scale."""
+    model = seeded_retrieval(banzhaf_num_samples=20000, banzhaf_game_scale=10.0)
+    batch = tiny_batch()
+    with torch.no_grad():
+        text, video = features(model, batch)
+        similarity = model.hbi.matched_token_similarity(text, video, level)
+        torch.manual_seed(1)
+        online = model.alignment.teacher_interaction(similarity, text, video, level)
+        exact = exact_banzhaf_interaction(
+            similarity,
+            text.level_weight_logits[level],
+            video.level_weight_logits[level],
+            text.level_masks[level],
+            video.level_masks[level],
+            logit_scale=10.0,
+        )
+    assert exact.abs().max() > 0.1  # a non-trivial game
+    # 20000 samples: standard error below 1 % of the largest interaction on these games
+    torch.testing.assert_close(online, exact, atol=0.03 * exact.abs().max().item(), rtol=0)
+    fewer = HBIConfig(**{**model.config.to_dict(), "banzhaf_num_samples": 50})
+    model.alignment.config = fewer
+    with torch.no_grad():
+        noisy = model.alignment.teacher_interaction(similarity, text, video, level)
+    assert (noisy - exact).abs().mean() > (online - exact).abs().mean()
+
+
+def test_the_online_teacher_scales_with_the_game_scale():
+    model = seeded_retrieval(banzhaf_num_samples=64, banzhaf_game_scale=1.0)
+    with torch.no_grad():
+        text, video = features(model, tiny_batch())
+        similarity = model.hbi.matched_token_similarity(text, video, 0)
+        torch.manual_seed(3)
+        unit = model.alignment.teacher_interaction(similarity, text, video, 0)
+        model.alignment.config.banzhaf_game_scale = 1000.0
+        torch.manual_seed(3)
+        scaled = model.alignment.teacher_interaction(similarity, text, video, 0)
+    torch.testing.assert_close(scaled, 1000.0 * unit, rtol=1e-4, atol=1e-4)
+
+
+# ----- the term reaches the encoder -----------------------------------------------------------------------------
+
+
+def encoder_gradient_norm(model: HBIForRetrieval, loss: torch.Tensor) -> torch.Tensor:
+    parameters = [p for p in model.hbi.parameters() if p.requires_grad]
+    gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    return torch.sqrt(sum((g**2).sum() for g in gradients if g is not None))
+
+
+def test_the_demos_banzhaf_term_moves_the_encoder():
+    """The demo's configuration at initialisation: the encoder gradient of alpha * L_I is at least 1 % of that of
+    L_C (with unscaled head inputs it was about 1e-4)."""
+    args = HBIDemoArguments(quick=True)
+    torch.manual_seed(0)
+    model = HBIForRetrieval(demo_config(args)).train()
+    assert model.config.banzhaf_teacher == "monte_carlo"
+    generator = torch.Generator().manual_seed(0)
+    batch_size, words = 8, args.max_words
+    input_ids = torch.randint(1, 40000, (batch_size, words), generator=generator)
+    attention_mask = torch.ones(batch_size, words, dtype=torch.long)
+    for row in range(batch_size):
+        length = 6 + row % 6
+        input_ids[row, 0], input_ids[row, length - 1] = 49406, 49407
+        input_ids[row, length:], attention_mask[row, length:] = 49407, 0
+    pixel_values = torch.randn(batch_size, args.num_frames, 3, args.image_size, args.image_size, generator=generator)
+    output = model(input_ids, pixel_values, attention_mask, return_loss=True)
+    banzhaf = encoder_gradient_norm(model, model.config.banzhaf_loss_weight * output.banzhaf_loss)
+    contrastive = encoder_gradient_norm(model, output.contrastive_loss)
+    assert banzhaf / contrastive >= 0.01
+
+
+# ----- coarser levels merge real captions -------------------------------------------------------------------------
+
+
+def test_cluster_counts_follow_the_valid_length():
+    config = HBIConfig()  # paper: 32 words -> 16 phrases -> 4 paragraphs, 12 frames -> 6 clips -> 2 segments
+    lengths = torch.tensor([32, 12, 5, 1])
+    phrases = config.merged_token_counts("text", 1, lengths, 32)
+    assert phrases.tolist() == [16, 6, 3, 1]
+    assert config.merged_token_counts("text", 2, phrases, 16).tolist() == [4, 2, 1, 1]
+    clips = config.merged_token_counts("video", 1, torch.tensor([12, 8, 1]), 12)
+    assert clips.tolist() == [6, 4, 1]
+    assert config.merged_token_counts("video", 2, clips, 6).tolist() == [2, 2, 1]
+    ratio = HBIConfig(cluster_mode="ratio")  # official: counts of the padded length for every item
+    assert ratio.merged_token_counts("text", 1, lengths, 32).tolist() == [8, 8, 8, 8]
+
+
+def test_short_captions_are_merged_into_fewer_phrases():
+    """Captions of 4-10 valid tokens (none longer than the phrase count of 4 at full length would allow to be kept
+    whole) get fewer phrases than tokens, and every valid token belongs to one of them."""
+    model = seeded_retrieval().hbi
+    batch = tiny_batch()
+    with torch.no_grad():
+        text = model.get_text_features(batch["input_ids"], batch["attention_mask"])
+    valid = text.level_masks[0].sum(-1)
+    phrases = text.level_masks[1].sum(-1)
+    assert (phrases < valid).all()
+    assignment = text.cluster_assignments[0]
+    for row in range(len(valid)):
+        used = assignment[row, : valid[row]]
+        assert used.ge(0).all() and used.unique().numel() == phrases[row]
