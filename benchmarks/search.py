@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from transformers import HfArgumentParser
 
 from hbi_hf import HBIConfig, HBIModel, HBITextFeatures, HBIVideoFeatures
-from hbi_hf.search_index import HBIVideoIndex, rank_videos
+from hbi_hf.search_index import HBIModelFingerprint, HBIVideoIndex, rank_videos
 
 TINY_VISION = dict(
     hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=1, image_size=32, patch_size=16
@@ -124,7 +124,7 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as directory:
-        index = HBIVideoIndex(directory, model="synthetic", video_root="synthetic")
+        index = HBIVideoIndex(directory, HBIModelFingerprint("synthetic", sha256=""), video_root="synthetic")
         for start in range(0, args.num_videos, 1000):
             part = gallery[start : start + 1000]
             metadata = [dict(path=f"v{start + i}.mp4", size=0, mtime_ns=0, sha256="") for i in range(len(part))]

@@ -2,26 +2,34 @@
 
 On disk an index is a folder:
 
-* `manifest.json`: format version, the model folder, the video root, and one entry per indexed video (path relative
-  to the root, size, modification time, SHA-256 of the content, the shard and row holding its features), plus the
-  files that could not be encoded in the last run and why;
-* `shard-NNNNN.safetensors`: the [`HBIVideoFeatures`] of a group of videos stacked along the batch axis, one tensor per
-  field and level (`level_tokens.0`, `level_masks.0`, ..., `global_embeddings`, `cluster_assignments.1`).
+* `manifest.json`: format version; the model folder and its fingerprint (SHA-256 of its weights, config and processor
+  files); the video root; per shard its SHA-256, size and row count; per indexed video its path relative to the root,
+  size, modification time, SHA-256 of the content, and the shard and row holding its features; the files that could
+  not be indexed in the last run, with the kind of failure and the reason;
+* `shard-<32 hex digits>.safetensors`: the [`HBIVideoFeatures`] of a group of videos stacked along the batch axis, one
+  tensor per field and level (`level_tokens.0`, `level_masks.0`, ..., `global_embeddings`, `cluster_assignments.1`);
+* `.hbi-index`: the marker saying that this package created the folder (only then does it delete anything in it);
+* `.hbi-index.lock`: the writer lock, held by one `build_index` run at a time.
 
-Every file is written to a temporary name and renamed into place, and the manifest is rewritten only after the shard it
-refers to is complete, so an interrupted run leaves a consistent index: the next run encodes only what is missing.
+Every file is written to a unique temporary name and renamed into place, and the manifest is replaced only after the
+shard it refers to is complete, so an interrupted run leaves a consistent index: the next run encodes only what is
+missing. The next run also verifies every shard against its checksum and re-encodes the videos of a missing or damaged
+one.
 """
 
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoProcessor
@@ -32,10 +40,40 @@ from .modeling_hbi import HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVid
 
 logger = logging.get_logger(__name__)
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
-SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.safetensors$")
+MARKER_NAME = ".hbi-index"
+LOCK_NAME = ".hbi-index.lock"
+TEMPORARY_PREFIX = ".hbi-tmp-"
+SHARD_PATTERN = re.compile(r"^shard-[0-9a-f]{32}\.safetensors$")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+# Files of a model folder that decide the features: the weights (every `*.safetensors`) and these.
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors.index.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+class HBIIndexDamagedError(ValueError):
+    """A shard or the manifest of an index cannot be read, or holds non-finite features; rerunning `hbi-hf index`
+    verifies the shards and re-encodes the videos of the damaged ones."""
+
+
+class HBIModelMismatchError(ValueError):
+    """The model given to `search` is not the one (same weights and processor) the index was built with."""
+
+
+class HBIIndexLockedError(TimeoutError):
+    """Another `build_index` run holds the index's writer lock."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -43,20 +81,89 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def resolve_model_folder(model_name_or_path: str | os.PathLike) -> Path:
+    """
+    The absolute path of a saved model folder.
+
+    Raises:
+        `FileNotFoundError`: the folder does not exist, or holds no `config.json`.
+    """
+    path = Path(model_name_or_path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model {model_name_or_path}: no such folder (expected a folder written by save_pretrained that holds "
+            "the HBI model and its processor; download a Hub model first, e.g. with `hf download`)"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {model_name_or_path}: the folder holds no config.json (not a saved model)")
+    return path.resolve()
+
+
+def file_sha256(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class HBIModelFingerprint:
+    r"""
+    What identifies the features a model folder produces: a SHA-256 over the names and contents of its weights
+    (`*.safetensors`) and of its config and processor files ([`MODEL_FILES`]), never its path.
+
+    Args:
+        path (`str`): the absolute model folder.
+        sha256 (`str`): the fingerprint.
+        files (`list[dict]`): per hashed file its `name`, `size`, `mtime_ns` and `sha256` (a file whose size and
+            modification time are unchanged is not hashed again).
+    """
+
+    path: str
+    sha256: str
+    files: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model_dir: str | os.PathLike, known: "HBIModelFingerprint | None" = None) -> "HBIModelFingerprint":
+        """Fingerprint `model_dir`, reusing the file hashes of `known` for files of the same folder whose size and
+        modification time are unchanged."""
+        model_dir = resolve_model_folder(model_dir)
+        cached = {item["name"]: item for item in known.files} if known and known.path == str(model_dir) else {}
+        files = []
+        for path in sorted(model_dir.iterdir()):
+            if not path.is_file() or not (path.suffix == ".safetensors" or path.name in MODEL_FILES):
+                continue
+            stat = path.stat()
+            hit = cached.get(path.name)
+            same = hit is not None and (hit["size"], hit["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+            digest = hit["sha256"] if same else file_sha256(path)
+            files.append(dict(name=path.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest))
+        if not any(item["name"].endswith(".safetensors") for item in files):
+            raise FileNotFoundError(f"model {model_dir}: no *.safetensors weights in the folder")
+        overall = hashlib.sha256(json.dumps([[item["name"], item["sha256"]] for item in files]).encode())
+        return cls(path=str(model_dir), sha256=overall.hexdigest(), files=files)
+
+
 def load_hbi_model(model_name_or_path: str | os.PathLike) -> tuple[HBIModel, HBIBanzhafEstimator | None]:
     """
-    Load a saved HBI model in evaluation mode: an [`HBIModel`], or an [`HBIForRetrieval`] whose encoder and frozen
-    Banzhaf teacher are returned.
+    Load a saved HBI model folder in evaluation mode: an [`HBIModel`], or an [`HBIForRetrieval`] whose encoder and
+    frozen Banzhaf teacher are returned.
 
     Returns:
         `(model, teacher)`; `teacher` is `None` for a bare [`HBIModel`].
+
+    Raises:
+        `FileNotFoundError`: no such folder, or no `config.json` in it (see [`resolve_model_folder`]).
+        `ValueError`: the folder holds another architecture.
     """
-    config = AutoConfig.from_pretrained(model_name_or_path)
+    model_dir = resolve_model_folder(model_name_or_path)
+    config = AutoConfig.from_pretrained(model_dir)
     architectures = config.architectures or ["HBIModel"]
     if architectures[0] == "HBIModel":
-        return HBIModel.from_pretrained(model_name_or_path).eval(), None
+        return HBIModel.from_pretrained(model_dir).eval(), None
     if architectures[0] == "HBIForRetrieval":
-        model = AutoModelForVideoTextRetrieval.from_pretrained(model_name_or_path).eval()
+        model = AutoModelForVideoTextRetrieval.from_pretrained(model_dir).eval()
         return model.hbi, model.alignment.banzhaf_teacher
     raise ValueError(
         f"{model_name_or_path}: expected a saved HBIModel or HBIForRetrieval; the config names {architectures}"
@@ -136,6 +243,15 @@ def tensors_to_features(tensors: dict[str, torch.Tensor]) -> HBIVideoFeatures:
     )
 
 
+def non_finite_rows(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`(rows,)` bool: the rows (videos) whose floating-point tensors hold a NaN or an infinity."""
+    bad = torch.zeros(next(iter(tensors.values())).shape[0], dtype=torch.bool)
+    for tensor in tensors.values():
+        if tensor.is_floating_point():
+            bad |= ~torch.isfinite(tensor).flatten(1).all(1)
+    return bad
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The index on disk
 # ---------------------------------------------------------------------------------------------------------------------
@@ -155,35 +271,59 @@ class HBIIndexEntry:
 
 @dataclass
 class HBIIndexFailure:
-    """A file that could not be indexed, with the reason."""
+    """
+    A file that could not be indexed (or a shard that was found damaged).
+
+    Args:
+        path (`str`): the video path relative to the video root (the shard name for a damaged shard).
+        kind (`str`): `"unreadable"` (the file cannot be read: permissions, vanished), `"undecodable"` (the decoder
+            failed or found no frame), `"non-finite features"` (the model produced NaN or infinity), and for shards
+            `"missing"` or `"damaged"`.
+        reason (`str`): the error.
+    """
 
     path: str
+    kind: str
     reason: str
 
 
 @dataclass
 class HBIIndexReport:
-    """What one `build_index` run did."""
+    """What one `build_index` run did: videos added, re-encoded (`updated`), removed, unchanged, failed; the shards
+    found missing or damaged (`damaged_shards`) and the videos re-encoded because of them (`repaired`); whether the
+    model's fingerprint changed (every video re-encoded)."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     failed: list[HBIIndexFailure] = field(default_factory=list)
+    damaged_shards: list[HBIIndexFailure] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    model_changed: bool = False
+
+    def failure_totals(self) -> dict[str, int]:
+        """Failed files per kind of failure."""
+        return dict(Counter(failure.kind for failure in self.failed))
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(temporary)
-    os.replace(temporary, path)
+def _temporary_path(directory: Path) -> Path:
+    return directory / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}.tmp"
 
 
-def file_sha256(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
-        while block := handle.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
+        os.fsync(handle.fileno())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a unique temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    temporary = _temporary_path(path.parent)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def scan_videos(video_root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
@@ -192,76 +332,123 @@ def scan_videos(video_root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) 
     return sorted(path for path in video_root.rglob("*") if path.is_file() and path.suffix.lower() in suffixes)
 
 
+def _manifest_error(manifest_path: Path, where: str, problem: str) -> HBIIndexDamagedError:
+    return HBIIndexDamagedError(
+        f"{manifest_path}: {where}: {problem}. The manifest is damaged or was not written by hbi-hf; "
+        "build the index again in a new folder"
+    )
+
+
 class HBIVideoIndex:
     r"""
     The manifest of an index folder and access to its shards. Use [`build_index`] to create or update one and
-    [`HBIVideoIndex.load`] + [`HBIVideoIndex.features`] to search it.
+    [`HBIVideoIndex.load`] + [`HBIVideoIndex.features`] (or [`HBIVideoSearcher`]) to search it.
 
     Args:
         directory (`Path`): the index folder.
-        model (`str`): the model folder the features were encoded with.
+        model ([`HBIModelFingerprint`]): the model folder the features were encoded with, and its fingerprint.
         video_root (`str`): the folder the entries' paths are relative to.
         entries (`list[HBIIndexEntry]`), failed (`list[HBIIndexFailure]`)
+        shards (`dict[str, dict]`): per shard file name its `sha256`, `size` (bytes) and `rows`.
     """
 
     def __init__(
         self,
-        directory: Path,
-        model: str,
+        directory: str | os.PathLike,
+        model: HBIModelFingerprint,
         video_root: str,
         entries: list[HBIIndexEntry] | None = None,
         failed: list[HBIIndexFailure] | None = None,
+        shards: dict[str, dict] | None = None,
     ):
         self.directory = Path(directory)
         self.model = model
         self.video_root = video_root
         self.entries = entries or []
         self.failed = failed or []
+        self.shards = shards or {}
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "HBIVideoIndex":
+        """
+        Read the manifest of `directory`.
+
+        Raises:
+            `FileNotFoundError`: no manifest.
+            [`HBIIndexDamagedError`]: the manifest is not valid JSON, has another format version, or names a shard
+                that is not a plain shard file name of the folder (nothing outside the folder is ever read).
+        """
         directory = Path(directory)
         manifest_path = directory / MANIFEST_NAME
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{directory} is not an HBI video index: {MANIFEST_NAME} is missing")
-        manifest = json.loads(manifest_path.read_text())
-        version = manifest.get("format_version")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise _manifest_error(manifest_path, "the file", f"not valid JSON ({error})") from error
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if version != INDEX_FORMAT_VERSION:
-            raise ValueError(f"{manifest_path}: format_version {version}; this version reads {INDEX_FORMAT_VERSION}")
-        return cls(
-            directory,
-            model=manifest["model"],
-            video_root=manifest["video_root"],
-            entries=[HBIIndexEntry(**entry) for entry in manifest["videos"]],
-            failed=[HBIIndexFailure(**failure) for failure in manifest["failed"]],
-        )
+            raise HBIIndexDamagedError(
+                f"{manifest_path}: format_version {version}; this version of hbi-hf reads {INDEX_FORMAT_VERSION}. "
+                "Build the index again in a new folder"
+            )
+        try:
+            shards = {
+                str(name): dict(sha256=str(v["sha256"]), size=int(v["size"]), rows=int(v["rows"]))
+                for name, v in manifest["shards"].items()
+            }
+            entries = [HBIIndexEntry(**entry) for entry in manifest["videos"]]
+            index = cls(
+                directory,
+                model=HBIModelFingerprint(**manifest["model"]),
+                video_root=str(manifest["video_root"]),
+                entries=entries,
+                failed=[HBIIndexFailure(**failure) for failure in manifest["failed"]],
+                shards=shards,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise _manifest_error(manifest_path, "a field", f"missing or of the wrong type ({error!r})") from error
+        for name in shards:
+            if not SHARD_PATTERN.match(name):
+                raise _manifest_error(manifest_path, f"shards[{name!r}]", "not a shard file name of this index")
+        for number, entry in enumerate(entries):
+            if entry.shard not in shards:
+                raise _manifest_error(
+                    manifest_path, f"videos[{number}] ({entry.path!r})", f"unknown shard {entry.shard!r}"
+                )
+            if not isinstance(entry.row, int) or not 0 <= entry.row < shards[entry.shard]["rows"]:
+                raise _manifest_error(
+                    manifest_path, f"videos[{number}] ({entry.path!r})", f"row {entry.row!r} out of range"
+                )
+        return index
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def save(self) -> None:
-        """Write the manifest atomically."""
+        """Replace the manifest atomically (unique temporary file, flushed to disk, renamed)."""
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
-            "model": self.model,
+            "model": asdict(self.model),
             "video_root": self.video_root,
-            "videos": [vars(entry) for entry in self.entries],
-            "failed": [vars(failure) for failure in self.failed],
+            "shards": self.shards,
+            "videos": [asdict(entry) for entry in self.entries],
+            "failed": [asdict(failure) for failure in self.failed],
         }
-        _atomic_write_bytes(
-            self.directory / MANIFEST_NAME, lambda path: path.write_text(json.dumps(manifest, indent=1))
-        )
+        _atomic_write_bytes(self.directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
 
-    def shard_names(self) -> list[str]:
+    def shard_files(self) -> list[str]:
+        """Shard files present in the folder, referenced by the manifest or not."""
         return sorted(path.name for path in self.directory.iterdir() if SHARD_PATTERN.match(path.name))
 
-    def _next_shard_name(self) -> str:
-        existing = [int(SHARD_PATTERN.match(name).group(1)) for name in self.shard_names()]
-        return f"shard-{max(existing, default=-1) + 1:05d}.safetensors"
-
     def _write_shard(self, tensors: dict[str, torch.Tensor]) -> str:
-        name = self._next_shard_name()
-        _atomic_write_bytes(self.directory / name, lambda path: save_file(tensors, str(path)))
+        name = f"shard-{uuid.uuid4().hex}.safetensors"
+        temporary = _temporary_path(self.directory)
+        save_file(tensors, str(temporary))
+        _fsync(temporary)
+        rows = next(iter(tensors.values())).shape[0]
+        self.shards[name] = dict(sha256=file_sha256(temporary), size=temporary.stat().st_size, rows=rows)
+        os.replace(temporary, self.directory / name)
         return name
 
     def append_shard(self, features: HBIVideoFeatures, metadata: list[dict]) -> None:
@@ -270,33 +457,91 @@ class HBIVideoIndex:
         self.entries.extend(HBIIndexEntry(**item, shard=name, row=row) for row, item in enumerate(metadata))
         self.save()
 
+    def verify_shards(self) -> list[HBIIndexFailure]:
+        """Check every shard of the manifest against its recorded size and SHA-256; returns the missing and damaged
+        ones (`path` is the shard name)."""
+        problems = []
+        for name, record in self.shards.items():
+            path = self.directory / name
+            if not path.is_file():
+                problems.append(HBIIndexFailure(name, "missing", "the file is missing"))
+            elif path.stat().st_size != record["size"]:
+                problems.append(
+                    HBIIndexFailure(
+                        name, "damaged", f"{path.stat().st_size} bytes; the manifest records {record['size']}"
+                    )
+                )
+            elif file_sha256(path) != record["sha256"]:
+                problems.append(HBIIndexFailure(name, "damaged", "the SHA-256 differs from the manifest's"))
+        return problems
+
     def compact(self) -> None:
         """
         Drop the rows no entry refers to: a shard with dropped rows is copied (live rows only) to a new shard, the
-        manifest is pointed at it, and only then is the old shard deleted; shards without live rows and leftovers of
-        interrupted writes are deleted. Call after saving the manifest without the dropped entries.
+        manifest is pointed at it, and only then is the old shard deleted; shards no entry refers to and leftovers
+        of interrupted writes are deleted. Call with the writer lock held, after saving the manifest without the
+        dropped entries; only files of this package's own names are touched.
         """
         rows_by_shard: dict[str, list[HBIIndexEntry]] = {}
         for entry in self.entries:
             rows_by_shard.setdefault(entry.shard, []).append(entry)
-        for leftover in self.directory.glob(".*.tmp"):
+        for leftover in self.directory.glob(f"{TEMPORARY_PREFIX}*.tmp"):
             leftover.unlink()
-        for name in self.shard_names():
+        for name in list(self.shards):
+            if name not in rows_by_shard:
+                del self.shards[name]
+        self.save()
+        for name in self.shard_files():
             live = rows_by_shard.get(name, [])
-            path = self.directory / name
+            if len(live) == self.shards.get(name, {}).get("rows"):
+                continue
             if live:
-                tensors = load_file(str(path))
-                if len(live) == next(iter(tensors.values())).shape[0]:
-                    continue
+                tensors = self._load_shard(name)
                 rows = torch.tensor([entry.row for entry in live])
                 new_name = self._write_shard({key: tensor[rows].contiguous() for key, tensor in tensors.items()})
                 for new_row, entry in enumerate(live):
                     entry.shard, entry.row = new_name, new_row
+                del self.shards[name]
                 self.save()
-            path.unlink()
+            (self.directory / name).unlink()
+
+    def _damaged(self, name: str, problem: str) -> HBIIndexDamagedError:
+        return HBIIndexDamagedError(
+            f"{self.directory / name}: {problem}. Rerun `hbi-hf index {self.video_root} --out {self.directory}`: it "
+            "verifies every shard and re-encodes the videos of damaged ones"
+        )
+
+    def _load_shard(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of one shard of the manifest, after checking its size and row count (not its SHA-256, which
+        `build_index` verifies).
+
+        Raises:
+            [`HBIIndexDamagedError`]: the shard is missing, truncated or unreadable; the message names the file.
+        """
+        record, path = self.shards[name], self.directory / name
+        if not path.is_file():
+            raise self._damaged(name, "the shard is missing")
+        size = path.stat().st_size
+        if size != record["size"]:
+            raise self._damaged(
+                name, f"the shard has {size} bytes, the manifest records {record['size']} (truncated?)"
+            )
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # safetensors raises its own error type for every malformed file
+            raise self._damaged(name, f"the shard cannot be read ({type(error).__name__}: {error})") from error
+        if not tensors or any(tensor.shape[0] != record["rows"] for tensor in tensors.values()):
+            raise self._damaged(name, f"the shard does not hold {record['rows']} rows")
+        return tensors
 
     def features(self) -> HBIVideoFeatures:
-        """The features of every indexed video, in manifest order."""
+        """
+        The features of every indexed video, in manifest order.
+
+        Raises:
+            [`HBIIndexDamagedError`]: a shard is missing, truncated or unreadable, or holds NaN / infinite features
+                (the message names the shard and the videos).
+        """
         if not self.entries:
             raise ValueError(f"the index {self.directory} holds no video")
         parts, order = [], []
@@ -304,8 +549,12 @@ class HBIVideoIndex:
         for position, entry in enumerate(self.entries):
             rows_by_shard.setdefault(entry.shard, []).append(position)
         for name, positions in rows_by_shard.items():
-            tensors = load_file(str(self.directory / name))
+            tensors = self._load_shard(name)
             rows = torch.tensor([self.entries[p].row for p in positions])
+            bad = non_finite_rows({key: tensor[rows] for key, tensor in tensors.items()})
+            if bad.any():
+                videos = [self.entries[p].path for p, is_bad in zip(positions, bad.tolist()) if is_bad]
+                raise self._damaged(name, f"the features of {videos} hold NaN or infinite values")
             parts.append(tensors_to_features(tensors)[rows])
             order.extend(positions)
         features = HBIVideoFeatures.concatenate(parts)
@@ -325,23 +574,110 @@ def _pad_frames(videos: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.
     return pixel_values, video_mask
 
 
-def _plan_update(index: HBIVideoIndex, files: list[Path], video_root: Path, report: HBIIndexReport) -> list[dict]:
-    """Drop entries of removed and changed files from `index`; return the metadata of the files to encode."""
+def _index_folder_is_ours(index_path: Path) -> bool:
+    """Whether `index_path` carries this package's marker. A folder that exists without the marker must be empty.
+
+    Raises:
+        `FileExistsError`: the folder holds files that this package did not create; nothing is written or deleted.
+    """
+    if not index_path.exists():
+        return False
+    if not index_path.is_dir():
+        raise NotADirectoryError(f"index folder (--out) {index_path}: exists and is not a folder")
+    if (index_path / MARKER_NAME).is_file():
+        return True
+    foreign = sorted(path.name for path in index_path.iterdir() if path.name != LOCK_NAME)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"index folder (--out) {index_path}: holds files that `hbi-hf index` did not create ({shown}) and no "
+            f"{MARKER_NAME} marker. Nothing was written or deleted: give a new or an empty folder"
+        )
+    return False
+
+
+def _create_index_folder(index_path: Path) -> None:
+    """Create `index_path` (or adopt it if empty) and write the marker that lets this package manage its files."""
+    index_path.mkdir(parents=True, exist_ok=True)
+    if not _index_folder_is_ours(index_path):
+        (index_path / MARKER_NAME).write_text(
+            "This folder is a video index written by `hbi-hf index`; it deletes only the files it created here.\n"
+        )
+
+
+class _WriterLock:
+    """The index's writer lock (a `filelock.FileLock` on `.hbi-index.lock`): a second writer waits for the first,
+    saying so, for at most `timeout` seconds (`None`: as long as it takes)."""
+
+    def __init__(self, index_path: Path, timeout: float | None):
+        self.index_path, self.timeout = index_path, timeout
+        self.lock = FileLock(str(index_path / LOCK_NAME))
+
+    def __enter__(self) -> None:
+        try:
+            self.lock.acquire(timeout=0)
+            return
+        except Timeout:
+            logger.warning("%s: another `hbi-hf index` run is updating this index; waiting for it", self.index_path)
+        try:
+            self.lock.acquire(timeout=-1 if self.timeout is None else self.timeout)
+        except Timeout as error:
+            raise HBIIndexLockedError(
+                f"{self.index_path}: another `hbi-hf index` run held the writer lock ({LOCK_NAME}) for more than "
+                f"{self.timeout} s"
+            ) from error
+
+    def __exit__(self, *exc_info) -> None:
+        self.lock.release()
+
+
+def _load_encoder(model_dir: str | os.PathLike, device: str | torch.device):
+    model, _ = load_hbi_model(model_dir)
+    return model.to(device), load_processor(model_dir)
+
+
+def _drop_from_lists(report: HBIIndexReport, path: str) -> None:
+    for listed in (report.added, report.updated, report.repaired):
+        if path in listed:
+            listed.remove(path)
+
+
+def _plan_update(
+    index: HBIVideoIndex,
+    files: list[Path],
+    video_root: Path,
+    report: HBIIndexReport,
+    stale_shards: set[str],
+    reencode_all: bool,
+) -> list[dict]:
+    """Drop from `index` the entries of removed and changed files, of files in `stale_shards` (every entry if
+    `reencode_all`); return the metadata of the files to encode. A file that cannot be read is reported, not fatal."""
     known = {entry.path: entry for entry in index.entries}
     to_encode, kept = [], []
     for path in files:
         relative = path.relative_to(video_root).as_posix()
-        stat = path.stat()
         entry = known.pop(relative, None)
-        if entry is not None and (entry.size, entry.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            kept.append(entry)
+        stale = entry is not None and (reencode_all or entry.shard in stale_shards)
+        try:
+            stat = path.stat()
+            if entry is not None and not stale and (entry.size, entry.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                kept.append(entry)
+                continue
+            digest = file_sha256(path)
+        except OSError as error:
+            logger.warning("skipping %s: cannot read it (%s)", relative, error)
+            report.failed.append(HBIIndexFailure(relative, "unreadable", f"{type(error).__name__}: {error}"))
             continue
-        digest = file_sha256(path)
-        if entry is not None and entry.sha256 == digest:
+        if entry is not None and not stale and entry.sha256 == digest:
             entry.size, entry.mtime_ns = stat.st_size, stat.st_mtime_ns
             kept.append(entry)
             continue
-        (report.updated if entry is not None else report.added).append(relative)
+        if entry is None:
+            report.added.append(relative)
+        elif entry.shard in stale_shards and entry.sha256 == digest:
+            report.repaired.append(relative)
+        else:
+            report.updated.append(relative)
         to_encode.append(dict(path=relative, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest))
     report.removed.extend(sorted(known))
     report.unchanged = len(kept)
@@ -358,84 +694,157 @@ def build_index(
     extensions: Iterable[str] = VIDEO_EXTENSIONS,
     device: str | torch.device = "cpu",
     show_progress: bool = True,
+    lock_timeout: float | None = None,
 ) -> HBIIndexReport:
     r"""
     Create or update the index of the videos under `video_dir`: new files are encoded, files whose content changed are
     re-encoded, removed files are dropped, unchanged files (same size and modification time, or same SHA-256) are kept.
     Features are written every `checkpoint_every` encoded videos (and on interruption), so a run that is stopped
-    resumes where it stopped. A file that cannot be decoded is skipped and reported, never fatal.
+    resumes where it stopped.
+
+    Safety:
+
+    * the whole run holds the index's writer lock: a second run on the same folder waits for it (see `lock_timeout`);
+    * every shard is verified against the SHA-256 in the manifest; the videos of a missing or damaged shard are
+      re-encoded (`report.damaged_shards`, `report.repaired`);
+    * when the model's fingerprint ([`HBIModelFingerprint`]: weights, config and processor files) differs from the
+      one the index was built with (retrained in place, or another `model_name_or_path`), every video is re-encoded;
+    * a file that cannot be read or decoded, or whose features are not finite, is skipped and reported
+      (`report.failed`, totals per kind in `report.failure_totals()`), never fatal;
+    * nothing is written before the model loads, and files are deleted only in a folder this package created.
 
     Args:
         video_dir (`str` or `os.PathLike`): folder searched recursively for files with a video extension.
-        index_dir (`str` or `os.PathLike`): the index folder, created if needed.
-        model_name_or_path (`str`, *optional*): saved HBI model with its processor; required for a new index, and
-            for an existing one it must be the model the index was built with (default: that model).
-        batch_size (`int`, *optional*, defaults to 8): videos encoded per forward pass.
-        checkpoint_every (`int`, *optional*, defaults to 64): videos per shard.
+        index_dir (`str` or `os.PathLike`): the index folder; created if missing; an existing folder must be an index
+            or empty.
+        model_name_or_path (`str`, *optional*): saved HBI model folder with its processor; required for a new index
+            (default: the index's model folder).
+        batch_size (`int`, *optional*, defaults to 8): videos encoded per forward pass (>= 1).
+        checkpoint_every (`int`, *optional*, defaults to 64): videos per shard (>= 1).
         extensions (`Iterable[str]`, *optional*): file suffixes treated as videos.
         device (`str` or `torch.device`, *optional*, defaults to `"cpu"`): where the model runs.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        lock_timeout (`float`, *optional*): seconds to wait for another run's writer lock (default: no limit).
 
     Returns:
         [`HBIIndexReport`]
+
+    Raises:
+        `NotADirectoryError`: `video_dir` is not a folder. `FileNotFoundError`: no such model folder.
+        `FileExistsError`: `index_dir` holds files this package did not create. [`HBIIndexLockedError`]: the lock
+        was not free within `lock_timeout`. [`HBIIndexDamagedError`]: the manifest is unreadable.
     """
+    if batch_size < 1 or checkpoint_every < 1:
+        raise ValueError(f"batch_size and checkpoint_every must be >= 1; got {batch_size} and {checkpoint_every}")
     video_root = Path(video_dir).resolve()
     if not video_root.is_dir():
-        raise NotADirectoryError(f"video_dir {video_dir} is not a folder")
+        raise NotADirectoryError(f"video folder {video_dir}: no such folder")
     index_path = Path(index_dir)
+    encoder = None
+    if not _index_folder_is_ours(index_path):
+        if model_name_or_path is None:
+            raise ValueError(f"{index_dir} holds no index yet: a model (--model) is needed to create one")
+        encoder = _load_encoder(model_name_or_path, device)  # a wrong model fails here, before anything is written
+        _create_index_folder(index_path)
+    with _WriterLock(index_path, lock_timeout):
+        return _update_index(
+            index_path,
+            video_root,
+            model_name_or_path,
+            encoder,
+            batch_size,
+            checkpoint_every,
+            extensions,
+            device,
+            show_progress,
+        )
+
+
+def _update_index(
+    index_path: Path,
+    video_root: Path,
+    model_name_or_path: str | os.PathLike | None,
+    encoder: tuple | None,
+    batch_size: int,
+    checkpoint_every: int,
+    extensions: Iterable[str],
+    device: str | torch.device,
+    show_progress: bool,
+) -> HBIIndexReport:
+    """The body of [`build_index`], run with the writer lock held."""
+    report = HBIIndexReport()
     if (index_path / MANIFEST_NAME).is_file():
         index = HBIVideoIndex.load(index_path)
-        requested = str(Path(model_name_or_path).resolve()) if model_name_or_path is not None else index.model
-        if requested != index.model:
-            raise ValueError(
-                f"the index {index_dir} was built with the model {index.model}; got {model_name_or_path}. "
-                "Features of different models cannot be mixed: use a new index folder."
+        fingerprint = HBIModelFingerprint.of(model_name_or_path or index.model.path, known=index.model)
+        if fingerprint.sha256 != index.model.sha256:
+            logger.warning(
+                "the model %s differs from the one %s was built with (%s; weights, config or processor changed): "
+                "re-encoding every video",
+                fingerprint.path,
+                index_path,
+                index.model.path,
             )
-        index.video_root = str(video_root)
+            report.model_changed = True
+    elif model_name_or_path is None:
+        raise ValueError(f"{index_path} holds no index yet: a model (--model) is needed to create one")
     else:
-        if model_name_or_path is None:
-            raise ValueError(f"{index_dir} holds no index yet: a model is needed to create one")
-        index_path.mkdir(parents=True, exist_ok=True)
-        index = HBIVideoIndex(index_path, model=str(Path(model_name_or_path).resolve()), video_root=str(video_root))
+        fingerprint = HBIModelFingerprint.of(model_name_or_path)
+        index = HBIVideoIndex(index_path, model=fingerprint, video_root=str(video_root))
+    index.video_root = str(video_root)
 
-    report = HBIIndexReport()
-    to_encode = _plan_update(index, scan_videos(video_root, extensions), video_root, report)
-    index.failed = []
-    index.save()
+    report.damaged_shards = index.verify_shards()
+    for problem in report.damaged_shards:
+        logger.warning("%s: shard %s: %s; its videos are re-encoded", problem.kind, problem.path, problem.reason)
+    stale_shards = {problem.path for problem in report.damaged_shards}
+    files = scan_videos(video_root, extensions)
+    to_encode = _plan_update(index, files, video_root, report, stale_shards, reencode_all=report.model_changed)
+    if to_encode and encoder is None:
+        encoder = _load_encoder(fingerprint.path, device)  # before the manifest changes
+    index.model = fingerprint
+    index.failed = list(report.failed)
     index.compact()
     if not to_encode:
         return report
 
-    model, _ = load_hbi_model(index.model)
-    model.to(device)
-    processor = load_processor(index.model)
+    model, processor = encoder
     encoded: list[HBIVideoFeatures] = []
     encoded_metadata: list[dict] = []
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []
     batch_metadata: list[dict] = []
 
+    def fail(item: dict, kind: str, reason: str) -> None:
+        logger.warning("skipping %s: %s", item["path"], reason)
+        report.failed.append(HBIIndexFailure(item["path"], kind, reason))
+        _drop_from_lists(report, item["path"])
+
     def encode_pending_batch() -> None:
-        if batch:
-            encoded.append(encode_video_batch(model, *_pad_frames(batch)))
-            encoded_metadata.extend(batch_metadata)
-            batch.clear()
-            batch_metadata.clear()
+        if not batch:
+            return
+        features = encode_video_batch(model, *_pad_frames(batch))
+        bad = non_finite_rows(features_to_tensors(features))
+        for item, is_bad in zip(batch_metadata, bad.tolist()):
+            if is_bad:
+                fail(item, "non-finite features", "the model's features hold NaN or infinite values")
+        encoded.append(features[(~bad).nonzero().squeeze(1)])
+        encoded_metadata.extend(item for item, is_bad in zip(batch_metadata, bad.tolist()) if not is_bad)
+        batch.clear()
+        batch_metadata.clear()
 
     def write_checkpoint() -> None:
-        if encoded:
+        if encoded_metadata:
             index.append_shard(HBIVideoFeatures.concatenate(encoded), list(encoded_metadata))
-            encoded.clear()
-            encoded_metadata.clear()
+        encoded.clear()
+        encoded_metadata.clear()
 
     try:
         for item in tqdm(to_encode, desc="indexing", unit="video", disable=not show_progress):
             try:
                 batch.append(decode_video(processor, video_root / item["path"]))
+            except PermissionError as error:
+                fail(item, "unreadable", f"{type(error).__name__}: {error}")
+                continue
             except Exception as error:  # any decoder failure: the file is reported, the run goes on
-                reason = f"{type(error).__name__}: {error}"
-                logger.warning("skipping %s: %s", item["path"], reason)
-                report.failed.append(HBIIndexFailure(item["path"], reason))
-                (report.updated if item["path"] in report.updated else report.added).remove(item["path"])
+                fail(item, "undecodable", f"{type(error).__name__}: {error}")
                 continue
             batch_metadata.append(item)
             if len(batch) == batch_size:
@@ -490,19 +899,86 @@ def rank_videos(
     Args:
         text_features ([`HBITextFeatures`]): one text (batch 1).
         video_features ([`HBIVideoFeatures`]): the gallery.
-        top_k (`int`), shortlist (`int`), chunk_size (`int`, *optional*): videos scored per block.
+        top_k (`int`): results (>= 1). shortlist (`int`): >= 0. chunk_size (`int`, *optional*): videos scored per
+            block.
 
     Returns:
         `(scores, indices)`, each of shape `(min(top_k, candidates),)`, best first; indices into `video_features`.
+
+    Raises:
+        `ValueError`: `top_k < 1` or `shortlist < 0`; [`HBIIndexDamagedError`]: a score is NaN (never ranked: the
+            message gives the indices of the videos, or says that the text's features are not finite).
     """
+    if top_k < 1 or shortlist < 0:
+        raise ValueError(f"top_k must be >= 1 and shortlist >= 0; got {top_k} and {shortlist}")
     if shortlist > 0:
         candidates = global_shortlist(text_features, video_features, shortlist)
         scores = model.score(text_features, video_features[candidates], chunk_size=chunk_size)[0]
     else:
         candidates = torch.arange(len(video_features))
         scores = model.score(text_features, video_features, chunk_size=chunk_size)[0]
+    nan = torch.isnan(scores)
+    if nan.any():
+        text_finite = all(
+            bool(torch.isfinite(t).all()) for t in features_to_tensors(text_features).values() if t.is_floating_point()
+        )
+        culprit = "the query's features" if not text_finite else f"videos {candidates[nan].tolist()}"
+        raise HBIIndexDamagedError(f"NaN scores for {int(nan.sum())} of {len(scores)} videos (from {culprit})")
     best = scores.topk(min(top_k, scores.shape[0]))
     return best.values, candidates[best.indices]
+
+
+class HBIVideoSearcher:
+    r"""
+    An index loaded once with its model and processor, to answer many queries in one process (`hbi-hf search
+    --queries-file`).
+
+    Args:
+        index_dir (`str` or `os.PathLike`): an index folder written by [`build_index`].
+        model_name_or_path (`str`, *optional*): the model folder (default: the index's); it must have the index's
+            fingerprint.
+
+    Raises:
+        [`HBIModelMismatchError`]: the model's weights, config or processor differ from the index's.
+        [`HBIIndexDamagedError`]: the manifest or a shard is damaged (the message names the file and the fix).
+        `FileNotFoundError`: no index or no model folder.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, model_name_or_path: str | os.PathLike | None = None):
+        self.index = HBIVideoIndex.load(index_dir)
+        fingerprint = HBIModelFingerprint.of(model_name_or_path or self.index.model.path, known=self.index.model)
+        if fingerprint.sha256 != self.index.model.sha256:
+            raise HBIModelMismatchError(
+                f"the model {fingerprint.path} (fingerprint {fingerprint.sha256[:12]}) is not the model the index "
+                f"{index_dir} was built with ({self.index.model.path}, fingerprint {self.index.model.sha256[:12]}): "
+                "its weights, config or processor differ. Re-index with this model (`hbi-hf index "
+                f"{self.index.video_root} --model {fingerprint.path} --out {index_dir}`) or search with the index's"
+            )
+        self.features = self.index.features()
+        self.model, _ = load_hbi_model(fingerprint.path)
+        self.processor = load_processor(fingerprint.path)
+        self.paths = self.index.paths()
+
+    def search(self, query: str, top_k: int = 10, shortlist: int = 1000) -> list[HBISearchHit]:
+        """Rank the indexed videos for `query`; see [`rank_videos`]."""
+        text_features, _ = encode_text(self.model, self.processor, query)
+        try:
+            scores, indices = rank_videos(
+                self.model, text_features.map(lambda t: t.cpu()), self.features, top_k, shortlist
+            )
+        except HBIIndexDamagedError as error:
+            raise HBIIndexDamagedError(f"query {query!r} on {self.index.directory}: {error}") from error
+        return [
+            HBISearchHit(rank=rank, path=self.paths[i], score=float(score))
+            for rank, (score, i) in enumerate(zip(scores.tolist(), indices.tolist()), start=1)
+        ]
+
+    def search_many(
+        self, queries: Iterable[str], top_k: int = 10, shortlist: int = 1000
+    ) -> Iterator[list[HBISearchHit]]:
+        """[`search`] for each query, lazily (queries can come from a stream)."""
+        for query in queries:
+            yield self.search(query, top_k, shortlist)
 
 
 def search_index(
@@ -512,26 +988,22 @@ def search_index(
     shortlist: int = 1000,
     model_name_or_path: str | os.PathLike | None = None,
 ) -> list[HBISearchHit]:
-    """Rank the videos of an index for `query` with the index's model (or `model_name_or_path`); see
-    [`rank_videos`]."""
-    index = HBIVideoIndex.load(index_dir)
-    model, _ = load_hbi_model(model_name_or_path or index.model)
-    processor = load_processor(model_name_or_path or index.model)
-    text_features, _ = encode_text(model, processor, query)
-    scores, indices = rank_videos(model, text_features.map(lambda t: t.cpu()), index.features(), top_k, shortlist)
-    paths = index.paths()
-    return [
-        HBISearchHit(rank=rank, path=paths[i], score=float(score))
-        for rank, (score, i) in enumerate(zip(scores.tolist(), indices.tolist()), start=1)
-    ]
+    """Rank the videos of an index for `query` with the index's model (or `model_name_or_path`, which must have the
+    index's fingerprint); see [`HBIVideoSearcher`] and [`rank_videos`]."""
+    return HBIVideoSearcher(index_dir, model_name_or_path).search(query, top_k, shortlist)
 
 
 __all__ = [
+    "HBIIndexDamagedError",
     "HBIIndexEntry",
     "HBIIndexFailure",
+    "HBIIndexLockedError",
     "HBIIndexReport",
+    "HBIModelFingerprint",
+    "HBIModelMismatchError",
     "HBISearchHit",
     "HBIVideoIndex",
+    "HBIVideoSearcher",
     "build_index",
     "decode_video",
     "encode_text",
@@ -540,7 +1012,9 @@ __all__ = [
     "global_shortlist",
     "load_hbi_model",
     "load_processor",
+    "non_finite_rows",
     "rank_videos",
+    "resolve_model_folder",
     "scan_videos",
     "search_index",
     "tensors_to_features",

@@ -1,0 +1,136 @@
+"""`hbi-hf`: index a folder of videos with a trained HBI model, search it with text, explain a match.
+
+hbi-hf index VIDEO_DIR --model MODEL --out INDEX
+hbi-hf search INDEX "a query" --top-k 10 [--shortlist N] [--json]
+hbi-hf search INDEX --queries-file FILE     (one query per line, `-` for stdin; one JSON line per query)
+hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--estimator PATH] [--exact-samples N]
+
+This module parses and checks the arguments only, and lives outside the `hbi_hf` package on purpose: importing
+`hbi_hf` registers the HBI classes with the transformers Auto classes, which imports torch and transformers (seconds).
+`hbi-hf --help` and argument errors answer without them; a command imports `hbi_hf.cli` once its arguments are valid.
+"""
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_SHORTLIST = 1000
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0; got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0; got {text}")
+    return value
+
+
+def _existing_folder(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not Path(text).expanduser().is_dir():
+            raise argparse.ArgumentTypeError(f"no such folder: {text!r} ({what})")
+        return text
+
+    return parse
+
+
+def _existing_file(text: str) -> str:
+    if text != "-" and not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+MODEL_FOLDER = _existing_folder("expected a folder written by save_pretrained holding the model and its processor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hbi-hf", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="encode every video of a folder into a searchable index")
+    index.add_argument("video_dir", type=_existing_folder("the videos to index"), help="folder of videos (recursive)")
+    index.add_argument(
+        "--model", type=MODEL_FOLDER, help="saved HBI model folder with its processor (default: the index's model)"
+    )
+    index.add_argument("--out", required=True, help="index folder (created, or updated incrementally)")
+    index.add_argument("--batch-size", type=_int_at_least(1), default=8, help="videos per forward pass (>= 1)")
+    index.add_argument("--checkpoint-every", type=_int_at_least(1), default=64, help="videos per saved shard (>= 1)")
+    index.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda")
+    index.add_argument(
+        "--lock-timeout",
+        type=_non_negative_float,
+        help="seconds to wait while another `hbi-hf index` run updates the same index (default: wait until it ends)",
+    )
+    index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    search = commands.add_parser("search", help="rank the indexed videos for a text query")
+    search.add_argument("index", type=_existing_folder("an index written by `hbi-hf index`"), help="index folder")
+    search.add_argument("query", nargs="?", help="the text to search for")
+    search.add_argument(
+        "--queries-file",
+        type=_existing_file,
+        help="search each line of FILE (`-`: standard input, answered line by line) in one process; prints one JSON "
+        "line per query",
+    )
+    search.add_argument("--top-k", type=_int_at_least(1), default=10, help="results to show (>= 1)")
+    search.add_argument(
+        "--shortlist",
+        type=_int_at_least(0),
+        default=DEFAULT_SHORTLIST,
+        help="videos kept by the global-embedding pre-selection before full HBI scoring; 0 scores every video",
+    )
+    search.add_argument("--model", type=MODEL_FOLDER, help="model folder (default: the one stored in the index)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    explain = commands.add_parser("explain", help="draw the word x frame Banzhaf interaction of a video and caption")
+    explain.add_argument("video", type=_existing_file, help="video file")
+    explain.add_argument("caption", help="caption to explain")
+    explain.add_argument("--model", type=MODEL_FOLDER, required=True, help="saved HBI model folder with its processor")
+    explain.add_argument("--out", required=True, help="figure file (png, pdf, svg)")
+    explain.add_argument(
+        "--estimator",
+        type=_existing_folder("a saved HBIBanzhafEstimator"),
+        help="saved HBIBanzhafEstimator (default: the model's Banzhaf teacher)",
+    )
+    explain.add_argument(
+        "--exact-samples",
+        type=_int_at_least(0),
+        default=0,
+        help="use the Monte-Carlo estimate with N sampled coalitions per pair instead (0: the estimator)",
+    )
+    explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments; exits with a message naming the flag on a bad value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and (args.query is None) == (args.queries_file is None):
+        parser.error("search: give either a QUERY or --queries-file, not both or neither")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from hbi_hf.cli import run_command
+
+    return run_command(args)
+
+
+__all__ = ["build_parser", "main", "parse_args"]
