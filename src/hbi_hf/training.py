@@ -2,8 +2,9 @@
 
 What differs from a plain `Trainer` run, and where it lives:
 
-* two learning rates: CLIP parameters at `learning_rate * coef_lr`, everything new at `learning_rate`
-  ([`hbi_parameter_groups`], used by [`HBITrainer.create_optimizer`]); no weight decay on biases and norms;
+* two learning rates: CLIP parameters at `learning_rate * coef_lr`, everything new at `learning_rate`, PEFT adapters at
+  `adapter_learning_rate` (default `learning_rate`) ([`hbi_parameter_groups`], used by
+  [`HBITrainer.create_optimizer`]), each logged as `learning_rate/<tower>`; no weight decay on biases and norms;
 * the loss parts (contrastive, Banzhaf, distillation, and the QA / captioning task loss where the model has one) are
   logged next to the loss ([`HBITrainer.log`]);
 * evaluation of a retrieval model is retrieval (R@K, median / mean rank on the full text x video matrix), not a loss
@@ -12,7 +13,8 @@ What differs from a plain `Trainer` run, and where it lives:
   weight decay 0.2, Adam betas (0.9, 0.98), eps 1e-6, gradient clipping 1.0, 5 epochs) and turn on mixed precision
   where the hardware has it.
 
-The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathers features from every process.
+The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathers features from every process
+(`gather_with_local_grad`); [`HBITrainer`] refuses a process group that the `Trainer` does not train as one.
 """
 
 import errno
