@@ -12,16 +12,18 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hbi_hf import HBIBanzhafEstimatorConfig, HBIConfig
-from hbi_hf.model_card import load_eval_results, render_model_card
+from hbi_hf.model_card import EVAL_RESULTS_NAME, HBIEvalResults, load_eval_results, render_model_card
 
+CLIP = "openai/clip-vit-base-patch32"
 PLANNED_RELEASES = {
-    "msrvtt": ("hbi-hf/hbi-msrvtt-retrieval", dict(num_frames=12, max_words=32)),
-    "activitynet": ("hbi-hf/hbi-activitynet-retrieval", dict(num_frames=64, max_words=64)),
-    "didemo": ("hbi-hf/hbi-didemo-retrieval", dict(num_frames=32, max_words=64)),
-    "msrvtt-qa": ("hbi-hf/hbi-msrvtt-qa", dict(num_frames=12, max_words=32)),
+    "msrvtt": ("hbi-hf/hbi-msrvtt-retrieval", dict(num_frames=12, max_words=32, clip_name_or_path=CLIP)),
+    "activitynet": ("hbi-hf/hbi-activitynet-retrieval", dict(num_frames=64, max_words=64, clip_name_or_path=CLIP)),
+    "didemo": ("hbi-hf/hbi-didemo-retrieval", dict(num_frames=32, max_words=64, clip_name_or_path=CLIP)),
+    "msrvtt-qa": ("hbi-hf/hbi-msrvtt-qa", dict(num_frames=12, max_words=32, clip_name_or_path=CLIP)),
     "estimator": ("hbi-hf/hbi-banzhaf-estimator", None),
 }
-"""Release key -> (Hub repository, HBIConfig settings; None for the estimator). ViT-B/32 CLIP towers throughout."""
+"""Release key -> (Hub repository, HBIConfig settings; None for the estimator). Each model is to be built with
+`from_clip` from OpenAI's CLIP ViT-B/32, which its card names as `base_model`."""
 
 
 @dataclass
@@ -30,7 +32,7 @@ class RenderArguments:
     eval_results_dir: str | None = field(default=None, metadata={"help": "Folder of <release>/eval_results.json."})
 
 
-def planned_card(release: str, eval_results: dict[str, float] | None = None):
+def planned_card(release: str, eval_results: HBIEvalResults | None = None):
     repo_id, settings = PLANNED_RELEASES[release]
     config = HBIBanzhafEstimatorConfig() if settings is None else HBIConfig(**settings)
     return render_model_card(config, release, eval_results, repo_id=repo_id)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     for release in PLANNED_RELEASES:
         results = None
         if args.eval_results_dir is not None:
-            path = Path(args.eval_results_dir) / release / "eval_results.json"
+            path = Path(args.eval_results_dir) / release / EVAL_RESULTS_NAME
             results = load_eval_results(path) if path.is_file() else None
         target = Path(args.output_dir) / release / "README.md"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,11 @@ TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
 
 
-def _run_worker(action: str, workdir: Path, env: dict[str, str]) -> dict:
+def _run_worker(action: str, workdir: Path, env: dict[str, str], *arguments: str) -> dict:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     environment.update(env, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]), HF_HUB_DISABLE_TELEMETRY="1")
     result = subprocess.run(
-        [sys.executable, str(TESTS / "hub_worker.py"), action, str(workdir)],
+        [sys.executable, str(TESTS / "hub_worker.py"), action, str(workdir), *arguments],
         env=environment,
         capture_output=True,
         text=True,
@@ -74,10 +74,11 @@ def test_push_with_the_real_client_and_pull_back(tmp_path):
         card_repo.files
     )
     card = card_repo.files["README.md"].decode()
-    assert "| t2v_R@1 | 1.5 |" in card and "Video-Text as Game Players" in card
+    assert "| Text-to-Video Retrieval | R@1 | 1.5 |" in card and "Video-Text as Game Players" in card
 
     folder_repo = hub.repos["org/hbi-folder"].files
-    assert "| t2v_R@1 | 2.25 |" in folder_repo["README.md"].decode()
+    assert len(hub.repos["org/hbi-folder"].commits) == 1, "folder and card go in one commit"
+    assert "| Text-to-Video Retrieval | R@1 | 2.25 |" in folder_repo["README.md"].decode()
     assert not any(name.startswith("checkpoint-") or name.endswith(".bin") for name in folder_repo)
 
     for call in ("/api/repos/create", "/api/validate-yaml"):
@@ -107,6 +108,58 @@ def test_from_pretrained_resolves_from_the_hub_cache_offline(tmp_path):
     torch.testing.assert_close(torch.tensor(observed["pulled_logits"]), expected)
     assert observed["uncached"] == "OSError"
     assert observed["push"] == "OfflineModeIsEnabled"
+    _assert_push_refused_naming(observed["refused_push"], "offline mode (HF_HUB_OFFLINE=1 is set)")
+    assert not (tmp_path / "output" / "README.md").exists()
+
+
+def _hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": "hf_test",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_CACHE": str(tmp_path / "cache"),
+    }
+
+
+def _index_figures(results: list[dict]) -> dict[str, float]:
+    return {f"{r['task']['type']}/{m['type']}": m["value"] for r in results for m in r["metrics"]}
+
+
+def test_trained_folder_round_trips_through_the_push_script(tmp_path, tiny_synthetic_root):
+    """train_retrieval's output folder, pushed by scripts/push_to_hub.py with no other argument, reads back from the
+    Hub with a card whose model-index figures are the results file's, and whose base_model is the CLIP it came
+    from."""
+    with FakeHub() as hub:
+        observed = _run_worker("roundtrip", tmp_path, _hub_env(tmp_path, hub.endpoint), str(tiny_synthetic_root))
+    local = observed["local_results"]
+    assert observed["pushed_results"] == local
+    assert local["dataset_name"] == "synthetic" and local["split"] == "test"
+    assert not any(name.startswith(("test_", "eval_")) for name in local["metrics"])
+    metadata = observed["card_metadata"]
+    assert metadata["base_model"] == "org/tiny-clip"
+    [entry] = metadata["model-index"]
+    assert entry["name"] == "org/hbi-roundtrip"
+    assert entry["results"] == local["model_index"]
+    figures = _index_figures(entry["results"])
+    assert len(figures) == 12, figures  # R@1/5/10, Rsum, MdR, MnR of both directions, nothing else
+    for direction, task in (("t2v", "text-to-video-retrieval"), ("v2t", "video-to-text-retrieval")):
+        assert figures[f"{task}/recall@1"] == local["metrics"][f"{direction}_R@1"]
+        assert figures[f"{task}/mean_rank"] == local["metrics"][f"{direction}_MnR"]
+    assert entry["results"][0]["dataset"]["type"] == "hbi-hf-synthetic"
+    assert "| Text-to-Video Retrieval | R@1 |" in observed["card_text"]
+    assert {"config.json", "model.safetensors", "eval_results.json", "README.md", "processor_config.json"} <= set(
+        observed["hub_files"]
+    )
+    assert "training_args.bin" in observed["local_files"] and "training_args.bin" not in observed["hub_files"]
+    assert "README.md" not in observed["local_files"], "the push must not write into the output folder"
+    _assert_push_refused_naming(
+        observed["refused_push"], "endpoint http://127.0.0.1:9 (HF_ENDPOINT) cannot be reached"
+    )
+
+
+def _assert_push_refused_naming(observations: dict, named: str) -> None:
+    for way in ("push_to_hub", "script"):
+        assert "cannot push to org/hbi-offline" in observations[way] and named in observations[way], observations[way]
 
 
 @pytest.mark.hub

@@ -9,8 +9,16 @@ import pytest
 import yaml
 from hub_helpers import tiny_hbi_config
 
-from hbi_hf import HBIBanzhafEstimatorConfig
-from hbi_hf.model_card import CITATION, RELEASES, load_eval_results, render_model_card
+from hbi_hf import HBIBanzhafEstimatorConfig, HBIForRetrieval
+from hbi_hf.model_card import (
+    CITATION,
+    RELEASES,
+    HBIEvalResults,
+    load_eval_results,
+    model_index_results,
+    render_model_card,
+    write_eval_results,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,13 +44,112 @@ def test_card_without_results_says_not_yet_measured_and_has_no_model_index():
     assert "model-index" not in _metadata(card)
 
 
+TINY_HBI_FIELDS = (
+    "temporal_num_attention_heads",
+    "temporal_intermediate_size",
+    "merge_num_attention_heads",
+    "num_frames",
+    "max_words",
+    "video_cluster_counts",
+    "text_cluster_counts",
+    "estimator_config",
+)
+"""The HBI fields of `tiny_hbi_config` that `from_clip` does not take from the CLIP."""
+
+
+def _index_figures(model_index_results: list[dict]) -> dict[str, float]:
+    """`{"<task type>/<metric type>": value}` of model-index results."""
+    return {f"{r['task']['type']}/{m['type']}": m["value"] for r in model_index_results for m in r["metrics"]}
+
+
 def test_measured_results_fill_the_results_section_and_the_model_index():
     results = {"t2v_R@1": 12.5, "v2t_R@1": 11.0}
     card = render_model_card(tiny_hbi_config(), "msrvtt", results, repo_id="org/hbi")
     section = _section(card, "Evaluation results of this checkpoint")
-    assert "| t2v_R@1 | 12.5 |" in section and "| v2t_R@1 | 11 |" in section
-    metrics = _metadata(card)["model-index"][0]["results"][0]["metrics"]
-    assert {m["name"]: m["value"] for m in metrics} == results
+    assert (
+        "| Text-to-Video Retrieval | R@1 | 12.5 |" in section and "| Video-to-Text Retrieval | R@1 | 11 |" in section
+    )
+    index = _metadata(card)["model-index"][0]["results"]
+    assert _index_figures(index) == {
+        "text-to-video-retrieval/recall@1": 12.5,
+        "video-to-text-retrieval/recall@1": 11.0,
+    }
+    assert index[0]["dataset"] == {"name": "MSR-VTT (1k-A test)", "type": "msr-vtt", "split": "1k-A test"}
+
+
+def _trainer_metrics(prefix: str = "test_") -> dict[str, float]:
+    """What `HBITrainer.evaluate(metric_key_prefix="test")` returns, with the run's bookkeeping."""
+    figures = {
+        f"{d}_{m}": 10.0 * i + 0.123456789
+        for i, (d, m) in enumerate(
+            (d, m) for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "Rsum", "MdR", "MnR")
+        )
+    }
+    extra = {"dsl_t2v_R@1": 99.0, "gallery_captions": 4.0, "gallery_videos": 2.0, "runtime": 1.5}
+    return {"epoch": 3.0, **{prefix + name: value for name, value in {**figures, **extra}.items()}}
+
+
+def test_scripts_results_file_gives_the_card_exactly_its_figures_and_nothing_else(tmp_path):
+    path = write_eval_results(tmp_path, _trainer_metrics(), "msrvtt", "test")
+    written = json.loads(path.read_text())
+    assert written["dataset_name"] == "msrvtt" and written["split"] == "test"
+    assert "test_t2v_R@1" not in written["metrics"] and written["metrics"]["t2v_R@1"] == 0.123456789
+    results = load_eval_results(path)
+    card = render_model_card(tiny_hbi_config(), "msrvtt", results, repo_id="org/hbi")
+    index = _metadata(card)["model-index"][0]["results"]
+    assert index == written["model_index"] == results.model_index
+    figures = _index_figures(index)
+    assert len(figures) == 12, figures  # R@1/5/10, Rsum, MdR, MnR of both directions; no epoch, counts, dsl_, runtime
+    assert figures["text-to-video-retrieval/recall@1"] == 0.123456789  # exactly as measured, not rounded
+    assert figures["video-to-text-retrieval/mean_rank"] == written["metrics"]["v2t_MnR"]
+    section = _section(card, "Evaluation results of this checkpoint")
+    assert "epoch" not in section and "gallery" not in section and "test_" not in section
+
+
+def test_model_index_has_the_qa_and_captioning_figures():
+    qa = model_index_results({"eval_accuracy": 0.435, "num_questions": 200, "num_out_of_vocabulary": 3}, "msrvtt-qa")
+    assert _index_figures(qa) == {"video-question-answering/accuracy": 0.435}
+    captioning = {"bleu_4": 0.41, "meteor": 0.3, "rouge_l": 0.6, "cider": 1.371, "num_videos": 60}
+    figures = _index_figures(model_index_results(captioning, "folder", "test"))
+    assert figures == {
+        f"video-captioning/{t}": v for t, v in zip(("bleu", "meteor", "rouge", "cider"), captioning.values())
+    }
+
+
+def test_results_measured_on_another_dataset_are_refused():
+    results = HBIEvalResults({"t2v_R@1": 40.0}, dataset_name="synthetic", split="test")
+    with pytest.raises(ValueError, match="measured on 'synthetic', but the card describes the 'msrvtt' release"):
+        render_model_card(tiny_hbi_config(), "msrvtt", results)
+    card = render_model_card(tiny_hbi_config(), "synthetic", results)
+    assert _metadata(card)["model-index"][0]["results"][0]["dataset"]["type"] == "hbi-hf-synthetic"
+    assert "no results on" in _section(card, "The paper's results")
+
+
+def test_base_model_is_the_clip_the_model_came_from(tmp_path):
+    random_init = render_model_card(tiny_hbi_config(), "msrvtt")
+    assert "base_model" not in _metadata(random_init)
+    assert "randomly initialised" in _section(random_init, "Configuration")
+
+    hub_clip = render_model_card(tiny_hbi_config(clip_name_or_path="org/tiny-clip"), "msrvtt")
+    assert _metadata(hub_clip)["base_model"] == "org/tiny-clip"
+
+    from transformers import CLIPConfig, CLIPModel
+
+    clip_config = CLIPConfig(
+        text_config=tiny_hbi_config().text_config.to_dict(),
+        vision_config=tiny_hbi_config().vision_config.to_dict(),
+        projection_dim=32,
+    )
+    CLIPModel(clip_config).save_pretrained(tmp_path / "clip")
+    tiny = tiny_hbi_config().to_dict()
+    overrides = {name: tiny[name] for name in TINY_HBI_FIELDS}
+    model = HBIForRetrieval.from_clip(str(tmp_path / "clip"), **overrides)
+    model.save_pretrained(tmp_path / "hbi")
+    reloaded = HBIForRetrieval.from_pretrained(tmp_path / "hbi")
+    assert reloaded.config.clip_name_or_path == str(tmp_path / "clip")
+    local = render_model_card(reloaded.config, "msrvtt")
+    assert "base_model" not in _metadata(local)  # a local folder is not a Hub id
+    assert f"the local CLIP folder `{tmp_path / 'clip'}`" in _section(local, "Configuration")
 
 
 def test_cards_state_no_number_that_was_not_measured_for_the_checkpoint():
@@ -86,17 +193,24 @@ def test_unknown_dataset_is_refused():
 
 
 def test_eval_results_file_is_validated(tmp_path):
-    good = tmp_path / "good.json"
-    good.write_text(json.dumps({"t2v_R@1": 12, "accuracy": 40.5}))
-    assert load_eval_results(good) == {"t2v_R@1": 12.0, "accuracy": 40.5}
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"t2v_R@1": 12, "accuracy": 40.5}))
+    assert load_eval_results(flat).metrics == {"t2v_R@1": 12.0, "accuracy": 40.5}
+    assert load_eval_results(flat).dataset_name is None
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"t2v_R@1": "12"}))
     with pytest.raises(ValueError, match=r"bad.json: metric 't2v_R@1' must be a finite number"):
         load_eval_results(bad)
-    nested = tmp_path / "nested.json"
-    nested.write_text(json.dumps([1, 2]))
-    with pytest.raises(ValueError, match="flat JSON object"):
-        load_eval_results(nested)
+    nested_bad = tmp_path / "nested_bad.json"
+    nested_bad.write_text(json.dumps({"metrics": {"t2v_R@1": float("nan")}, "dataset_name": "msrvtt"}))
+    with pytest.raises(ValueError, match=r"nested_bad.json: metric 't2v_R@1' must be a finite number"):
+        load_eval_results(nested_bad)
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="listed.json must hold a JSON object"):
+        load_eval_results(listed)
+    with pytest.raises(ValueError, match="metric 'epoch' must be a finite number"):
+        write_eval_results(tmp_path, {"epoch": None}, "msrvtt", "test")
 
 
 def test_committed_release_cards_are_the_template_output_without_results():
@@ -112,7 +226,7 @@ def test_committed_release_cards_are_the_template_output_without_results():
 def test_render_script_uses_a_results_file_when_given(tmp_path):
     results_dir = tmp_path / "results" / "msrvtt"
     results_dir.mkdir(parents=True)
-    (results_dir / "eval_results.json").write_text(json.dumps({"t2v_R@1": 3.25}))
+    write_eval_results(results_dir, {"test_t2v_R@1": 3.25}, "msrvtt", "test")
     _render_script().main(["--output_dir", str(tmp_path / "cards"), "--eval_results_dir", str(tmp_path / "results")])
-    assert "| t2v_R@1 | 3.25 |" in (tmp_path / "cards" / "msrvtt" / "README.md").read_text()
+    assert "| Text-to-Video Retrieval | R@1 | 3.25 |" in (tmp_path / "cards" / "msrvtt" / "README.md").read_text()
     assert "Not yet measured" in (tmp_path / "cards" / "didemo" / "README.md").read_text()

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from hbi_hf.model_card import model_index_results
 from hbi_hf.retrieval_metrics import (
     chance_metrics,
     compute_retrieval_metrics,
     dual_softmax_scores,
-    model_index_results,
     retrieval_ranks,
 )
 
@@ -130,9 +130,9 @@ def test_chance_level_of_video_to_text_grows_with_captions_per_video():
 
 def test_model_index_results_have_the_hub_structure():
     metrics = compute_retrieval_metrics(torch.eye(3), torch.arange(3), dual_softmax=True)
-    results = model_index_results({f"test_{k}": v for k, v in metrics.items()}, "MSR-VTT 1k-A", "msrvtt")
+    results = model_index_results({f"test_{k}": v for k, v in metrics.items()}, "msrvtt", "test")
     assert [r["task"]["type"] for r in results] == ["text-to-video-retrieval", "video-to-text-retrieval"]
-    assert results[0]["dataset"] == {"name": "MSR-VTT 1k-A", "type": "msrvtt", "split": "test"}
+    assert results[0]["dataset"] == {"name": "MSR-VTT (1k-A test)", "type": "msr-vtt", "split": "test"}
     recall_at_1 = next(m for m in results[0]["metrics"] if m["type"] == "recall@1")
     assert recall_at_1["value"] == 100.0
     assert len(results[0]["metrics"]) == 6  # R@1, R@5, R@10, Rsum, MdR, MnR; no dual-softmax figures

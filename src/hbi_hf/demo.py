@@ -203,7 +203,7 @@ def run_demo(args: HBIDemoArguments) -> tuple[dict[str, float], dict[str, float]
     trainer.train()
     metrics = trainer.evaluate(test, metric_key_prefix="test")
     trainer.save_model(args.output_dir)
-    write_eval_results(args.output_dir, metrics, "HBI synthetic retrieval", "synthetic")
+    write_eval_results(args.output_dir, metrics, "synthetic", "test")
     gallery = HBIRetrievalGallery.from_dataset(test)
     chance = chance_metrics(len(gallery.captions), len(gallery.video_ids), gallery.text_to_video)
     return metrics, chance

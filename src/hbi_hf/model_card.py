@@ -1,24 +1,37 @@
-"""Model cards for HBI checkpoints, rendered from the model's config and the *measured* evaluation results.
+"""Model cards for HBI checkpoints, rendered from the model's config and the *measured* evaluation results, and the
+one builder of the Hub `model-index` results ([`model_index_results`]) that the training and evaluation scripts
+([`write_eval_results`]), the card and `push_to_hub` share.
 
-A card states a number for this checkpoint only when an `eval_results.json` (flat `{metric: value}`) measured on it is
-given; otherwise its results section says "not yet measured". For the paper's own results a card points to the
-paper's table and quotes no number from it.
+A card states a number for this checkpoint only when results measured on it are given (the `eval_results.json` the
+scripts write); otherwise its results section says "not yet measured". For the paper's own results a card points to
+the paper's table and quotes no number from it. `base_model` is the CLIP the model was built from
+(`config.clip_name_or_path`, recorded by `from_clip`), and is left out when there is none.
 """
 
 import json
 import math
+import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PreTrainedConfig
+from transformers.utils import logging
 
 from .configuration_hbi import HBIBanzhafEstimatorConfig
 
+logger = logging.get_logger(__name__)
+
+EVAL_RESULTS_NAME = "eval_results.json"
+
 RETRIEVAL_TASK = "text-video-retrieval"
 QA_TASK = "video-question-answering"
+CAPTIONING_TASK = "video-captioning"
 ESTIMATOR_TASK = "banzhaf-interaction-estimation"
+RESULT_PREFIXES = ("eval_", "test_")
+"""Prefixes the `Trainer` puts before metric names (`metric_key_prefix`); results are stored without them."""
 
 CITATION = """@inproceedings{jin2023video,
   title     = {Video-Text as Game Players: Hierarchical Banzhaf Interaction for Cross-Modal Representation Learning},
@@ -116,6 +129,22 @@ RELEASES: dict[str, HBIRelease] = {
         ),
         paper_table="Table II",
     ),
+    "synthetic": HBIRelease(
+        key="synthetic",
+        title="text-video retrieval on the embedded synthetic dataset",
+        task=RETRIEVAL_TASK,
+        dataset_id="hbi-hf-synthetic",
+        dataset_pretty_name="hbi-hf embedded synthetic dataset (test)",
+        split="test",
+        training_data="The embedded synthetic dataset of hbi-hf (`hbi_hf.data.synthetic`): 300 generated 8-second "
+        "videos of two coloured shapes and two events in order, 5 template captions each.",
+        intended_use="Checking that a training pipeline learns (the `make demo` run). Not for real videos.",
+        limitations=(
+            "Trained on generated videos of coloured shapes: it says nothing about real videos or captions.",
+            "Its figures show that the pipeline learns; they say nothing about the paper's accuracy.",
+        ),
+        paper_table=None,
+    ),
     "estimator": HBIRelease(
         key="estimator",
         title="the Banzhaf-interaction estimator",
@@ -183,19 +212,185 @@ CARD_TEMPLATE = """---
 """
 
 
-def load_eval_results(path: str | Path) -> dict[str, float]:
-    """Read an `eval_results.json` (a flat `{metric: number}` object), refusing anything else with the file name."""
+# metric name (as the package's metrics name it) -> (model-index type, display name), per task of the model index
+_RETRIEVAL_METRICS = {
+    **{f"R@{k}": (f"recall@{k}", f"R@{k}") for k in (1, 5, 10)},
+    "Rsum": ("rsum", "Rsum"),
+    "MdR": ("median_rank", "Median rank"),
+    "MnR": ("mean_rank", "Mean rank"),
+}
+_RETRIEVAL_DIRECTIONS = (
+    ("t2v_", "text-to-video-retrieval", "Text-to-Video Retrieval"),
+    ("v2t_", "video-to-text-retrieval", "Video-to-Text Retrieval"),
+)
+_TASK_METRICS = (
+    (QA_TASK, "Video Question Answering", "", {"accuracy": ("accuracy", "Accuracy")}),
+    (
+        CAPTIONING_TASK,
+        "Video Captioning",
+        "",
+        {
+            "bleu_4": ("bleu", "BLEU-4"),
+            "meteor": ("meteor", "METEOR"),
+            "rouge_l": ("rouge", "ROUGE-L"),
+            "cider": ("cider", "CIDEr"),
+        },
+    ),
+)
+
+
+@dataclass
+class HBIEvalResults:
+    """
+    What an `eval_results.json` holds: the figures measured on a checkpoint and where they were measured.
+
+    Args:
+        metrics (`dict[str, float]`): metric name -> value, without the `Trainer`'s `eval_` / `test_` prefix (e.g.
+            `t2v_R@1` in percent, `accuracy` and `cider` as fractions).
+        dataset_name (`str`, *optional*): the dataset (`--dataset_name` of the scripts, a key of `RELEASES` for the
+            planned releases); None for a hand-written file of metrics only.
+        split (`str`, *optional*): the split the metrics were measured on.
+    """
+
+    metrics: dict[str, float]
+    dataset_name: str | None = None
+    split: str | None = None
+    model_index: list[dict] = field(init=False)
+
+    def __post_init__(self):
+        self.metrics = _strip_prefixes(self.metrics)
+        self.model_index = model_index_results(self.metrics, self.dataset_name, self.split)
+
+    def to_json(self) -> str:
+        """The file's text: `dataset_name`, `split`, `metrics` and, for readers, the `model_index` results that the
+        card's metadata will carry (built by [`model_index_results`])."""
+        payload = {
+            "dataset_name": self.dataset_name,
+            "split": self.split,
+            "metrics": self.metrics,
+            "model_index": self.model_index,
+        }
+        return json.dumps(payload, indent=2) + "\n"
+
+
+def _strip_prefixes(metrics: Mapping[str, float]) -> dict[str, float]:
+    stripped = {}
+    for name, value in metrics.items():
+        for prefix in RESULT_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        stripped[name] = value
+    return stripped
+
+
+def _dataset_entry(dataset_name: str | None, split: str | None) -> dict[str, str]:
+    """The model index's `dataset` of results measured on `dataset_name`: the release's Hub id and name for a planned
+    release, the name as given otherwise."""
+    release = RELEASES.get(dataset_name) if dataset_name is not None else None
+    if release is not None:
+        return {"name": release.dataset_pretty_name, "type": release.dataset_id, "split": split or release.split}
+    name = dataset_name or "unknown"
+    return {"name": name, "type": name, "split": split or "test"}
+
+
+def model_index_results(
+    metrics: Mapping[str, float], dataset_name: str | None, split: str | None = None
+) -> list[dict]:
+    """
+    The `results` of a Hub `model-index` entry: the one place where the package turns measured metrics into the
+    index, used by [`write_eval_results`] (the training and evaluation scripts), [`render_model_card`] and
+    `hbi_hf.hub`.
+
+    Recognised metrics, as the package's metrics name them (an `eval_` / `test_` prefix is ignored): retrieval
+    `t2v_` / `v2t_` R@1, R@5, R@10, Rsum, MdR, MnR (two tasks, text-to-video and video-to-text); video QA `accuracy`;
+    captioning `bleu_4`, `meteor`, `rouge_l`, `cider`. Everything else is not a figure of the checkpoint and stays
+    out: `epoch`, run times, counts such as `num_questions` or `gallery_videos`, and dual-softmax `dsl_*` figures
+    (re-ranked over the whole test gallery, not comparable with the plain ones). Values are kept exactly as measured.
+
+    Args:
+        metrics (`dict[str, float]`): e.g. `{"test_t2v_R@1": 49.4, "test_v2t_R@1": 47.7, "epoch": 5.0}`.
+        dataset_name (`str`, *optional*): where they were measured (see [`HBIEvalResults`]).
+        split (`str`, *optional*): the split; defaults to the release's.
+
+    Returns:
+        `list[dict]` of `{"task": {"type", "name"}, "dataset": {"name", "type", "split"}, "metrics": [{"type",
+        "value", "name"}, ...]}`, one per task with at least one metric.
+    """
+    metrics = _strip_prefixes(metrics)
+    dataset = _dataset_entry(dataset_name, split)
+    tasks = [(task, name, prefix, _RETRIEVAL_METRICS) for prefix, task, name in _RETRIEVAL_DIRECTIONS]
+    results = []
+    for task_type, task_name, prefix, known in (*tasks, *_TASK_METRICS):
+        entries = [
+            {"type": metric_type, "value": float(metrics[prefix + key]), "name": label}
+            for key, (metric_type, label) in known.items()
+            if prefix + key in metrics
+        ]
+        if entries:
+            results.append(
+                {"task": {"type": task_type, "name": task_name}, "dataset": dict(dataset), "metrics": entries}
+            )
+    return results
+
+
+def write_eval_results(
+    output_dir: str | os.PathLike, metrics: Mapping[str, float], dataset_name: str, split: str
+) -> Path:
+    """
+    Write `output_dir/eval_results.json` ([`HBIEvalResults`]): the metrics without the `Trainer`'s prefix, the
+    dataset and split they were measured on, and the model-index results built from them. What the training and
+    evaluation scripts write, and what [`load_eval_results`], the card and `push_to_hub` read.
+
+    Raises:
+        `ValueError`: a metric that is not a finite number (named).
+    """
+    results = HBIEvalResults(
+        {name: _finite(name, value, "metrics") for name, value in metrics.items()}, dataset_name, split
+    )
+    path = Path(output_dir) / EVAL_RESULTS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(results.to_json())
+    return path
+
+
+def _finite(name: str, value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: metric {name!r} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def load_eval_results(path: str | Path) -> HBIEvalResults:
+    """
+    Read an `eval_results.json`: the scripts' format (`{"dataset_name", "split", "metrics": {...}, "model_index"}`,
+    [`write_eval_results`]), or a flat `{metric: number}` object written by hand (dataset and split unknown).
+
+    Raises:
+        `ValueError`: invalid JSON, another structure, or a metric that is not a finite number, naming the file and
+            the metric.
+    """
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(results, dict):
-        raise ValueError(f"{path} must hold a flat JSON object {{metric: number}}; got {type(results).__name__}")
-    for name, value in results.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{path}: metric {name!r} must be a finite number; got {value!r}")
-    return {name: float(value) for name, value in results.items()}
+    if not isinstance(content, dict):
+        raise ValueError(
+            f'{path} must hold a JSON object ({{"metrics": {{...}}, "dataset_name": ..., "split": ...}} or a flat '
+            f"{{metric: number}}); got {type(content).__name__}"
+        )
+    if "metrics" not in content:
+        return HBIEvalResults({name: _finite(name, value, str(path)) for name, value in content.items()})
+    metrics = content["metrics"]
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: 'metrics' must be a JSON object {{metric: number}}; got {type(metrics).__name__}")
+    for key in ("dataset_name", "split"):
+        if content.get(key) is not None and not isinstance(content[key], str):
+            raise ValueError(f"{path}: {key!r} must be a string; got {content[key]!r}")
+    return HBIEvalResults(
+        {name: _finite(name, value, str(path)) for name, value in metrics.items()},
+        content.get("dataset_name"),
+        content.get("split"),
+    )
 
 
 def _infer_task(config: PreTrainedConfig, dataset_name: str) -> str:
@@ -236,6 +431,7 @@ def _configuration_lines(config: PreTrainedConfig) -> str:
             f"- CLIP towers: vision width {vision.hidden_size}, {vision.num_hidden_layers} layers, patch "
             f"{vision.patch_size}, {vision.image_size} px; text width {config.text_config.hidden_size}; "
             f"joint dimension {config.projection_dim}",
+            f"- CLIP initialisation: {_clip_origin(config)}",
             f"- {config.num_frames} frames, {config.max_words} words; temporal transformer of "
             f"{config.temporal_num_layers} layers",
             f"- token merges ({config.cluster_mode}): {clusters}",
@@ -245,14 +441,46 @@ def _configuration_lines(config: PreTrainedConfig) -> str:
     )
 
 
-def _results_table(results: Mapping[str, float]) -> str:
-    rows = [f"| {name} | {value:g} |" for name, value in results.items()]
-    return "\n".join(["| metric | value |", "|---|---|", *rows])
+_HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+|[A-Za-z0-9][\w.-]*")
+
+
+def base_model_of(config: PreTrainedConfig) -> str | None:
+    """The Hub id of the CLIP the model was built from (`config.clip_name_or_path`, set by `from_clip`): None for an
+    estimator, for randomly initialised towers, and for a CLIP loaded from a local folder (not a Hub id)."""
+    name = getattr(config, "clip_name_or_path", None)
+    if name is None or isinstance(config, HBIBanzhafEstimatorConfig):
+        return None
+    if os.path.isabs(name) or name.startswith(".") or not _HUB_REPO_ID.fullmatch(name) or Path(name).exists():
+        return None
+    return name
+
+
+def _clip_origin(config: PreTrainedConfig) -> str:
+    name = getattr(config, "clip_name_or_path", None)
+    if name is None:
+        return (
+            "none recorded: the CLIP towers were randomly initialised (`clip_name_or_path` is unset; checkpoints saved "
+            "before hbi-hf recorded it also read this way)"
+        )
+    if base_model_of(config) is None:
+        return f"the local CLIP folder `{name}` (not a Hub id, so no `base_model`)"
+    return f"[{name}](https://huggingface.co/{name}) (built with `from_clip`)"
+
+
+def _results_table(model_index: list[dict]) -> str:
+    rows = [
+        f"| {result['task']['name']} | {metric['name']} | {metric['value']:g} |"
+        for result in model_index
+        for metric in result["metrics"]
+    ]
+    return "\n".join(["| task | metric | value |", "|---|---|---|", *rows])
 
 
 def _paper_section(release: HBIRelease, method: str | None) -> str:
     if release.paper_table is None:
-        return "The paper reports no standalone results for this component."
+        if release.task == ESTIMATOR_TASK:
+            return "The paper reports no standalone results for this component."
+        return f"The paper reports no results on {release.dataset_pretty_name}."
     name = method or "HBI and HBI V2"
     return (
         f"The authors' results for {name} on {release.dataset_pretty_name} are in {release.paper_table} of the TPAMI "
@@ -287,47 +515,68 @@ def _load_snippet(config: PreTrainedConfig, repo_id: str, task: str) -> str:
 def render_model_card(
     config: PreTrainedConfig,
     dataset_name: str,
-    eval_results: Mapping[str, float] | None = None,
+    eval_results: HBIEvalResults | Mapping[str, float] | None = None,
     repo_id: str | None = None,
     license: str | None = None,
-    base_model: str | None = "openai/clip-vit-base-patch32",
 ) -> ModelCard:
     """
     The model card of a checkpoint.
 
     Args:
-        config: the checkpoint's [`HBIConfig`] or [`HBIBanzhafEstimatorConfig`].
-        dataset_name (`str`): one of `RELEASES` ("msrvtt", "activitynet", "didemo", "msrvtt-qa"); ignored for the
-            estimator, which has its own release.
-        eval_results (`dict[str, float]`, *optional*): metrics measured on this checkpoint (the `eval_results.json`
-            of the evaluation scripts). Without them the card says "not yet measured".
+        config: the checkpoint's [`HBIConfig`] or [`HBIBanzhafEstimatorConfig`]. Its `clip_name_or_path` gives the
+            card's `base_model` ([`base_model_of`]).
+        dataset_name (`str`): one of `RELEASES` ("msrvtt", "activitynet", "didemo", "msrvtt-qa", "synthetic");
+            ignored for the estimator, which has its own release.
+        eval_results ([`HBIEvalResults`] or `dict[str, float]`, *optional*): what was measured on this checkpoint
+            (the scripts' `eval_results.json`, read with [`load_eval_results`], or a dict of metrics). The card's
+            results section and `model-index` hold exactly the figures [`model_index_results`] recognises in them;
+            without any it says "not yet measured".
         repo_id (`str`, *optional*): the Hub repository, used in the title and the loading snippet.
         license (`str`, *optional*): the license identifier of the weights; omitted when not given.
-        base_model (`str`, *optional*): the CLIP checkpoint the model was initialised from.
+
+    Raises:
+        `ValueError`: an unknown `dataset_name`, or results measured on another dataset than `dataset_name`.
     """
     release = _release_for(config, dataset_name)
     task = _infer_task(config, dataset_name)
     method = _method_name(config)
     name = repo_id or f"hbi-{release.key}"
-    results = dict(eval_results) if eval_results else {}
+    if eval_results is not None and not isinstance(eval_results, HBIEvalResults):
+        eval_results = HBIEvalResults(dict(eval_results))
+    model_index = []
+    if eval_results is not None:
+        measured_on = eval_results.dataset_name
+        if measured_on is not None and measured_on != release.key:
+            raise ValueError(
+                f"the results were measured on {measured_on!r}, but the card describes the {release.key!r} release; "
+                f"render the card for {measured_on!r} or give the results measured on {release.key!r}"
+            )
+        model_index = model_index_results(eval_results.metrics, release.key, eval_results.split)
+        left_out = sorted(set(eval_results.metrics) - _recognised_names(eval_results.metrics))
+        if left_out:
+            logger.info("Not figures of the checkpoint, left out of the card: %s", ", ".join(left_out))
+        if not model_index:
+            logger.warning("No metric of the results is a figure the card knows: it says 'not yet measured'")
     card_data = ModelCardData(
         library_name="transformers",
         license=license,
-        base_model=base_model if task != ESTIMATOR_TASK else None,
+        base_model=base_model_of(config),
         datasets=[release.dataset_id],
         tags=["hbi", "video", "clip", "banzhaf-interaction", task],
-        model_name=name if results else None,
+        model_name=name if model_index else None,
         eval_results=[
             EvalResult(
-                task_type=task,
-                dataset_type=release.dataset_id,
-                dataset_name=release.dataset_pretty_name,
-                dataset_split=release.split,
-                metric_type=metric,
-                metric_name=metric,
-                metric_value=value,
+                task_type=result["task"]["type"],
+                task_name=result["task"]["name"],
+                dataset_type=result["dataset"]["type"],
+                dataset_name=result["dataset"]["name"],
+                dataset_split=result["dataset"]["split"],
+                metric_type=metric["type"],
+                metric_name=metric["name"],
+                metric_value=metric["value"],
             )
-            for metric, value in results.items()
+            for result in model_index
+            for metric in result["metrics"]
         ]
         or None,
     )
@@ -345,8 +594,9 @@ def render_model_card(
         training_data=release.training_data,
         configuration=_configuration_lines(config),
         results=(
-            f"Measured on {release.dataset_pretty_name} with this checkpoint:\n\n{_results_table(results)}"
-            if results
+            f"Measured on {model_index[0]['dataset']['name']}, split `{model_index[0]['dataset']['split']}`, with "
+            f"this checkpoint:\n\n{_results_table(model_index)}"
+            if model_index
             else "Not yet measured: no evaluation results have been recorded for this checkpoint."
         ),
         paper_results=_paper_section(release, method),
@@ -355,4 +605,21 @@ def render_model_card(
     )
 
 
-__all__ = ["CITATION", "RELEASES", "HBIRelease", "load_eval_results", "render_model_card"]
+def _recognised_names(metrics: Mapping[str, float]) -> set[str]:
+    names = {prefix + key for prefix, _, _ in _RETRIEVAL_DIRECTIONS for key in _RETRIEVAL_METRICS}
+    names |= {key for _, _, _, known in _TASK_METRICS for key in known}
+    return names & set(metrics)
+
+
+__all__ = [
+    "CITATION",
+    "EVAL_RESULTS_NAME",
+    "RELEASES",
+    "HBIEvalResults",
+    "HBIRelease",
+    "base_model_of",
+    "load_eval_results",
+    "model_index_results",
+    "render_model_card",
+    "write_eval_results",
+]

@@ -1,5 +1,5 @@
-"""Text-video retrieval metrics: ranks, recall at K, median / mean rank, dual-softmax re-ranking, and the Hub's
-`model-index` structure.
+"""Text-video retrieval metrics: ranks, recall at K, median / mean rank, dual-softmax re-ranking. The `hbi_retrieval`
+`evaluate` module (`hbi_hf.metrics.load("retrieval")`) computes them with these functions.
 
 Conventions:
 
@@ -139,61 +139,10 @@ def _probability_no_hit(population: int, hits: int, draws: int) -> float:
     return probability
 
 
-def model_index_results(
-    metrics: dict[str, float], dataset_name: str, dataset_type: str, split: str = "test"
-) -> list[dict]:
-    """
-    The `results` list of a Hub `model-index` entry for retrieval metrics named as [`compute_retrieval_metrics`]
-    names them (an optional `eval_` / `test_` prefix is ignored). Text-to-video and video-to-text are separate tasks;
-    dual-softmax figures are left out (they are not comparable with the plain numbers).
-
-    Args:
-        metrics (`dict[str, float]`): e.g. `{"t2v_R@1": 49.4, "v2t_R@1": 47.7, ...}`.
-        dataset_name (`str`): human-readable name, e.g. `"MSR-VTT 1k-A"`.
-        dataset_type (`str`): Hub dataset id or short type, e.g. `"msrvtt"`.
-        split (`str`, *optional*, defaults to `"test"`)
-
-    Returns:
-        `list[dict]` of `{"task": ..., "dataset": ..., "metrics": [{"type", "value", "name"}, ...]}`.
-    """
-    plain = {}
-    for key, value in metrics.items():
-        for prefix in ("eval_", "test_"):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        if key.startswith(("t2v_", "v2t_")):
-            plain[key] = value
-    results = []
-    for direction, task_type, task_name in (
-        ("t2v", "text-to-video-retrieval", "Text-to-Video Retrieval"),
-        ("v2t", "video-to-text-retrieval", "Video-to-Text Retrieval"),
-    ):
-        entries = [
-            {"type": metric_type, "value": round(float(plain[f"{direction}_{name}"]), 4), "name": label}
-            for name, metric_type, label in (
-                *((f"R@{k}", f"recall@{k}", f"R@{k}") for k in RECALL_AT),
-                ("Rsum", "rsum", "Rsum"),
-                ("MdR", "median_rank", "Median rank"),
-                ("MnR", "mean_rank", "Mean rank"),
-            )
-            if f"{direction}_{name}" in plain
-        ]
-        if entries:
-            results.append(
-                {
-                    "task": {"type": task_type, "name": task_name},
-                    "dataset": {"name": dataset_name, "type": dataset_type, "split": split},
-                    "metrics": entries,
-                }
-            )
-    return results
-
-
 __all__ = [
     "chance_metrics",
     "compute_retrieval_metrics",
     "dual_softmax_scores",
-    "model_index_results",
     "rank_metrics",
     "retrieval_ranks",
 ]
