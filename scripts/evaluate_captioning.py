@@ -2,17 +2,21 @@
 
     python scripts/evaluate_captioning.py --model runs/caption --test_file test.jsonl --num_beams 3
 
-Rows: {"video_id", "video_path", "caption"} (one per reference) or {"video_id", "video_path", "captions": [...]}.
+Rows: {"video_id", "video_path", "captions": [...]} (one per video) or {"video_id", "video_path", "caption"} (one per
+reference; a video's rows are grouped). A row without them stops the run with its file, row and field named. CIDEr
+needs several videos (its IDF); one video gives a warning. `--predictions_file` must not exist yet.
 """
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoCaptioning
-from hbi_hf.caption_metrics import caption_metrics, require_java
+from hbi_hf.caption_metrics import require_java
 from hbi_hf.data import load_synthetic_captioning
+from hbi_hf.metrics import compute as compute_metric
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.task_training import generate_captions, load_rows, references_per_video
 
@@ -30,10 +34,16 @@ class EvaluateCaptioningArguments:
 
 def main() -> None:
     (args,) = HfArgumentParser(EvaluateCaptioningArguments).parse_args_into_dataclasses()
+    if args.test_file is None and not args.embedded:
+        raise ValueError("give --test_file (JSON lines of captioning rows) or --embedded")
     require_java()
+    if args.predictions_file and Path(args.predictions_file).exists():
+        raise FileExistsError(f"--predictions_file {args.predictions_file} exists; give a new path")
     model = AutoModelForVideoCaptioning.from_pretrained(args.model)
-    test = load_synthetic_captioning()["test"] if args.embedded else load_rows(args.test_file)
-    videos, references = references_per_video(test)
+    if args.embedded:
+        videos, references = references_per_video(load_synthetic_captioning()["test"], "the embedded test split")
+    else:
+        videos, references = references_per_video(load_rows(args.test_file), args.test_file)
     processor = build_retrieval_processor(model.config, args.model)
     generate_kwargs = {"num_beams": args.num_beams}
     if args.max_new_tokens is not None:
@@ -42,7 +52,13 @@ def main() -> None:
     if args.predictions_file:
         with open(args.predictions_file, "w") as handle:
             json.dump(predictions, handle, indent=2)
-    print(json.dumps(caption_metrics(predictions, references), indent=2))
+    video_ids = list(references)
+    scores = compute_metric(
+        "captioning",
+        predictions=[predictions[video_id] for video_id in video_ids],
+        references=[references[video_id] for video_id in video_ids],
+    )
+    print(json.dumps(scores, indent=2))
 
 
 if __name__ == "__main__":

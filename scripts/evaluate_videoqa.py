@@ -13,8 +13,9 @@ from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoQuestionAnswering
 from hbi_hf.data import load_synthetic_qa
+from hbi_hf.metrics import compute as compute_metric
 from hbi_hf.retrieval_data import build_retrieval_processor
-from hbi_hf.task_training import add_answer_labels, load_rows, predict_answers, videoqa_accuracy
+from hbi_hf.task_training import add_answer_labels, load_rows, predict_answers
 
 
 @dataclass
@@ -32,7 +33,7 @@ def main() -> None:
     test = add_answer_labels(test, model.config.label2id)
     processor = build_retrieval_processor(model.config, args.model)
     predictions, labels = predict_answers(model, test, processor, args.batch_size)
-    print(json.dumps(videoqa_accuracy(predictions, labels), indent=2))
+    print(json.dumps(compute_metric("videoqa", predictions=predictions, references=labels), indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from transformers.utils import logging
 
-from .caption_metrics import caption_metrics, require_java
+from .caption_metrics import require_java
 from .configuration_hbi import HBIConfig
 from .data import (
     HBICaptioningCollator,
@@ -25,6 +25,7 @@ from .data import (
     load_synthetic_captioning,
     load_synthetic_qa,
 )
+from .metrics import compute as compute_metric
 from .modeling_hbi import HBIForCaptioning, HBIForRetrieval, HBIForVideoQA
 from .retrieval_data import build_retrieval_collator, build_retrieval_processor, synthetic_retrieval_splits
 from .retrieval_evaluation import HBIRetrievalGallery
@@ -35,7 +36,6 @@ from .task_training import (
     predict_answers,
     references_per_video,
     train_task_model,
-    videoqa_accuracy,
 )
 from .training import HBITrainer, HBITrainingArguments, write_eval_results
 
@@ -225,10 +225,22 @@ def run_videoqa_demo(args: HBIDemoArguments) -> dict[str, dict[str, float]]:
     predictions, labels = predict_answers(model, test, processor, args.batch_size)
     majority = Counter(train["label"]).most_common(1)[0][0]
     return {
-        "hbi": videoqa_accuracy(predictions, labels),
-        "majority_answer_baseline": videoqa_accuracy([majority] * len(labels), labels),
-        "question_type_prior_baseline": videoqa_accuracy(question_type_prior_answers(train, test), labels),
+        "hbi": compute_metric("videoqa", predictions=predictions, references=labels),
+        "majority_answer_baseline": compute_metric("videoqa", predictions=[majority] * len(labels), references=labels),
+        "question_type_prior_baseline": compute_metric(
+            "videoqa", predictions=question_type_prior_answers(train, test), references=labels
+        ),
     }
+
+
+def _caption_scores(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    """The `hbi_captioning` evaluate module on captions and references keyed by video id."""
+    video_ids = list(references)
+    return compute_metric(
+        "captioning",
+        predictions=[predictions[video_id] for video_id in video_ids],
+        references=[references[video_id] for video_id in video_ids],
+    )
 
 
 def run_captioning_demo(args: HBIDemoArguments, num_beams: int = 3) -> dict[str, dict]:
@@ -245,8 +257,8 @@ def run_captioning_demo(args: HBIDemoArguments, num_beams: int = 3) -> dict[str,
     predictions = generate_captions(model, videos, processor, args.batch_size, num_beams=num_beams)
     constant = Counter(train["caption"]).most_common(1)[0][0]
     return {
-        "hbi": caption_metrics(predictions, references),
-        "constant_caption_baseline": caption_metrics({video_id: constant for video_id in references}, references),
+        "hbi": _caption_scores(predictions, references),
+        "constant_caption_baseline": _caption_scores({video_id: constant for video_id in references}, references),
         "constant_caption": constant,
         "examples": {video_id: predictions[video_id] for video_id in list(predictions)[:3]},
     }
