@@ -2,6 +2,7 @@
 tensors compute (reference written here from the spec's formulas, on the official tensors, without the converter)."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,56 @@ def official_banzhaf_module(sd, prefix, similarity):
     return F.conv2d(x, sd[prefix + "cnn2.weight"], sd[prefix + "cnn2.bias"], padding=1).squeeze(1)
 
 
+def official_dpc_knn(x, num_clusters, k=3):
+    """DPC-KNN as hbi-spec.md section 3 describes the official code, for unpadded tokens `(batch, tokens, dim)`:
+    d_ij = ||x_i - x_j|| / sqrt(D), rho_i = exp(-mean of d^2 over the k nearest, itself included), xi_i = the distance
+    to the nearest denser token (the sample's largest distance for the densest), centres = the top tokens by
+    rho * xi. Returns the cluster of every token, clusters numbered by decreasing centre score (the official order)."""
+    distance = torch.cdist(x, x) / math.sqrt(x.shape[-1])
+    density = torch.exp(-(distance.topk(k, dim=-1, largest=False).values ** 2).mean(-1))
+    denser = density[:, None, :] > density[:, :, None]  # [b, i, j]: token j is denser than token i
+    largest = distance.flatten(1).amax(-1)[:, None, None].expand_as(distance)
+    indicator = torch.where(denser, distance, largest).amin(-1)
+    centres = (density * indicator).topk(num_clusters, dim=-1).indices
+    assignment = distance.gather(1, centres.unsqueeze(-1).expand(-1, -1, x.shape[1])).argmin(1)
+    return assignment.scatter(1, centres, torch.arange(num_clusters).expand_as(centres))
+
+
+def official_token_merge(sd, ctm, block, tokens, ratio):
+    """CTM then TCBlock (hbi-spec.md section 3) on unpadded tokens: residual Conv1d + LayerNorm, score s, DPC-KNN with
+    ceil(n * ratio) clusters, exp(s)-weighted means, then `c + proj(softmax(q k^T / sqrt(d) + s) v)` with one pre-LN
+    for queries and keys, 8 heads."""
+    x = tokens + F.conv1d(tokens.transpose(1, 2), sd[ctm + "conv.conv.weight"], padding=1).transpose(1, 2)
+    x = _layer_norm(x, sd, ctm + "norm.", 1e-5)
+    score = F.linear(x, sd[ctm + "score.weight"], sd[ctm + "score.bias"]).squeeze(-1)
+    clusters = max(math.ceil(x.shape[1] * ratio), 1)
+    weight = score.exp().unsqueeze(-1) * F.one_hot(
+        official_dpc_knn(x, clusters), clusters
+    )  # (batch, tokens, clusters)
+    merged = (weight / (weight.sum(1, keepdim=True) + 1e-6)).transpose(1, 2) @ x
+
+    def heads(t):
+        return t.view(t.shape[0], t.shape[1], 8, -1).transpose(1, 2)
+
+    query = F.linear(
+        _layer_norm(merged, sd, block + "norm1.", 1e-5), sd[block + "attn.q.weight"], sd[block + "attn.q.bias"]
+    )
+    key, value = F.linear(
+        _layer_norm(x, sd, block + "norm1.", 1e-5), sd[block + "attn.kv.weight"], sd[block + "attn.kv.bias"]
+    ).chunk(2, -1)
+    logits = heads(query) @ heads(key).transpose(-1, -2) / math.sqrt(query.shape[-1] // 8) + score[:, None, None, :]
+    attended = (logits.softmax(-1) @ heads(value)).transpose(1, 2).flatten(2)
+    return merged + F.linear(attended, sd[block + "attn.proj.weight"], sd[block + "attn.proj.bias"])
+
+
+def reference_level_similarity(sd, suffix, text_tokens, video_tokens):
+    """Eq. 12 at the action (suffix "0") or event ("1") level: the level's MLPs, every merged token valid."""
+    text_w = official_weight_logits(sd, f"text_weight_fc{suffix}", text_tokens).softmax(-1)
+    video_w = official_weight_logits(sd, f"video_weight_fc{suffix}", video_tokens).softmax(-1)
+    cos = torch.einsum("atd,bvd->abtv", F.normalize(text_tokens, dim=-1), F.normalize(video_tokens, dim=-1))
+    return (torch.einsum("abt,at->ab", cos.amax(-1), text_w) + torch.einsum("abv,bv->ab", cos.amax(-2), video_w)) / 2
+
+
 # ----- inputs and fixtures --------------------------------------------------------------------------------------------
 
 
@@ -323,6 +374,76 @@ def test_converted_entity_score_equals_the_official_weighted_token_interaction(o
     torch.testing.assert_close(output.similarity_per_level[0], reference, atol=1e-4, rtol=1e-4)
     scale = official["clip.logit_scale"].exp()
     torch.testing.assert_close(output.logits_per_text, scale * reference, atol=1e-3, rtol=1e-4)
+
+
+VIDEO_RATIOS, TEXT_RATIOS = (0.5, 0.5), (0.25, 0.5)
+"""Cluster rates of the every-level checks: 10 words -> 3 phrases -> 2 paragraphs, 6 frames -> 3 clips -> 2
+segments, so that the second merge's convolution reads three tokens of each modality in an order."""
+
+
+def _full_length_inputs(seed: int = 11):
+    """Captions that fill all WORDS positions and videos with all FRAMES frames: without padding, which the official
+    code lets into its merges (see docs/sharing.md)."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, VOCAB - 2, (4, WORDS), generator=g)
+    input_ids[:, 0], input_ids[:, -1] = VOCAB - 2, VOCAB - 1
+    return input_ids, torch.randn(4, FRAMES, 3, IMAGE, IMAGE, generator=g)
+
+
+def official_level_similarities(sd, input_ids, pixel_values):
+    """Entity, action and event similarities of every (text, video) pair, computed as the official forward does."""
+    everything = torch.ones(pixel_values.shape[:2], dtype=torch.bool)
+    text = official_text_tokens(sd, input_ids)
+    video = official_frame_tokens(sd, official_frame_embeddings(sd, pixel_values), everything)
+    levels = [reference_entity_similarity(sd, text, torch.ones_like(input_ids, dtype=torch.bool), video, everything)]
+    for index, suffix in ((0, "0"), (1, "1")):
+        text = official_token_merge(sd, f"t_ctm{index}.", f"t_block{index}.", text, TEXT_RATIOS[index])
+        video = official_token_merge(sd, f"v_ctm{index}.", f"v_block{index}.", video, VIDEO_RATIOS[index])
+        levels.append(reference_level_similarity(sd, suffix, text, video))
+    return levels
+
+
+def _converted(official, **overrides):
+    config = official_config(
+        official,
+        num_frames=FRAMES,
+        max_words=WORDS,
+        head_dim=HEAD_DIM,
+        video_cluster_ratios=VIDEO_RATIOS,
+        text_cluster_ratios=TEXT_RATIOS,
+        **overrides,
+    )
+    model = HBIForRetrieval(config)
+    model.load_state_dict(convert_official_state_dict(official), strict=True)
+    return model.eval()
+
+
+def test_converted_model_reproduces_the_official_code_at_every_level_and_fused(official):
+    weights = [0.4, 0.4, 0.2]
+    model = _converted(official, similarity_level_weights=weights)
+    assert model.config.merged_token_order == "score"
+    input_ids, pixel_values = _full_length_inputs()
+    with torch.no_grad():
+        output = model(input_ids, pixel_values, return_loss=False)
+        reference = official_level_similarities(official, input_ids, pixel_values)
+    for level, (ours, theirs) in enumerate(zip(output.similarity_per_level, reference, strict=True)):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5, msg=f"level {level}")
+    fused = sum(w * level for w, level in zip(weights, reference, strict=True))
+    torch.testing.assert_close(
+        output.logits_per_text, official["clip.logit_scale"].exp() * fused, atol=1e-4, rtol=1e-5
+    )
+
+
+def test_temporal_order_of_merged_tokens_changes_the_event_level_but_not_the_others(official):
+    input_ids, pixel_values = _full_length_inputs()
+    with torch.no_grad():
+        reference = official_level_similarities(official, input_ids, pixel_values)
+        temporal = _converted(official, merged_token_order="temporal", similarity_level_weights=[1, 1, 1])(
+            input_ids, pixel_values, return_loss=False
+        )
+    for level in (0, 1):  # the action level's similarity does not depend on the order of its tokens
+        torch.testing.assert_close(temporal.similarity_per_level[level], reference[level], atol=1e-5, rtol=1e-5)
+    assert (temporal.similarity_per_level[2] - reference[2]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize(

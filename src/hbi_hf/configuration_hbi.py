@@ -24,6 +24,9 @@ ESTIMATOR_NORMALISATION_FIELDS = (
     "frame_count_exponent",
 )
 """Fields of [`HBIBanzhafEstimatorConfig`] fitted to the training data, not part of the architecture."""
+MERGED_TOKEN_ORDERS = ("temporal", "score")
+"""Orders of merged tokens ([`HBIConfig`] `merged_token_order`): their centres' positions, or the official code's
+decreasing centre score."""
 BANZHAF_TEACHERS = ("monte_carlo", "estimator", "none")
 """The sources of the Banzhaf interactions that L_I (Eq. 8) distils ([`HBIConfig`] `banzhaf_teacher`)."""
 
@@ -191,6 +194,12 @@ class HBIConfig(PreTrainedConfig):
             Text merge ratios of `"ratio"` mode (official retrieval: 0.25, 0.5; QA: 0.25, 0.125).
         dpc_knn_k (`int`, *optional*, defaults to 3):
             Neighbours K of the DPC-KNN local density (Eq. 9), the token itself included.
+        merged_token_order (`str`, *optional*, defaults to `"temporal"`):
+            Order of the merged tokens of the action and event levels, which the next merge's temporal convolution
+            reads: `"temporal"`, the order of their cluster centres in the sequence; `"score"`, by decreasing DPC-KNN
+            centre score `rho * xi`, as the official code orders them (converted official checkpoints use it; see
+            [`dpc_knn_cluster`]). The action level's own similarity does not depend on the order, the event level's
+            does.
         merge_num_attention_heads (`int`, *optional*, defaults to 8):
             Heads of the attention refinement of merged tokens (Eq. 11).
         representation_reconstruction (`bool`, *optional*, defaults to `True`):
@@ -279,6 +288,7 @@ class HBIConfig(PreTrainedConfig):
     video_cluster_ratios: list[float] | tuple[float, ...] = (0.25, 0.5)
     text_cluster_ratios: list[float] | tuple[float, ...] = (0.25, 0.5)
     dpc_knn_k: int = 3
+    merged_token_order: str = "temporal"
     merge_num_attention_heads: int = 8
     representation_reconstruction: bool = True
     banzhaf_loss_weight: float = 1.0
@@ -384,6 +394,10 @@ class HBIConfig(PreTrainedConfig):
             raise ValueError(f"banzhaf_head_input_scale must be positive; got {self.banzhaf_head_input_scale}")
         if self.dpc_knn_k < 1:
             raise ValueError(f"dpc_knn_k must be >= 1; got {self.dpc_knn_k}")
+        if self.merged_token_order not in MERGED_TOKEN_ORDERS:
+            raise ValueError(
+                f"merged_token_order must be one of {MERGED_TOKEN_ORDERS}; got {self.merged_token_order!r}"
+            )
         for name in ("temporal_num_attention_heads", "merge_num_attention_heads"):
             if self.projection_dim % getattr(self, name) != 0:
                 raise ValueError(f"projection_dim ({self.projection_dim}) must be divisible by {name}")

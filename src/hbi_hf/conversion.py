@@ -260,7 +260,8 @@ def official_config(
     The [`HBIConfig`] of an official retrieval checkpoint. Widths, depths, vocabulary, image and patch sizes are read
     from tensor shapes; what the checkpoint does not store (frames, words, cluster settings) must be given, as on the
     official command line. The result is HBI (CVPR): `representation_reconstruction=False`, CLIP's learnable logit
-    scale, and the official `[1, 0, 0]` level fusion.
+    scale, merged tokens in the official order (`merged_token_order="score"`: by decreasing cluster-centre score,
+    which the event level depends on) and the official `[1, 0, 0]` level fusion.
 
     Args:
         state_dict: the official state dict (before conversion).
@@ -324,6 +325,7 @@ def official_config(
         video_cluster_ratios=list(video_cluster_ratios),
         text_cluster_ratios=list(text_cluster_ratios),
         merge_num_attention_heads=merge_num_attention_heads,
+        merged_token_order="score",
         representation_reconstruction=False,
         learnable_temperature=True,
         similarity_level_weights=[1.0, 0.0, 0.0],

@@ -347,7 +347,12 @@ MATCHED_PAIRS = HBIPairLayout(matched=True)
 
 @torch.no_grad()
 def dpc_knn_cluster(
-    tokens: torch.Tensor, mask: torch.Tensor, num_clusters: int, k: int = 3, item_clusters: torch.Tensor | None = None
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    num_clusters: int,
+    k: int = 3,
+    item_clusters: torch.Tensor | None = None,
+    order: str = "temporal",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     Density-peaks clustering with k-nearest neighbours (DPC-KNN, Eqs. 9-10), per sample, without gradient.
@@ -357,7 +362,9 @@ def dpc_knn_cluster(
     * distance indicator `xi_i = min_{j: rho_j > rho_i} d_ij`, or `max_j d_ij` for the densest token;
     * the `num_clusters` tokens of highest `rho * xi` become centres; every token joins its nearest centre and each
       centre its own cluster. Ties in density go to the earlier token (a deterministic stand-in for the official
-      code's 1e-6 random noise), and centres are returned in token order, so merged tokens keep the temporal order.
+      code's 1e-6 random noise). With `order="temporal"` clusters are numbered in the order of their centres in the
+      sequence, so merged tokens keep the temporal order; with `order="score"` by decreasing centre score, as the
+      official code numbers them.
 
     Padded tokens are never centres and join no cluster. A sample with fewer valid tokens than its cluster count gets
     one cluster per valid token; the remaining clusters are marked invalid.
@@ -369,10 +376,15 @@ def dpc_knn_cluster(
         k (`int`): neighbours of the density.
         item_clusters (`torch.LongTensor` of shape `(batch,)`, *optional*): clusters of each sample, at most
             `num_clusters` ([`HBIConfig.merged_token_counts`]); `num_clusters` for every sample if omitted.
+        order (`str`, *optional*, defaults to `"temporal"`): `"temporal"` or `"score"` (see above); invalid clusters
+            come last in both.
 
     Returns:
         assignment (`torch.LongTensor` of shape `(batch, tokens)`): cluster of each token, -1 for padding.
         cluster_mask (`torch.BoolTensor` of shape `(batch, num_clusters)`): which clusters exist.
+
+    Raises:
+        `ValueError`: an `order` other than `"temporal"` and `"score"`.
     """
     batch, length, dim = tokens.shape
     tokens = tokens.float()
@@ -397,10 +409,14 @@ def dpc_knn_cluster(
     is_centre = top.values.isfinite()
     if item_clusters is not None:
         is_centre &= torch.arange(num_centres, device=tokens.device) < item_clusters.unsqueeze(1)
-    positions = torch.where(is_centre, top.indices, top.indices + length)
-    order = positions.argsort(dim=-1)
-    centres = top.indices.gather(1, order)
-    cluster_mask = is_centre.gather(1, order)
+    if order == "score":  # topk order: decreasing score, the valid centres first
+        centres, cluster_mask = top.indices, is_centre
+    elif order == "temporal":
+        positions = torch.where(is_centre, top.indices, top.indices + length)
+        by_position = positions.argsort(dim=-1)
+        centres, cluster_mask = top.indices.gather(1, by_position), is_centre.gather(1, by_position)
+    else:
+        raise ValueError(f"order must be 'temporal' or 'score'; got {order!r}")
 
     centre_distance = distance.gather(2, centres.unsqueeze(1).expand(batch, length, num_centres))
     assignment = centre_distance.masked_fill(~cluster_mask.unsqueeze(1), float("inf")).argmin(-1)
@@ -670,6 +686,7 @@ class HBITokenMerge(nn.Module):
         super().__init__()
         dim = config.projection_dim
         self.k = config.dpc_knn_k
+        self.merged_token_order = config.merged_token_order
         self.conv = nn.Conv1d(dim, dim, kernel_size=3, padding=1, bias=False)
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
@@ -691,7 +708,9 @@ class HBITokenMerge(nn.Module):
         tokens = tokens * mask.unsqueeze(-1)
         enhanced = self.norm(tokens + self.conv(tokens.transpose(1, 2)).transpose(1, 2))
         scores = self.score(enhanced).squeeze(-1)
-        assignment, merged_mask = dpc_knn_cluster(enhanced, mask, num_clusters, self.k, item_clusters)
+        assignment, merged_mask = dpc_knn_cluster(
+            enhanced, mask, num_clusters, self.k, item_clusters, self.merged_token_order
+        )
         membership = assignment.unsqueeze(1) == torch.arange(num_clusters, device=tokens.device)[None, :, None]
         cluster_weights = masked_softmax(scores.unsqueeze(1).expand_as(membership), membership)
         merged = cluster_weights.to(enhanced.dtype) @ enhanced
