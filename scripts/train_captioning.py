@@ -1,12 +1,12 @@
-"""Train HBIForCaptioning (video captioning) with HBITrainer; CLIP frozen by default, as in the paper (lr 5e-4).
+"""Train HBIForCaptioning (video captioning) with HBITrainer. The defaults are the paper's recipe
+(`hbi_hf.task_training.CAPTIONING_RECIPE`): CLIP frozen, lr 5e-4, batch 64, 50 epochs.
 
     python scripts/train_captioning.py --train_file train.jsonl --output_dir runs/caption \
-        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 50 --per_device_train_batch_size 64 \
-        --learning_rate 5e-4
+        --clip_name_or_path openai/clip-vit-base-patch32
 
 Rows: {"video_id", "video_path", "caption"}, one per caption. `--embedded` trains on the embedded synthetic dataset
 with the demo's small random model instead (offline). `--freeze_clip False` trains CLIP too, at
-learning_rate * coef_lr.
+learning_rate * coef_lr. The batch is per process: on N processes pass --per_device_train_batch_size 64/N.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from hbi_hf import HBIForCaptioning
 from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
 from hbi_hf.demo import HBIDemoArguments, demo_config
 from hbi_hf.retrieval_data import build_retrieval_processor
-from hbi_hf.task_training import load_rows, train_task_model
+from hbi_hf.task_training import CAPTIONING_RECIPE, load_rows, train_task_model
 from hbi_hf.training import HBITrainingArguments
 
 
@@ -33,7 +33,7 @@ class CaptioningArguments:
 
 def main() -> None:
     parser = HfArgumentParser((CaptioningArguments, HBITrainingArguments))
-    parser.set_defaults(freeze_clip=True)
+    parser.set_defaults(**CAPTIONING_RECIPE)
     args, training_args = parser.parse_args_into_dataclasses()
     train = load_synthetic_captioning()["train"] if args.embedded else load_rows(args.train_file)
     if args.embedded:

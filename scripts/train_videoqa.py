@@ -1,8 +1,8 @@
-"""Train HBIForVideoQA (open-ended video QA) with HBITrainer (CLIP at learning_rate * coef_lr).
+"""Train HBIForVideoQA (open-ended video QA) with HBITrainer (CLIP at learning_rate * coef_lr). The defaults are the
+paper's recipe (`hbi_hf.task_training.VIDEOQA_RECIPE`): lr 1e-3 for the new modules, 1e-7 for CLIP, batch 32, 5 epochs.
 
     python scripts/train_videoqa.py --train_file train.jsonl --output_dir runs/qa \
-        --clip_name_or_path openai/clip-vit-base-patch32 --num_train_epochs 5 --per_device_train_batch_size 32 \
-        --learning_rate 1e-3 --coef_lr 1e-4
+        --clip_name_or_path openai/clip-vit-base-patch32
 
 Rows: {"video_id", "video_path", "question", "answer"}. `--embedded` trains on the embedded synthetic dataset with the
 demo's small random model instead (offline). The answer vocabulary is the `max_answers` most frequent training
@@ -17,7 +17,13 @@ from hbi_hf import HBIForVideoQA
 from hbi_hf.data import HBIVideoQACollator, build_answer_vocabulary, load_synthetic_qa
 from hbi_hf.demo import HBIDemoArguments, demo_config
 from hbi_hf.retrieval_data import build_retrieval_processor
-from hbi_hf.task_training import add_answer_labels, answer_vocabulary_fields, load_rows, train_task_model
+from hbi_hf.task_training import (
+    VIDEOQA_RECIPE,
+    add_answer_labels,
+    answer_vocabulary_fields,
+    load_rows,
+    train_task_model,
+)
 from hbi_hf.training import HBITrainingArguments
 
 
@@ -36,6 +42,7 @@ class VideoQAArguments:
 
 def main() -> None:
     parser = HfArgumentParser((VideoQAArguments, HBITrainingArguments))
+    parser.set_defaults(**VIDEOQA_RECIPE)
     args, training_args = parser.parse_args_into_dataclasses()
     train = load_synthetic_qa()["train"] if args.embedded else load_rows(args.train_file)
     vocabulary = build_answer_vocabulary(train["answer"], args.max_answers)

@@ -42,6 +42,14 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
     Returns:
         `dict` with `bleu_4`, `meteor`, `rouge_l` and `cider` (fractions, e.g. 0.481; papers report x100), and
         `num_videos`.
+
+    CIDEr weighs n-grams by their inverse document frequency over the videos' references, so it needs several
+    videos: on a single video every n-gram has IDF log(1/1) = 0 and CIDEr is 0 whatever the caption. Fewer than 2
+    videos log a warning.
+
+    Raises:
+        `ValueError`: no videos, different video ids in the two dicts, or a video without references.
+        [`JavaNotFoundError`]: no `java` on the PATH.
     """
     if set(predictions) != set(references):
         missing, extra = set(references) - set(predictions), set(predictions) - set(references)
@@ -52,6 +60,13 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
     empty = [video_id for video_id, captions in references.items() if not captions]
     if empty:
         raise ValueError(f"every video needs at least one reference caption; none for {sorted(empty)[:5]}")
+    if not predictions:
+        raise ValueError("caption_metrics needs at least one video; got none")
+    if len(predictions) < 2:
+        logger.warning(
+            "caption_metrics got a single video: CIDEr's IDF needs several videos (on one, every n-gram has IDF 0 "
+            "and CIDEr is 0 whatever the caption); evaluate on the whole test set"
+        )
     require_java()
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider

@@ -12,10 +12,29 @@ from torch.utils.data import DataLoader
 from transformers.utils import logging
 
 from .data import HBIBadInputReportCallback, HBICollator, HBIVideoCollator, HBIVideoQACollator
-from .modeling_hbi import HBIForCaptioning, HBIForVideoQA
+from .modeling_hbi import HBIForCaptioning, HBIForVideoQA, caption_token_ids
 from .training import HBITrainer, HBITrainingArguments, freeze_clip_towers
 
 logger = logging.get_logger(__name__)
+
+CAPTIONING_RECIPE = {
+    "learning_rate": 5e-4,
+    "num_train_epochs": 50.0,
+    "per_device_train_batch_size": 64,
+    "freeze_clip": True,
+}
+"""The paper's captioning training (Sec. 4.1; spec §8): CLIP frozen, lr 5e-4, batch 64, 50 epochs. The defaults of
+`scripts/train_captioning.py` ([`HBITrainingArguments`] fields; the rest keep the retrieval recipe)."""
+
+VIDEOQA_RECIPE = {
+    "learning_rate": 1e-3,
+    "coef_lr": 1e-4,
+    "num_train_epochs": 5.0,
+    "per_device_train_batch_size": 32,
+}
+"""The paper's video QA training (Sec. 4.1; spec §6, §8): lr 1e-3 for the new modules and 1e-7 (`1e-3 * coef_lr`) for
+the CLIP towers, batch 32, 5 epochs. The defaults of `scripts/train_videoqa.py`. (The official code trains the new
+modules at 1e-4 with the same 1e-7 for CLIP: `--learning_rate 1e-4 --coef_lr 1e-3`.)"""
 
 
 def answer_vocabulary_fields(vocabulary: list[str]) -> dict[str, dict]:
@@ -52,8 +71,12 @@ def train_task_model(
     """
     Train `model` with [`HBITrainer`]: CLIP at `learning_rate * coef_lr`, everything else at `learning_rate`; with
     `training_args.freeze_clip` the CLIP towers are frozen first. The collator's bad-input counts are reported at
-    the end of every epoch; its processor is the trainer's `processing_class` (saved with the model).
+    the end of every epoch; its processor is the trainer's `processing_class` (saved with the model). A captioning
+    model takes its generation tokens from that processor's tokenizer ([`HBIForCaptioning.set_caption_tokens`]), so
+    the saved model starts, ends and pads captions as they were tokenised.
     """
+    if isinstance(model, HBIForCaptioning):
+        model.set_caption_tokens(collator.processor)
     if training_args.freeze_clip:
         logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
     trainer = HBITrainer(
@@ -98,16 +121,46 @@ def videoqa_accuracy(predictions: list[int], labels: list[int]) -> dict[str, flo
     }
 
 
-def references_per_video(dataset: Dataset) -> tuple[list[dict], dict[str, list[str]]]:
-    """Group captioning rows by video: one `{"video_id", "video_path"}` row per video (first-seen order) and the
-    reference captions of every video. Rows carry a `caption` string or a `references` list."""
+CAPTION_FIELDS = ("caption", "captions", "references")
+"""Where a captioning row keeps its reference captions: `caption` (one string; one row per caption), `captions` (a
+list; one row per video, the evaluation format of `scripts/evaluate_captioning.py`) or `references` (a list; what the
+data package's loaders give)."""
+
+
+def references_per_video(dataset: Dataset, source: str = "dataset") -> tuple[list[dict], dict[str, list[str]]]:
+    """
+    Group captioning rows by video: one `{"video_id", "video_path"}` row per video (first-seen order) and the
+    reference captions of every video, from whichever of [`CAPTION_FIELDS`] a row has (rows of one video may mix
+    them; their captions are pooled).
+
+    Args:
+        dataset (`datasets.Dataset` or a list of `dict`): captioning rows `{"video_id", "video_path", ...}`.
+        source (`str`, *optional*): the rows' file, named in errors.
+
+    Raises:
+        `ValueError`: naming `source`, the row (0-based) and the field, for a row without `video_id` or `video_path`,
+        without any caption field, or whose captions are not a non-empty list of non-empty strings.
+    """
     videos, references = [], {}
-    for row in dataset:
-        captions = row["references"] if "references" in row else [row["caption"]]
+    for index, row in enumerate(dataset):
+        where = f"{source}, row {index}"
+        for name in ("video_id", "video_path"):
+            if not row.get(name):
+                raise ValueError(f"{where}: field {name!r} is missing or empty")
+        given = [name for name in CAPTION_FIELDS if row.get(name) is not None]
+        if not given:
+            raise ValueError(f"{where}: no reference caption; expected one of the fields {list(CAPTION_FIELDS)}")
+        captions = []
+        for name in given:
+            value = [row[name]] if name == "caption" else row[name]
+            if isinstance(value, str) or not value or not all(isinstance(c, str) and c.strip() for c in value):
+                expected = "a non-empty string" if name == "caption" else "a non-empty list of non-empty strings"
+                raise ValueError(f"{where}: field {name!r} must be {expected}; got {row[name]!r}")
+            captions += value
         if row["video_id"] not in references:
             videos.append({"video_id": row["video_id"], "video_path": row["video_path"]})
             references[row["video_id"]] = []
-        references[row["video_id"]] += list(captions)
+        references[row["video_id"]] += captions
     return videos, references
 
 
@@ -116,9 +169,12 @@ def generate_captions(
     model: HBIForCaptioning, videos: list[dict], processor, batch_size: int = 16, **generate_kwargs
 ) -> dict[str, str]:
     """One generated caption per video of `videos` (`{"video_id", "video_path"}` rows), keyed by video id;
-    `generate_kwargs` (`num_beams`, `max_new_tokens`, ...) go to `generate`. Strict: an unreadable video raises."""
+    `generate_kwargs` (`num_beams`, `max_new_tokens`, ...) go to `generate`. Generation starts, ends and pads with
+    the processor's tokens ([`caption_token_ids`]; `generate_kwargs` may override them), which decoding then skips.
+    Strict: an unreadable video raises."""
     model.eval()
     collator = HBIVideoCollator(processor, strict=True, return_ids=True)
+    generate_kwargs = {**caption_token_ids(processor), **generate_kwargs}
     captions = {}
     for batch in DataLoader(videos, batch_size=batch_size, collate_fn=collator):
         video_ids = batch.pop("video_id")
@@ -129,6 +185,9 @@ def generate_captions(
 
 
 __all__ = [
+    "CAPTIONING_RECIPE",
+    "CAPTION_FIELDS",
+    "VIDEOQA_RECIPE",
     "add_answer_labels",
     "answer_vocabulary_fields",
     "generate_captions",
