@@ -10,6 +10,15 @@ Times are the best of several rounds, and the rounds interleave the sampler and 
 timed once per round), so that a slow spell of a shared machine hits both sides of a ratio alike.
 
     PYTHONPATH=src python benchmarks/banzhaf.py [--threads N] [--rounds N] [--estimator DIR]
+
+With `--model DIR` (a saved HBIForRetrieval trained on the embedded dataset, e.g. `make demo`'s outputs/demo) it
+instead measures the teachers on that model's own held-out matched pairs (the test split), each level separately,
+against 1000-sample Monte-Carlo labels of the model's game: Pearson, and the KL of the row (over words) and column
+(over frames) distributions of Eq. 8 next to a uniform teacher's; for the online Monte-Carlo teacher at the config's
+sample count and, with `--estimator`, an estimator. It also prints how the game scale sets the teacher's sharpness
+(mean top probability and entropy of its distributions at scales 10, 100 and 1000).
+
+    PYTHONPATH=src python benchmarks/banzhaf.py --model outputs/demo [--estimator DIR] [--data-root DIR]
 """
 
 import argparse
@@ -21,7 +30,12 @@ import torch
 
 from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig
 from hbi_hf.banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
-from hbi_hf.estimator_training import synthetic_similarity_matrices
+from hbi_hf.estimator_training import (
+    banzhaf_labels,
+    matrices_from_batches,
+    synthetic_similarity_matrices,
+    teacher_agreement,
+)
 
 BATCH = 128
 
@@ -58,8 +72,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best of them is kept)")
     parser.add_argument("--estimator", default=None, help="a trained estimator folder (default: random weights)")
+    parser.add_argument("--model", default=None, help="measure the teachers on this saved model's own matrices")
+    parser.add_argument("--data-root", default=None, help="embedded dataset folder of --model (default: the cache)")
+    parser.add_argument("--pairs", type=int, default=60, help="held-out matched pairs for --model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model:
+        teacher_accuracy(args.model, args.estimator, args.data_root, args.pairs)
+        return
     matrices = synthetic_similarity_matrices(BATCH, seed=0)
     similarity = matrices.similarity
     full = torch.ones(BATCH, 32, dtype=torch.bool), torch.ones(BATCH, 12, dtype=torch.bool)
@@ -155,6 +175,67 @@ def main() -> None:
         estimate = sampled_banzhaf_interaction(small.similarity, samples, logit_scale=1000.0, generator=generator)
         error = (estimate - exact).pow(2).mean().sqrt() / scale
         print(f"  {samples:>5} samples: {error.item():.4f}")
+
+
+def distribution_sharpness(labels: torch.Tensor, text_mask: torch.Tensor, video_mask: torch.Tensor) -> str:
+    """Mean top probability and mean entropy (nats) of the softmax over frames (per word) and over words (per frame)
+    of interactions, on the valid cells."""
+    cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
+    parts = []
+    for dim, name in ((-1, "over frames"), (-2, "over words")):
+        logits = labels.masked_fill(~cell_mask, float("-inf"))
+        probabilities = torch.softmax(logits, dim=dim).nan_to_num(0.0)
+        valid = cell_mask.any(dim)
+        top = probabilities.amax(dim)[valid].mean().item()
+        entropy = -(torch.xlogy(probabilities, probabilities)).sum(dim)[valid].mean().item()
+        lines = cell_mask.sum(dim)[valid].clamp(min=1).double().log().mean().item()
+        parts.append(f"{name}: top p {top:.2f}, entropy {entropy:.2f} nats (uniform {lines:.2f})")
+    return "; ".join(parts)
+
+
+@torch.no_grad()
+def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str | None, pairs: int) -> None:
+    from hbi_hf import HBIForRetrieval
+    from hbi_hf.retrieval_data import build_retrieval_collator, build_retrieval_processor, synthetic_retrieval_splits
+
+    model = HBIForRetrieval.from_pretrained(model_dir).eval()
+    config = model.config
+    processor = build_retrieval_processor(config, model_dir)
+    collator = build_retrieval_collator(processor)
+    test = synthetic_retrieval_splits(data_root)["test"]
+    rows = [test[i] for i in range(min(pairs, len(test)))]
+    batches = (collator(rows[start : start + 16]) for start in range(0, len(rows), 16))
+    per_level = matrices_from_batches(model, batches)
+    estimator = HBIBanzhafEstimator.from_pretrained(estimator_dir).eval() if estimator_dir else None
+    scale, samples = config.banzhaf_game_scale, config.banzhaf_num_samples
+    print(f"{model_dir}: {len(rows)} held-out matched pairs; game scale {scale:g}; reference: 1000-sample labels")
+    for level, matrices in enumerate(per_level):
+        words, frames = matrices.similarity.shape[1:]
+        reference = banzhaf_labels(matrices, num_samples=1000, logit_scale=scale, seed=1)
+        teachers = {
+            f"online Monte-Carlo, {samples} samples": banzhaf_labels(
+                matrices, num_samples=samples, logit_scale=scale, seed=2
+            )
+        }
+        if estimator is not None:
+            teachers[f"estimator {estimator_dir}"] = estimator(
+                matrices.similarity, matrices.text_mask, matrices.video_mask
+            ).interaction
+        valid = matrices.text_mask.sum(-1).float().mean().item(), matrices.video_mask.sum(-1).float().mean().item()
+        print(f"level {level} ({words} x {frames} positions, {valid[0]:.1f} x {valid[1]:.1f} valid on average):")
+        for name, prediction in teachers.items():
+            agreement = teacher_agreement(prediction, reference, matrices.text_mask, matrices.video_mask)
+            print(
+                f"  {name}: Pearson {agreement['pearson']:.3f}; KL over frames {agreement['kl_over_frames']:.4f} "
+                f"(uniform teacher {agreement['uniform_kl_over_frames']:.4f}), KL over words "
+                f"{agreement['kl_over_words']:.4f} (uniform teacher {agreement['uniform_kl_over_words']:.4f})"
+            )
+        for game_scale in (10.0, 100.0, 1000.0):
+            labels = reference * (game_scale / scale)  # the interactions are linear in the game scale
+            print(
+                f"  game scale {game_scale:>6g}: "
+                f"{distribution_sharpness(labels, matrices.text_mask, matrices.video_mask)}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """Parameter count and one training step (forward + backward) of HBIForRetrieval at ViT-B/32 shapes.
 
 Random weights (no download): CLIP ViT-B/32 text and image towers, 12 frames x 32 words, batch 8 by default.
+Also prints the time the Banzhaf teacher (`--teacher`, default the config's online Monte-Carlo) takes inside the
+step, at every level, as a fraction of the step.
 
     python benchmarks/forward_backward.py [--batch-size 8] [--repeats 3] [--no-reconstruction]
+        [--teacher monte_carlo|none] [--banzhaf-samples N]
 """
 
 import argparse
 import time
+from functools import wraps
 
 import torch
 
@@ -20,13 +24,30 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-reconstruction", action="store_true", help="HBI (CVPR) instead of HBI V2")
+    parser.add_argument("--teacher", default="monte_carlo", choices=["monte_carlo", "none"])
+    parser.add_argument("--banzhaf-samples", type=int, default=HBIConfig().banzhaf_num_samples)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     config = HBIConfig(
-        num_frames=args.frames, max_words=args.words, representation_reconstruction=not args.no_reconstruction
+        num_frames=args.frames,
+        max_words=args.words,
+        representation_reconstruction=not args.no_reconstruction,
+        banzhaf_teacher=args.teacher,
+        banzhaf_num_samples=args.banzhaf_samples,
     )
     model = HBIForRetrieval(config).train()
+    teacher_seconds = []
+    teacher = model.alignment.teacher_interaction
+
+    @wraps(teacher)
+    def timed_teacher(*teacher_args, **teacher_kwargs):
+        start = time.perf_counter()
+        result = teacher(*teacher_args, **teacher_kwargs)
+        teacher_seconds[-1] += time.perf_counter() - start
+        return result
+
+    model.alignment.teacher_interaction = timed_teacher
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     inference = sum(p.numel() for p in model.hbi.parameters())
@@ -45,6 +66,7 @@ def main() -> None:
     timings = []
     for _ in range(args.repeats + 1):
         model.zero_grad(set_to_none=True)
+        teacher_seconds.append(0.0)
         start = time.perf_counter()
         model(**inputs).loss.backward()
         timings.append(time.perf_counter() - start)
@@ -53,6 +75,13 @@ def main() -> None:
         f"  forward+backward, batch {batch}, {args.frames} frames x {args.words} words, "
         f"{torch.get_num_threads()} threads: median {steady[len(steady) // 2]:.2f} s "
         f"(first call {timings[0]:.2f} s, {args.repeats} timed repeats)"
+    )
+    fractions = sorted(t / s for t, s in zip(teacher_seconds[1:], timings[1:]))
+    teacher_steady = sorted(teacher_seconds[1:])
+    print(
+        f"  Banzhaf teacher ({args.teacher}, {args.banzhaf_samples} samples, 3 levels) inside the step: median "
+        f"{teacher_steady[len(teacher_steady) // 2] * 1000:.0f} ms = {100 * fractions[len(fractions) // 2]:.2f} % "
+        f"of the step (range {100 * fractions[0]:.2f}-{100 * fractions[-1]:.2f} %)"
     )
 
 

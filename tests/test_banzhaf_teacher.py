@@ -189,3 +189,58 @@ def test_short_captions_are_merged_into_fewer_phrases():
     for row in range(len(valid)):
         used = assignment[row, : valid[row]]
         assert used.ge(0).all() and used.unique().numel() == phrases[row]
+
+
+# ----- the paper's recipe, automated ------------------------------------------------------------------------------
+
+
+def test_an_estimator_fitted_to_the_model_is_written_reloads_and_is_used(tmp_path, monkeypatch):
+    from transformers import TrainingArguments
+
+    from hbi_hf import banzhaf
+    from hbi_hf.estimator_training import fit_estimator_to_model
+
+    model = seeded_retrieval()
+    train_batches = [tiny_batch(seed=seed) for seed in range(3)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+        num_train_epochs=2,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+    )
+    estimator, metrics = fit_estimator_to_model(
+        model,
+        train_batches,
+        [tiny_batch(seed=9)],
+        tmp_path / "estimator",
+        num_samples=20,
+        eval_num_samples=50,
+        training_args=args,
+    )
+    assert {f"level{level}_pearson" for level in range(3)} <= set(metrics)
+    reloaded = HBIBanzhafEstimator.from_pretrained(tmp_path / "estimator").eval()
+    assert reloaded.config.is_trained
+    model.load_banzhaf_teacher(str(tmp_path / "estimator"))
+    assert model.config.banzhaf_teacher == "estimator"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Monte-Carlo teacher ran although the estimator is the teacher")
+
+    monkeypatch.setattr(banzhaf, "sampled_banzhaf_interaction", refuse)
+    batch = tiny_batch(seed=5)
+    with torch.no_grad():
+        text, video = features(model, batch)
+        for level in range(3):
+            similarity = model.hbi.matched_token_similarity(text, video, level)
+            cell_mask = text.level_masks[level].unsqueeze(-1) & video.level_masks[level].unsqueeze(-2)
+            torch.testing.assert_close(
+                model.alignment.teacher_interaction(similarity, text, video, level),
+                reloaded.estimate(similarity, cell_mask),
+            )
+    output = model.train()(**batch, return_loss=True)
+    assert output.banzhaf_loss > 0 and output.loss.isfinite()

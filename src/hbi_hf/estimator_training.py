@@ -17,6 +17,7 @@ safetensors file keyed on the matrices and the sampler settings.
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -24,12 +25,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
-from transformers import AutoModel, Trainer, TrainingArguments
+from transformers import AutoModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
 from .banzhaf import sampled_banzhaf_interaction
-from .configuration_hbi import HBIBanzhafEstimatorConfig
-from .modeling_hbi import HBIBanzhafEstimator, HBIModel
+from .configuration_hbi import ESTIMATOR_ARCHITECTURE_FIELDS, NUM_LEVELS, HBIBanzhafEstimatorConfig
+from .modeling_hbi import HBIBanzhafEstimator, HBIModel, _distribution_kl
 
 logger = logging.get_logger(__name__)
 
@@ -228,31 +229,88 @@ def matrices_from_model(
         raise ValueError(f"dataset lacks the columns {missing}; processed examples need {list(MODEL_INPUT_COLUMNS)}")
     if not isinstance(model, torch.nn.Module):
         model = AutoModel.from_pretrained(model)
+    rows = dataset.with_format("torch", columns=list(MODEL_INPUT_COLUMNS))
+    batches = (rows[start : start + batch_size] for start in range(0, len(rows), batch_size))
+    return matrices_from_batches(model, batches, levels=(level,))[0]
+
+
+@torch.no_grad()
+def matrices_from_batches(
+    model: torch.nn.Module, batches: Iterable[dict], levels: tuple[int, ...] = tuple(range(NUM_LEVELS))
+) -> list[HBIBanzhafMatrices]:
+    r"""
+    The matched-pair similarity matrices of a model at several levels, each with that level's real shapes, masks and
+    WTI weight logits: what the model's Banzhaf teacher sees in training.
+
+    Args:
+        model ([`HBIModel`], or a model holding one as `.hbi`): put in evaluation mode for the encoding and back in
+            its previous mode afterwards.
+        batches (iterable of `dict`): model inputs (`input_ids`, `attention_mask`, `pixel_values`, `video_mask`;
+            a retrieval collator's output), text i describing video i.
+        levels (`tuple[int]`, *optional*, defaults to all three): 0 entity, 1 action, 2 event.
+
+    Returns:
+        `list` of [`HBIBanzhafMatrices`] on the CPU, one per level in `levels`.
+    """
     hbi = getattr(model, "hbi", model)
     if not isinstance(hbi, HBIModel):
         raise ValueError(f"expected an HBIModel (or a model holding one as .hbi); got {type(model).__name__}")
+    was_training = hbi.training
     hbi.eval()
-    rows = dataset.with_format("torch", columns=list(MODEL_INPUT_COLUMNS))
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        text = hbi.get_text_features(batch["input_ids"], batch["attention_mask"])
-        video = hbi.get_video_features(batch["pixel_values"], batch["video_mask"])
-        parts.append(
-            HBIBanzhafMatrices(
-                similarity=hbi.matched_token_similarity(text, video, level),
-                text_mask=text.level_masks[level],
-                video_mask=video.level_masks[level],
-                text_weight_logits=text.level_weight_logits[level],
-                video_weight_logits=video.level_weight_logits[level],
+    parts: list[list[HBIBanzhafMatrices]] = [[] for _ in levels]
+    device = next(hbi.parameters()).device
+    for batch in batches:
+        batch = {name: batch[name].to(device) for name in MODEL_INPUT_COLUMNS if batch.get(name) is not None}
+        text = hbi.get_text_features(batch["input_ids"], batch.get("attention_mask"))
+        video = hbi.get_video_features(batch["pixel_values"], batch.get("video_mask"))
+        for part, level in zip(parts, levels):
+            part.append(
+                HBIBanzhafMatrices(
+                    similarity=hbi.matched_token_similarity(text, video, level).float().cpu(),
+                    text_mask=text.level_masks[level].cpu(),
+                    video_mask=video.level_masks[level].cpu(),
+                    text_weight_logits=text.level_weight_logits[level].float().cpu(),
+                    video_weight_logits=video.level_weight_logits[level].float().cpu(),
+                )
             )
+    hbi.train(was_training)
+    if not parts[0]:
+        raise ValueError("no batch to encode")
+    return [
+        HBIBanzhafMatrices(
+            **{
+                field.name: torch.cat([getattr(item, field.name) for item in part])
+                for field in fields(HBIBanzhafMatrices)
+            }
         )
-    return HBIBanzhafMatrices(
-        **{
-            field.name: torch.cat([getattr(part, field.name) for part in parts])
-            for field in fields(HBIBanzhafMatrices)
-        }
-    )
+        for part in parts
+    ]
+
+
+def teacher_agreement(
+    prediction: torch.Tensor, reference: torch.Tensor, text_mask: torch.Tensor, video_mask: torch.Tensor
+) -> dict[str, float]:
+    r"""
+    How well a teacher's interactions match reference interactions (e.g. 1000-sample Monte-Carlo labels) as the
+    targets of Eq. 8, on the valid cells.
+
+    Returns:
+        `dict` with `pearson` (over all valid cells pooled), `kl_over_frames` / `kl_over_words` (mean over words /
+        frames of `KL(softmax(reference) || softmax(prediction))`, the distributions Eq. 8 builds), and the same two
+        for a uniform teacher (`uniform_kl_over_frames`, `uniform_kl_over_words`): a teacher is informative where its
+        KL is well below the uniform one's.
+    """
+    cell_mask = text_mask.bool().unsqueeze(-1) & video_mask.bool().unsqueeze(-2)
+    prediction, reference = prediction.double(), reference.double()
+    uniform = torch.zeros_like(reference)
+    predicted, target = prediction[cell_mask].numpy(), reference[cell_mask].numpy()
+    return {
+        "pearson": float(np.corrcoef(predicted, target)[0, 1]),
+        "kl_over_frames": _distribution_kl(reference, prediction, cell_mask, dim=-1).item(),
+        "kl_over_words": _distribution_kl(reference, prediction, cell_mask, dim=-2).item(),
+        "uniform_kl_over_frames": _distribution_kl(reference, uniform, cell_mask, dim=-1).item(),
+        "uniform_kl_over_words": _distribution_kl(reference, uniform, cell_mask, dim=-2).item(),
+    }
 
 
 def banzhaf_labels(
@@ -459,13 +517,249 @@ def train_estimator(
     return estimator, metrics
 
 
+def pad_matrices(parts: list[HBIBanzhafMatrices]) -> HBIBanzhafMatrices:
+    """Concatenate matrices of different shapes (e.g. the three levels of a model) into one set, padding each to the
+    largest `(words, frames)` with invalid players (mask False, similarity 0, weight logit 0)."""
+    words = max(part.similarity.shape[1] for part in parts)
+    frames = max(part.similarity.shape[2] for part in parts)
+
+    def pad(tensor: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        widths = []
+        for have, want in zip(reversed(tensor.shape[1:]), reversed(size)):
+            widths += [0, want - have]
+        return torch.nn.functional.pad(tensor, widths)
+
+    padded = [
+        HBIBanzhafMatrices(
+            similarity=pad(part.similarity, (words, frames)),
+            text_mask=pad(part.text_mask, (words,)),
+            video_mask=pad(part.video_mask, (frames,)),
+            text_weight_logits=pad(part.text_weight_logits, (words,)),
+            video_weight_logits=pad(part.video_weight_logits, (frames,)),
+        )
+        for part in parts
+    ]
+    return HBIBanzhafMatrices(
+        **{
+            field.name: None
+            if getattr(padded[0], field.name) is None
+            else torch.cat([getattr(part, field.name) for part in padded])
+            for field in fields(HBIBanzhafMatrices)
+        }
+    )
+
+
+@torch.no_grad()
+def estimator_agreement(
+    estimator: HBIBanzhafEstimator,
+    level_matrices: list[HBIBanzhafMatrices],
+    game_scale: float,
+    num_samples: int = 1000,
+    seed: int = 1,
+) -> dict[str, float]:
+    r"""
+    Agreement of an estimator with Monte-Carlo labels of a model's own matrices, level by level
+    ([`teacher_agreement`]).
+
+    Args:
+        estimator ([`HBIBanzhafEstimator`])
+        level_matrices (`list` of [`HBIBanzhafMatrices`]): a model's matched-pair matrices per level
+            ([`matrices_from_batches`]).
+        game_scale (`float`): the model's `banzhaf_game_scale`.
+        num_samples (`int`, *optional*, defaults to 1000): samples of the reference labels.
+        seed (`int`, *optional*, defaults to 1): seed of the reference labels.
+
+    Returns:
+        `dict` with `level{l}_pearson`, `level{l}_kl_over_frames`, ... for every level.
+    """
+    estimator.eval()
+    device = estimator.device
+    metrics = {}
+    for level, matrices in enumerate(level_matrices):
+        reference = banzhaf_labels(matrices, num_samples=num_samples, logit_scale=game_scale, seed=seed)
+        prediction = estimator(
+            matrices.similarity.to(device), matrices.text_mask.to(device), matrices.video_mask.to(device)
+        ).interaction.float()
+        agreement = teacher_agreement(prediction.cpu(), reference, matrices.text_mask, matrices.video_mask)
+        metrics.update({f"level{level}_{name}": value for name, value in agreement.items()})
+    return metrics
+
+
+def fit_estimator_to_model(
+    model: torch.nn.Module,
+    train_batches: Iterable[dict],
+    eval_batches: Iterable[dict],
+    output_dir: str | Path,
+    num_samples: int = 100,
+    eval_num_samples: int = 1000,
+    config: HBIBanzhafEstimatorConfig | None = None,
+    training_args: TrainingArguments | None = None,
+) -> tuple[HBIBanzhafEstimator, dict[str, float]]:
+    r"""
+    The paper's recipe for the teacher, on the model it will teach: the model's matched-pair matrices at every level
+    (each with its real shapes, masks and WTI weight logits), Monte-Carlo labels at the model's game scale, one
+    estimator trained on all levels with MSE ([`train_estimator`]) and saved to `output_dir` (marked trained), and
+    its agreement with `eval_num_samples`-sample labels on the held-out pairs, level by level
+    ([`estimator_agreement`]).
+
+    Args:
+        model ([`HBIForRetrieval`] or another HBI model with `.hbi`): the model to teach (not changed).
+        train_batches, eval_batches (iterables of `dict`): model inputs of training and held-out matched pairs.
+        output_dir (`str` or `Path`): where the estimator is saved.
+        num_samples (`int`, *optional*, defaults to 100): Monte-Carlo samples of the training labels (official).
+        eval_num_samples (`int`, *optional*, defaults to 1000): samples of the held-out reference labels.
+        config ([`HBIBanzhafEstimatorConfig`], *optional*): the architecture; defaults to the model's
+            `estimator_config` architecture (the teacher slot it must load into).
+        training_args (`TrainingArguments`, *optional*): defaults to 20 epochs at learning rate 1e-2 (cosine),
+            batch 64, on the model's device, no checkpoints.
+
+    Returns:
+        The trained estimator and the held-out agreement (`level{l}_pearson`, ...).
+    """
+    game_scale = model.config.banzhaf_game_scale
+    train_levels = matrices_from_batches(model, train_batches)
+    eval_levels = matrices_from_batches(model, eval_batches)
+    labels = [banzhaf_labels(m, num_samples=num_samples, logit_scale=game_scale, seed=0) for m in train_levels]
+    train_matrices = pad_matrices(train_levels)
+    words, frames = train_matrices.similarity.shape[1:]
+    train_labels = torch.cat(
+        [torch.nn.functional.pad(label, (0, frames - label.shape[2], 0, words - label.shape[1])) for label in labels]
+    )
+    if training_args is None:
+        training_args = TrainingArguments(
+            output_dir=str(output_dir),
+            use_cpu=next(model.parameters()).device.type == "cpu",
+            report_to="none",
+            remove_unused_columns=False,
+            save_strategy="no",
+            learning_rate=1e-2,
+            lr_scheduler_type="cosine",
+            per_device_train_batch_size=64,
+            num_train_epochs=20,
+            disable_tqdm=True,
+        )
+    if config is None:
+        architecture = model.config.estimator_config
+        config = HBIBanzhafEstimatorConfig(
+            **{name: getattr(architecture, name) for name in (*ESTIMATOR_ARCHITECTURE_FIELDS, "initializer_gain")}
+        )
+    estimator, _ = train_estimator(train_matrices, train_labels, training_args, config=config)
+    estimator.save_pretrained(output_dir)
+    metrics = estimator_agreement(estimator, eval_levels, game_scale, eval_num_samples)
+    logger.info("Banzhaf estimator fitted to the model and saved to %s; held-out agreement: %s", output_dir, metrics)
+    return estimator, metrics
+
+
+class HBIEstimatorAgreementCallback(TrainerCallback):
+    r"""
+    At every evaluation, measures the model's estimator teacher again on fresh matched-pair matrices of the current
+    model ([`estimator_agreement`] on `eval_batches()`), adds the figures to the evaluation metrics as
+    `estimator_level{l}_pearson`, ... and logs them; with `refit_below`, calls `refit(model)` when the lowest
+    level's Pearson falls below it.
+
+    Args:
+        eval_batches (`Callable[[], Iterable[dict]]`): fresh held-out model inputs at each call.
+        refit (`Callable[[torch.nn.Module], None]`, *optional*): re-fits and reloads the teacher.
+        refit_below (`float`, *optional*): Pearson under which `refit` runs.
+        num_samples (`int`, *optional*, defaults to 1000): samples of the reference labels.
+    """
+
+    def __init__(self, eval_batches, refit=None, refit_below: float | None = None, num_samples: int = 1000):
+        if refit_below is not None and refit is None:
+            raise ValueError("refit_below needs a refit function")
+        self.eval_batches, self.refit, self.refit_below, self.num_samples = (
+            eval_batches,
+            refit,
+            refit_below,
+            num_samples,
+        )
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        if model is None or not hasattr(model, "alignment") or model.config.banzhaf_teacher != "estimator":
+            return
+        levels = matrices_from_batches(model, self.eval_batches())
+        agreement = estimator_agreement(
+            model.alignment.banzhaf_teacher, levels, model.config.banzhaf_game_scale, self.num_samples
+        )
+        agreement = {f"estimator_{name}": value for name, value in agreement.items()}
+        logger.info("Banzhaf estimator agreement with the current model's matrices: %s", agreement)
+        if metrics is not None:
+            metrics.update(agreement)
+        state.log_history.append({**agreement, "step": state.global_step})
+        lowest = min(value for name, value in agreement.items() if name.endswith("_pearson"))
+        if self.refit_below is not None and lowest < self.refit_below:
+            logger.warning(
+                "Banzhaf estimator Pearson %.3f < refit_below %.3f: re-fitting it to the current model",
+                lowest,
+                self.refit_below,
+            )
+            self.refit(model)
+
+
+def fit_estimator_for_training(
+    model: torch.nn.Module,
+    train_dataset,
+    eval_dataset,
+    collator,
+    output_dir: str | Path,
+    num_pairs: int = 1024,
+    batch_size: int = 32,
+    refit_below: float | None = None,
+) -> HBIEstimatorAgreementCallback:
+    r"""
+    What `--fit_estimator` does in the training scripts: fit an estimator to `model` ([`fit_estimator_to_model`] on
+    the first `num_pairs` training rows, held-out agreement on up to 256 rows of `eval_dataset`), save it to
+    `output_dir/banzhaf_estimator`, load it as the model's teacher, and return the callback that re-measures (and
+    with `refit_below` re-fits) it at every evaluation on fresh matrices of the current model.
+
+    Args:
+        model: the HBI task model (with `.alignment`).
+        train_dataset, eval_dataset (`datasets.Dataset`): rows that `collator` turns into model inputs.
+        collator: the task's data collator.
+        output_dir (`str` or `Path`): the run's output folder.
+        num_pairs (`int`, *optional*, defaults to 1024): training rows whose matrices train the estimator.
+        batch_size (`int`, *optional*, defaults to 32): rows encoded at once.
+        refit_below (`float`, *optional*): see [`HBIEstimatorAgreementCallback`].
+    """
+    directory = Path(output_dir) / "banzhaf_estimator"
+    eval_rows = min(256, len(eval_dataset))
+
+    def batches(dataset, count: int):
+        return (
+            collator([dataset[i] for i in range(start, min(start + batch_size, count))])
+            for start in range(0, count, batch_size)
+        )
+
+    def fit(target: torch.nn.Module) -> None:
+        _, metrics = fit_estimator_to_model(
+            target,
+            batches(train_dataset, min(num_pairs, len(train_dataset))),
+            batches(eval_dataset, eval_rows),
+            directory,
+        )
+        logger.warning("Banzhaf estimator fitted to the model (%s); held-out agreement: %s", directory, metrics)
+        target.load_banzhaf_teacher(str(directory))
+
+    fit(model)
+    return HBIEstimatorAgreementCallback(lambda: batches(eval_dataset, eval_rows), fit, refit_below)
+
+
 __all__ = [
+    "HBIEstimatorAgreementCallback",
     "HBIBanzhafLabelledMatrices",
     "HBIBanzhafMatrices",
     "banzhaf_labels",
+    "estimator_agreement",
     "evaluate_estimator",
+    "fit_estimator_for_training",
+    "fit_estimator_to_model",
     "fit_estimator_normalisation",
+    "matrices_from_batches",
     "matrices_from_model",
+    "pad_matrices",
     "synthetic_similarity_matrices",
+    "teacher_agreement",
     "train_estimator",
 ]

@@ -34,6 +34,7 @@ from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, unwrap_peft_model
 from transformers.utils import logging
 
+from .estimator_training import fit_estimator_for_training
 from .model_card import write_eval_results
 from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval, gather_world_size
 from .retrieval_data import (
@@ -165,6 +166,19 @@ class HBITrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the dataset columns: the collator needs the paths and captions."}
     )
+    fit_estimator: bool = field(
+        default=False,
+        metadata={
+            "help": "Before training, fit a Banzhaf estimator to this model's own matched-pair matrices (every level, "
+            "Monte-Carlo labels; the paper's recipe), save it to output_dir/banzhaf_estimator, log its held-out "
+            "agreement and use it as the teacher; re-measured at every evaluation."
+        },
+    )
+    estimator_fit_pairs: int = field(default=1024, metadata={"help": "Training rows that --fit_estimator uses."})
+    estimator_refit_below: float | None = field(
+        default=None,
+        metadata={"help": "Re-fit the estimator when its held-out Pearson at some level falls below this value."},
+    )
 
     def __post_init__(self):
         if self.coef_lr < 0:
@@ -253,6 +267,18 @@ def freeze_clip_towers(model: nn.Module) -> int:
     return len(names)
 
 
+def accelerate_launched_one_of_several_processes() -> bool:
+    """Whether `accelerate launch` was asked for several processes but started this one alone: its single-process
+    launcher (what it uses on a machine without GPUs unless given an MPI host file) sets `MASTER_ADDR` when
+    `--num_processes` is above 1, and no launcher of several processes (torchrun, mpirun) has set a world size."""
+    launchers = ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return (
+        "ACCELERATE_USE_CPU" in os.environ
+        and "MASTER_ADDR" in os.environ
+        and not any(name in os.environ for name in launchers)
+    )
+
+
 class HBITrainer(Trainer):
     """
     `Trainer` for HBI models: the learning rates of [`hbi_parameter_groups`] (each logged as `learning_rate/<tower>`)
@@ -274,6 +300,12 @@ class HBITrainer(Trainer):
     def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE, **kwargs):
         super().__init__(*args, **kwargs)
         gather_world_size()
+        if accelerate_launched_one_of_several_processes():
+            logger.warning(
+                "accelerate launch was asked for several processes but started only this one (on a machine without "
+                "GPUs it starts several only through mpirun): this run trains as a single process. For N CPU "
+                "processes use `torchrun --nproc_per_node N script.py --use_cpu ...` (docs/training.md)"
+            )
         self.dual_softmax = dual_softmax
         self.eval_chunk_size = eval_chunk_size
         self._loss_part_sums: dict[str, torch.Tensor] = {}
@@ -518,6 +550,27 @@ def build_retrieval_model(model_args: HBIModelArguments) -> HBIForRetrieval:
     return HBIForRetrieval.from_clip(model_args.clip_name_or_path, **overrides)
 
 
+def estimator_fitting_callback(model, train_dataset, eval_dataset, collator, training_args: HBITrainingArguments):
+    """`--fit_estimator`: fit the teacher to `model` before training ([`fit_estimator_for_training`]); held out on
+    `eval_dataset`, or on the training rows past `estimator_fit_pairs` without one. Returns the callback that
+    re-measures it at every evaluation."""
+    held_out = eval_dataset
+    if held_out is None:
+        held_out = train_dataset.select(
+            range(min(training_args.estimator_fit_pairs, len(train_dataset) - 1), len(train_dataset))
+        )
+    return fit_estimator_for_training(
+        model,
+        train_dataset,
+        held_out,
+        collator,
+        training_args.output_dir,
+        num_pairs=training_args.estimator_fit_pairs,
+        batch_size=training_args.per_device_eval_batch_size,
+        refit_below=training_args.estimator_refit_below,
+    )
+
+
 def train_retrieval(
     model_args: HBIModelArguments, data_args: HBIDataArguments, training_args: HBITrainingArguments
 ) -> dict[str, float]:
@@ -542,6 +595,9 @@ def train_retrieval(
         logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
     processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
     collator = build_retrieval_collator(processor, strict=data_args.strict_data)
+    callbacks = [bad_input_report_callback(collator)]
+    if training_args.fit_estimator and train_dataset is not None:
+        callbacks.append(estimator_fitting_callback(model, train_dataset, test_dataset, collator, training_args))
     trainer = HBITrainer(
         model=model,
         args=training_args,
@@ -551,7 +607,7 @@ def train_retrieval(
         processing_class=processor,
         dual_softmax=data_args.dual_softmax,
         eval_chunk_size=data_args.eval_chunk_size,
-        callbacks=[bad_input_report_callback(collator)],
+        callbacks=callbacks,
     )
     if training_args.do_train:
         resume = training_args.resume_from_checkpoint
