@@ -7,7 +7,8 @@ Builds a tiny index (a few generated mp4 files, a model folder holding a saved H
 * `python -c pass`, the floor of any Python command;
 * `hbi-hf --help`;
 * `hbi-hf search INDEX "query"`, one query: start-up + loading index, model and processor + one query;
-* the import of what the command imports (`python -X importtime`), cumulative, for the entry module;
+* the import (`python -X importtime`, cumulative) of the entry module, of torch, of `transformers.modeling_utils`
+  (what loading any transformers model imports: the floor of a command that runs the model) and of `hbi_hf`;
 
 and, in one long-running process, `hbi-hf search INDEX --queries-file FILE` over `--queries` queries: the per-query
 time each answer line reports (text encoding + scoring + ranking) and the scoring step alone (`rank_videos`, in this
@@ -159,7 +160,7 @@ def main() -> None:
         floor = wall_times([sys.executable, "-c", "pass"], env, args.repeats)
         help_times = wall_times(command(args, "--help"), env, args.repeats)
         search_times = wall_times(command(args, "search", str(index_dir), QUERIES[0]), env, args.repeats)
-        imported = {module: import_seconds(args, env, module) for module in (args.entry, "torch", "hbi_hf")}
+        imported = {module: import_seconds(args, env, module) for module in (args.entry, "torch", "transformers.modeling_utils", "hbi_hf")}
 
         long_running = None
         if args.entry == "hbi_hf_cli":

@@ -427,3 +427,21 @@ def test_help_and_argument_errors_do_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+def test_search_rereads_the_manifest_when_an_index_run_replaced_it_while_loading(index_dir, video_dir, monkeypatch):
+    real_features = HBIVideoIndex.features
+    calls = []
+
+    def racing(self):  # an index run rewrites a shard between search's reading of the manifest and of the shards
+        if not calls:
+            write_video(video_dir / "red.mp4", (200, 10, 10), frames=10)
+            build_index(video_dir, index_dir, show_progress=False)
+        calls.append(self)
+        return real_features(self)
+
+    monkeypatch.setattr(HBIVideoIndex, "features", racing)
+    hits = search_index(index_dir, "a red square")
+
+    assert len(calls) == 2
+    assert sorted(hit.path for hit in hits) == sorted(COLOURS)

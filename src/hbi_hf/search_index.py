@@ -945,7 +945,7 @@ class HBIVideoSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, model_name_or_path: str | os.PathLike | None = None):
-        self.index = HBIVideoIndex.load(index_dir)
+        self.index, self.features = self._load(index_dir)
         fingerprint = HBIModelFingerprint.of(model_name_or_path or self.index.model.path, known=self.index.model)
         if fingerprint.sha256 != self.index.model.sha256:
             raise HBIModelMismatchError(
@@ -954,10 +954,27 @@ class HBIVideoSearcher:
                 "its weights, config or processor differ. Re-index with this model (`hbi-hf index "
                 f"{self.index.video_root} --model {fingerprint.path} --out {index_dir}`) or search with the index's"
             )
-        self.features = self.index.features()
         self.model, _ = load_hbi_model(fingerprint.path)
         self.processor = load_processor(fingerprint.path)
         self.paths = self.index.paths()
+
+    @staticmethod
+    def _load(index_dir: str | os.PathLike, attempts: int = 3) -> tuple[HBIVideoIndex, HBIVideoFeatures]:
+        """The manifest and the features it refers to. An `hbi-hf index` run may replace the manifest and then
+        delete shards it no longer refers to while this reads them: a shard found missing or damaged after the
+        manifest was replaced is read again through the new manifest."""
+        manifest = Path(index_dir) / MANIFEST_NAME
+        attempt = 1
+        while True:
+            index = HBIVideoIndex.load(index_dir)
+            stamp = (manifest.stat().st_ino, manifest.stat().st_mtime_ns)
+            try:
+                return index, index.features()
+            except HBIIndexDamagedError:
+                replaced = manifest.is_file() and (manifest.stat().st_ino, manifest.stat().st_mtime_ns) != stamp
+                if not replaced or attempt == attempts:
+                    raise
+                attempt += 1
 
     def search(self, query: str, top_k: int = 10, shortlist: int = 1000) -> list[HBISearchHit]:
         """Rank the indexed videos for `query`; see [`rank_videos`]."""
