@@ -2,15 +2,20 @@
 
 python scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt --dataset_name msrvtt --data_root data/msrvtt
 accelerate launch --num_processes 2 scripts/evaluate_retrieval.py --model_name_or_path outputs/msrvtt ...
+torchrun --nproc_per_node 2 scripts/evaluate_retrieval.py ...   (CPU: the processes share the encoding too)
+
+An unreadable test video or a blank caption is left out and counted (`--strict_data` raises instead); the printed and
+saved metrics say how many captions and videos were ranked and left out, and why.
 """
 
 import json
 from dataclasses import dataclass, field
 
+import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
-from hbi_hf.retrieval_data import build_retrieval_processor, load_retrieval_dataset
+from hbi_hf.retrieval_data import build_retrieval_processor, load_retrieval_dataset, select_split
 from hbi_hf.retrieval_evaluation import evaluate_retrieval
 from hbi_hf.training import HBIDataArguments, HBIModelArguments, build_retrieval_model, write_eval_results
 
@@ -29,14 +34,21 @@ def main() -> None:
         parser.error(str(error))
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path (a saved HBI checkpoint) is required")
-    state = PartialState()
-    model = build_retrieval_model(model_args).to(state.device)
-    processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
-    dataset = load_retrieval_dataset(data_args)[data_args.test_split]
+    state = PartialState(cpu=not torch.cuda.is_available())  # on a CPU machine, torchrun's processes split the work
+    dataset = select_split(load_retrieval_dataset(data_args), data_args.test_split, "--test_split")
     if data_args.max_test_samples is not None:
         dataset = dataset.select(range(min(data_args.max_test_samples, len(dataset))))
+    model = build_retrieval_model(model_args).to(state.device)
+    processor = build_retrieval_processor(model.config, model_args.model_name_or_path)
     metrics = evaluate_retrieval(
-        model, dataset, processor, eval_args.batch_size, data_args.eval_chunk_size, data_args.dual_softmax, state
+        model,
+        dataset,
+        processor,
+        eval_args.batch_size,
+        data_args.eval_chunk_size,
+        data_args.dual_softmax,
+        state,
+        strict=data_args.strict_data,
     )
     if state.is_main_process:
         print(json.dumps(metrics, indent=2))

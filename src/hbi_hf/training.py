@@ -317,14 +317,20 @@ class HBITrainer(Trainer):
         try:
             super()._save_checkpoint(model, trial)
         except (OSError, RuntimeError) as error:
-            raise diagnose_save_error(error, folder) from error
+            diagnosed = diagnose_save_error(error, folder)
+            if diagnosed is error:
+                raise
+            raise diagnosed from error
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The Trainer's `save_model`; a failure names its real cause (see [`diagnose_save_error`])."""
         try:
             super().save_model(output_dir, _internal_call)
         except (OSError, RuntimeError) as error:
-            raise diagnose_save_error(error, Path(output_dir or self.args.output_dir)) from error
+            diagnosed = diagnose_save_error(error, Path(output_dir or self.args.output_dir))
+            if diagnosed is error:
+                raise
+            raise diagnosed from error
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer over [`hbi_parameter_groups`]."""
@@ -449,10 +455,13 @@ def diagnose_save_error(error: BaseException, folder: str | os.PathLike) -> Base
     "unexpected pos"; otherwise `error` itself.
     """
     folder = Path(folder)
-    cause = error
-    while cause is not None:
+    if isinstance(error, OSError) and str(folder) in str(error):
+        return error  # already diagnosed (a checkpoint's save_model inside _save_checkpoint)
+    cause, seen = error, set()
+    while cause is not None and id(cause) not in seen:
         if isinstance(cause, OSError) and cause.errno is not None:
             return OSError(cause.errno, f"{os.strerror(cause.errno)} while saving into {folder} ({error})")
+        seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
     if existing is not None and shutil.disk_usage(existing).free < LOW_DISK_SPACE_BYTES:

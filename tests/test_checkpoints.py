@@ -1,0 +1,103 @@
+"""Specification of resuming and saving: `--resume_from_checkpoint last` means the newest complete checkpoint (one
+killed during its save, or with truncated or missing files, is skipped with a warning), and a save that fails on a
+full disk says so, naming the folder, instead of torch's "basic_ios::clear: iostream error"."""
+
+import errno
+import logging
+import shutil
+
+import pytest
+import torch
+from test_training import make_trainer
+
+from hbi_hf import training
+from hbi_hf.training import checkpoint_problem, last_complete_checkpoint
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run that saved complete checkpoints at steps 1 to 4 (copied by each test before damaging it)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    make_trainer(root, max_steps=4, save_strategy="steps", save_steps=1).train()
+    return root / "run"
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+DAMAGE = {
+    "killed before trainer_state.json": lambda c: (c / "trainer_state.json").unlink(),
+    "truncated trainer_state.json": lambda c: truncate(c / "trainer_state.json"),
+    "missing weights": lambda c: (c / "model.safetensors").unlink(),
+    "truncated weights": lambda c: truncate(c / "model.safetensors", 0.9),
+    "truncated weights header": lambda c: truncate(c / "model.safetensors", 0.0001),
+    "truncated optimizer": lambda c: truncate(c / "optimizer.pt", 0.9),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_last_skips_an_incomplete_newest_checkpoint_with_a_warning(run_dir, tmp_path, damage, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert last_complete_checkpoint(run) == str(run / "checkpoint-4")
+    DAMAGE[damage](run / "checkpoint-4")
+    DAMAGE[damage](run / "checkpoint-3")
+    assert checkpoint_problem(run / "checkpoint-4") is not None
+    with caplog.at_level(logging.WARNING):
+        assert last_complete_checkpoint(run) == str(run / "checkpoint-2")
+    assert f"skipping incomplete checkpoint {run / 'checkpoint-4'}" in caplog.text
+    assert f"skipping incomplete checkpoint {run / 'checkpoint-3'}" in caplog.text
+
+
+def test_resuming_from_the_last_complete_checkpoint_reaches_the_uninterrupted_weights(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "checkpoint-4" / "trainer_state.json").unlink()
+    truncate(run / "checkpoint-3" / "model.safetensors")
+    resumed = make_trainer(tmp_path / "resumed", max_steps=4)
+    resumed.train(resume_from_checkpoint=last_complete_checkpoint(run))
+    uninterrupted = make_trainer(tmp_path / "uninterrupted", max_steps=4)
+    uninterrupted.train()
+    assert resumed.state.global_step == 4
+    for name, weight in uninterrupted.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], weight, msg=name)
+
+
+def test_no_checkpoint_or_only_incomplete_ones_gives_none(tmp_path):
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    (tmp_path / "checkpoint-7").mkdir()
+    assert last_complete_checkpoint(tmp_path) is None
+
+
+def iostream_failure(*args, **kwargs):
+    raise RuntimeError("basic_ios::clear: iostream error")
+
+
+def test_a_save_failing_on_a_full_disk_raises_enospc_naming_the_checkpoint_folder(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    monkeypatch.setattr(torch, "save", iostream_failure)
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(OSError, match=r"No space left on device while saving into .*checkpoint-2") as error:
+        trainer.train()
+    assert error.value.errno == errno.ENOSPC
+    assert "basic_ios::clear" in str(error.value)  # what torch said is kept, after the cause
+
+
+def test_a_save_error_with_an_errno_is_reported_with_that_errno_and_the_folder(tmp_path, monkeypatch):
+    def permission_denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    monkeypatch.setattr(torch, "save", permission_denied)
+    with pytest.raises(OSError, match="Permission denied while saving into .*checkpoint-2") as error:
+        trainer.train()
+    assert error.value.errno == errno.EACCES
+
+
+def test_a_save_error_with_free_disk_space_is_raised_unchanged(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    monkeypatch.setattr(torch, "save", iostream_failure)
+    with pytest.raises(RuntimeError, match="basic_ios::clear"):
+        trainer.train()
