@@ -2,7 +2,8 @@
 `accelerate launch --config_file configs/accelerate/multi_gpu.yaml ... --use_cpu`. Two processes train exactly what one
 process trains on the same global batch (first logged loss and its parts, final weights), every process ends with the
 same weights, and the sharded evaluation gives the figures of one process; torchrun without `--use_cpu` (no DDP) is
-refused instead of training unsynchronised models."""
+refused instead of training unsynchronised models, and `accelerate launch --cpu --num_processes 2`, which starts one
+process, is detected."""
 
 import json
 import os
@@ -20,7 +21,13 @@ from hbi_hf import HBIForRetrieval
 from hbi_hf.data.synthetic import load_synthetic_retrieval
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.retrieval_evaluation import evaluate_retrieval
-from hbi_hf.training import HBIDataArguments, HBIModelArguments, HBITrainingArguments, train_retrieval
+from hbi_hf.training import (
+    HBIDataArguments,
+    HBIModelArguments,
+    HBITrainingArguments,
+    accelerate_launched_one_of_several_processes,
+    train_retrieval,
+)
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
@@ -68,13 +75,13 @@ def script_arguments(model_dir, root, captions_file, output_dir, per_device_batc
     ]  # fmt: skip
 
 
-def launch(launcher: list[str], arguments: list[str]) -> subprocess.CompletedProcess:
+def launch(launcher: list[str], arguments: list[str], script: Path = TESTS / "distributed_worker.py"):
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    command = [*launcher, str(TESTS / "distributed_worker.py"), *arguments]
+    command = [*launcher, str(script), *arguments]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -144,3 +151,18 @@ def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused_naming_the_option(
     assert result.returncode != 0
     assert "--use_cpu" in result.stderr and "would not be synchronised" in result.stderr
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_accelerate_launch_of_several_cpu_processes_that_starts_one_is_detected(tmp_path, monkeypatch):
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "from accelerate import PartialState\n"
+        "from hbi_hf.training import accelerate_launched_one_of_several_processes\n"
+        "print('processes', PartialState(cpu=True).num_processes, accelerate_launched_one_of_several_processes())\n"
+    )
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    several = launch([*launcher, "--main_process_port", "0"], [], script)
+    assert several.stdout.split() == ["processes", "1", "True"], several.stderr[-2000:]  # asked for 2, got 1
+    for name in ("ACCELERATE_USE_CPU", "MASTER_ADDR", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not accelerate_launched_one_of_several_processes()  # a plain `python script.py`

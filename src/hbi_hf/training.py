@@ -279,6 +279,18 @@ def accelerate_launched_one_of_several_processes() -> bool:
     )
 
 
+def accelerate_launched_one_of_several_processes() -> bool:
+    """Whether `accelerate launch` was asked for several processes but started this one alone: its single-process
+    launcher (what it uses on a machine without GPUs unless given an MPI host file) sets `MASTER_ADDR` when
+    `--num_processes` is above 1, and no launcher of several processes (torchrun, mpirun) has set a world size."""
+    launchers = ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return (
+        "ACCELERATE_USE_CPU" in os.environ
+        and "MASTER_ADDR" in os.environ
+        and not any(name in os.environ for name in launchers)
+    )
+
+
 class HBITrainer(Trainer):
     """
     `Trainer` for HBI models: the learning rates of [`hbi_parameter_groups`] (each logged as `learning_rate/<tower>`)
@@ -300,6 +312,12 @@ class HBITrainer(Trainer):
     def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE, **kwargs):
         super().__init__(*args, **kwargs)
         gather_world_size()
+        if accelerate_launched_one_of_several_processes():
+            logger.warning(
+                "accelerate launch was asked for several processes but started only this one (on a machine without "
+                "GPUs it starts several only through mpirun): this run trains as a single process. For N CPU "
+                "processes use `torchrun --nproc_per_node N script.py --use_cpu ...` (docs/training.md)"
+            )
         if accelerate_launched_one_of_several_processes():
             logger.warning(
                 "accelerate launch was asked for several processes but started only this one (on a machine without "
