@@ -3,6 +3,8 @@
     python scripts/train_retrieval.py --dataset_name synthetic --output_dir outputs/synthetic --do_train --do_eval
     accelerate launch --num_processes 2 scripts/train_retrieval.py --dataset_name msrvtt --data_root data/msrvtt \\
         --per_device_train_batch_size 64 --output_dir outputs/msrvtt --do_train --do_eval
+    torchrun --nproc_per_node 2 scripts/train_retrieval.py --use_cpu --dataset_name synthetic \
+        --output_dir outputs/synthetic-2cpu --do_train --do_eval        # several CPU processes: torchrun + --use_cpu
 """
 
 from transformers import HfArgumentParser
