@@ -33,6 +33,10 @@ AutoModelForVideoQuestionAnswering.register(HBIConfig, HBIForVideoQA, exist_ok=T
 AutoModelForVideoCaptioning.register(HBIConfig, HBIForCaptioning, exist_ok=True)
 AutoVideoProcessor.register(HBIConfig, HBIVideoProcessor, exist_ok=True)
 AutoProcessor.register(HBIConfig, HBIProcessor, exist_ok=True)
+# a saved processor carries its code and an `auto_map`: without `import hbi_hf`, AutoProcessor asks for
+# `trust_remote_code=True` instead of silently returning a bare CLIP tokenizer
+HBIProcessor.register_for_auto_class("AutoProcessor")
+HBIVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
 __version__ = "0.1.0"
 

@@ -26,9 +26,9 @@ from transformers import (
 from transformers import initialization as init
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, Seq2SeqLMOutput
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_hbi import (
     ESTIMATOR_ARCHITECTURE_FIELDS,
@@ -86,6 +86,12 @@ class HBIModalityFeatures(ModelOutput):
     def __len__(self) -> int:
         return self.global_embeddings.shape[0]
 
+    @property
+    def pooler_output(self) -> torch.FloatTensor:
+        """`global_embeddings` `(batch, dim)`, under the name CLIP's `get_text_features(...).pooler_output` gives
+        its pooled, projected embedding."""
+        return self.global_embeddings
+
     def map(self, fn) -> "HBIModalityFeatures":
         """Apply `fn` to every tensor (e.g. a batch slice, `.to(device)`, `.detach()`)."""
         changes = {}
@@ -141,6 +147,17 @@ class HBIModelOutput(ModelOutput):
             `None` for a level that was not computed.
         text_features ([`HBITextFeatures`]): The texts' features.
         video_features ([`HBIVideoFeatures`]): The videos' features.
+        text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+            The pooled, projected, L2-normalised text embeddings (CLIP's and X-CLIP's `text_embeds`): the sentence
+            embedding t_c.
+        video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
+            The pooled, projected, L2-normalised video embeddings (X-CLIP's `video_embeds`): the mean frame token.
+        text_model_output ([`~modeling_outputs.BaseModelOutputWithPooling`]):
+            The output of the CLIP text tower, with `hidden_states` / `attentions` when asked for, each
+            `(text_batch_size, words, ...)`.
+        vision_model_output ([`~modeling_outputs.BaseModelOutputWithPooling`]):
+            The output of the CLIP image tower over the valid frames of the batch (padded frames are not encoded),
+            each `(valid_frames, patches + 1, ...)`, frames in video order.
     """
 
     logits_per_text: torch.FloatTensor | None = None
@@ -148,6 +165,18 @@ class HBIModelOutput(ModelOutput):
     similarity_per_level: tuple[torch.FloatTensor | None, ...] | None = None
     text_features: HBITextFeatures | None = None
     video_features: HBIVideoFeatures | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        """As `CLIPOutput.to_tuple`: nested outputs become tuples too."""
+        return _nested_to_tuple(self)
+
+
+def _nested_to_tuple(output: ModelOutput) -> tuple:
+    return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in output.values())
 
 
 @dataclass
@@ -189,6 +218,7 @@ class HBIRetrievalOutput(ModelOutput):
             S of Eq. 12 at each level, each `(text_batch_size, video_batch_size)`.
         text_features ([`HBITextFeatures`]): The texts' features.
         video_features ([`HBIVideoFeatures`]): The videos' features.
+        text_embeds, video_embeds, text_model_output, vision_model_output: see [`HBIModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -200,6 +230,14 @@ class HBIRetrievalOutput(ModelOutput):
     similarity_per_level: tuple[torch.FloatTensor | None, ...] | None = None
     text_features: HBITextFeatures | None = None
     video_features: HBIVideoFeatures | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        """As `CLIPOutput.to_tuple`: nested outputs become tuples too."""
+        return _nested_to_tuple(self)
 
 
 @dataclass
@@ -1197,7 +1235,12 @@ class HBIModel(HBIPreTrainedModel):
     The HBI encoder and scorer: CLIP towers, temporal transformer, token merges giving entity / action / event
     levels, and the (pairwise, for HBI V2) weighted token-wise similarity. Encode each modality once with
     [`get_text_features`] / [`get_video_features`], then score any texts against any videos with [`score`].
+    Plain embeddings, one per item as CLIP's: [`get_text_embeddings`] / [`get_video_embeddings`].
     """
+
+    # a task checkpoint (e.g. HBIForRetrieval) also holds the training objective's Banzhaf heads and teacher, which
+    # the encoder never uses: AutoModel loads the encoder from it without listing them
+    _keys_to_ignore_on_load_unexpected = [r"^alignment\."]
 
     def __init__(self, config: HBIConfig):
         super().__init__(config)
@@ -1257,8 +1300,35 @@ class HBIModel(HBIPreTrainedModel):
 
         Returns:
             [`HBITextFeatures`]: word tokens T_w^s (every CLIP hidden state after the final norm and the projection),
-            phrases and paragraphs, and the sentence embedding t_c (the end-of-text token's feature).
+            phrases and paragraphs, and the sentence embedding t_c (the end-of-text token's feature; also
+            `.pooler_output`, as CLIP's).
         """
+        tokens, mask, sentence, _ = self._encode_text(input_ids, attention_mask)
+        return self._build_levels(tokens, mask, sentence, "text", HBITextFeatures)
+
+    def get_text_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        r"""
+        One plain embedding per text, as CLIP's: the pooled, projected sentence embedding t_c (the end-of-text
+        token's feature; what the outputs' `text_embeds` hold, normalised). The token merges do not run.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, words)`), attention_mask (`(batch, words)`, *optional*)
+            normalize (`bool`, defaults to `False`): L2-normalise each embedding.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, projection_dim)`.
+        """
+        sentence = self._encode_text(input_ids, attention_mask)[2]
+        return F.normalize(sentence, dim=-1) if normalize else sentence
+
+    def _encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **tower_kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """The text tower on validated inputs: word tokens `(batch, words, dim)`, their mask `(batch, words)`, the
+        sentence embedding `(batch, dim)` and the tower's output (`tower_kwargs`: `output_hidden_states`,
+        `output_attentions`)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, words); got {tuple(input_ids.shape)}")
         if attention_mask is None:
@@ -1271,11 +1341,11 @@ class HBIModel(HBIPreTrainedModel):
         mask = attention_mask.bool()
         if not mask.any(-1).all():
             raise ValueError("attention_mask has a row without any token: every text needs at least one token")
-        hidden = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        tokens = self.clip.text_projection(hidden)
+        tower = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask, **tower_kwargs)
+        tokens = self.clip.text_projection(tower.last_hidden_state)
         last = mask.long().cumsum(-1).argmax(-1)
         sentence = tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
-        return self._build_levels(tokens, mask, sentence, "text", HBITextFeatures)
+        return tokens, mask, sentence, tower
 
     def get_video_features(
         self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None
@@ -1287,8 +1357,35 @@ class HBIModel(HBIPreTrainedModel):
 
         Returns:
             [`HBIVideoFeatures`]: frame tokens V_f^s (temporal transformer over the projected per-frame [CLS]),
-            clips and segments, and the mean frame token.
+            clips and segments, and the mean frame token (also `.pooler_output`).
         """
+        tokens, mask, mean, _ = self._encode_video(pixel_values, video_mask)
+        return self._build_levels(tokens, mask, mean, "video", HBIVideoFeatures)
+
+    def get_video_embeddings(
+        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        r"""
+        One plain embedding per video, as X-CLIP's: the mean of the valid frame tokens V_f^s (after the temporal
+        transformer; what the outputs' `video_embeds` hold, normalised). The token merges do not run.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, frames, 3, height, width)`), video_mask
+            (`(batch, frames)`, *optional*)
+            normalize (`bool`, defaults to `False`): L2-normalise each embedding.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, projection_dim)`.
+        """
+        mean = self._encode_video(pixel_values, video_mask)[2]
+        return F.normalize(mean, dim=-1) if normalize else mean
+
+    def _encode_video(
+        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None, **tower_kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, BaseModelOutputWithPooling]:
+        """The image tower and the temporal transformer on validated inputs: frame tokens `(batch, frames, dim)`,
+        their mask `(batch, frames)`, the mean frame token `(batch, dim)` and the image tower's output over the valid
+        frames (`tower_kwargs`: `output_hidden_states`, `output_attentions`)."""
         if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
             raise ValueError(f"pixel_values must be (batch, frames, 3, H, W); got {tuple(pixel_values.shape)}")
         batch, frames = pixel_values.shape[:2]
@@ -1305,13 +1402,38 @@ class HBIModel(HBIPreTrainedModel):
         if not mask.any(-1).all():
             raise ValueError("video_mask has a row without any frame: every video needs at least one frame")
         valid_frames = pixel_values[mask]
-        pooled = self.clip.vision_model(pixel_values=valid_frames).pooler_output
-        projected = self.clip.visual_projection(pooled)
+        tower = self.clip.vision_model(pixel_values=valid_frames, **tower_kwargs)
+        projected = self.clip.visual_projection(tower.pooler_output)
         frame_embeddings = projected.new_zeros(batch, frames, projected.shape[-1])
         frame_embeddings[mask] = projected
         tokens = self.temporal(frame_embeddings, mask)
         mean = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        return self._build_levels(tokens, mask, mean, "video", HBIVideoFeatures)
+        return tokens, mask, mean, tower
+
+    def _encode_pair(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> tuple[HBITextFeatures, HBIVideoFeatures, dict]:
+        """Features of texts and videos for a forward pass, and the CLIP-convention fields of its output
+        (`text_embeds`, `video_embeds`, `text_model_output`, `vision_model_output`; see [`HBIModelOutput`])."""
+        tower_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        tower_kwargs = {name: value for name, value in tower_kwargs.items() if value is not None}
+        text_tokens, text_mask, sentence, text_tower = self._encode_text(input_ids, attention_mask, **tower_kwargs)
+        video_tokens, frame_mask, mean, vision_tower = self._encode_video(pixel_values, video_mask, **tower_kwargs)
+        text_features = self._build_levels(text_tokens, text_mask, sentence, "text", HBITextFeatures)
+        video_features = self._build_levels(video_tokens, frame_mask, mean, "video", HBIVideoFeatures)
+        conventions = dict(
+            text_embeds=F.normalize(sentence, dim=-1),
+            video_embeds=F.normalize(mean, dim=-1),
+            text_model_output=text_tower,
+            vision_model_output=vision_tower,
+        )
+        return text_features, video_features, conventions
 
     def _build_levels(self, tokens, mask, global_embeddings, modality, output_class):
         merges = self.text_merges if modality == "text" else self.video_merges
@@ -1445,20 +1567,29 @@ class HBIModel(HBIPreTrainedModel):
             return self.clip.logit_scale.exp().clamp(max=100.0)
         return torch.tensor(1.0 / self.config.temperature, device=self.clip.logit_scale.device)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HBIModelOutput:
         r"""
         Args:
             input_ids (`(text_batch, words)`), pixel_values (`(video_batch, frames, 3, H, W)`),
             attention_mask (`(text_batch, words)`), video_mask (`(video_batch, frames)`).
+            output_attentions (`bool`, *optional*): return the attentions of the CLIP towers' layers in
+                `text_model_output` / `vision_model_output` (as CLIP: with `attn_implementation="eager"`).
+            output_hidden_states (`bool`, *optional*): return the hidden states of the CLIP towers likewise.
+            return_dict (`bool`, *optional*): `False` returns a tuple of the output's fields (nested outputs as
+                tuples), as CLIP does.
         """
-        text_features = self.get_text_features(input_ids, attention_mask)
-        video_features = self.get_video_features(pixel_values, video_mask)
+        text_features, video_features, conventions = self._encode_pair(
+            input_ids, pixel_values, attention_mask, video_mask, output_attentions, output_hidden_states
+        )
         levels = tuple(i for i, w in enumerate(self.config.similarity_level_weights) if w != 0)
         per_level = self.similarity_per_level(text_features, video_features, levels)
         logits_per_text = self.logit_scale() * self.fuse_levels(per_level)
@@ -1468,6 +1599,7 @@ class HBIModel(HBIPreTrainedModel):
             similarity_per_level=per_level,
             text_features=text_features,
             video_features=video_features,
+            **conventions,
         )
 
 
@@ -1730,12 +1862,21 @@ class HBIForRetrieval(HBIPreTrainedModel):
         """See [`HBIModel.get_video_features`]."""
         return self.hbi.get_video_features(pixel_values, video_mask)
 
+    def get_text_embeddings(self, input_ids, attention_mask=None, normalize: bool = False) -> torch.Tensor:
+        """See [`HBIModel.get_text_embeddings`]: `(batch, projection_dim)`."""
+        return self.hbi.get_text_embeddings(input_ids, attention_mask, normalize)
+
+    def get_video_embeddings(self, pixel_values, video_mask=None, normalize: bool = False) -> torch.Tensor:
+        """See [`HBIModel.get_video_embeddings`]: `(batch, projection_dim)`."""
+        return self.hbi.get_video_embeddings(pixel_values, video_mask, normalize)
+
     def score(
         self, text_features, video_features, chunk_size: int | None = DEFAULT_SCORING_CHUNK_SIZE
     ) -> torch.Tensor:
         """See [`HBIModel.score`]."""
         return self.hbi.score(text_features, video_features, chunk_size)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -1743,6 +1884,8 @@ class HBIForRetrieval(HBIPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> HBIRetrievalOutput:
         r"""
         Args:
@@ -1751,11 +1894,17 @@ class HBIForRetrieval(HBIPreTrainedModel):
             attention_mask (`torch.LongTensor` of shape `(batch, words)`, *optional*)
             video_mask (`torch.LongTensor` of shape `(batch, frames)`, *optional*)
             return_loss (`bool`, *optional*): compute the loss of Eq. 16 (default: in training mode).
+            output_attentions (`bool`, *optional*): return the attentions of the CLIP towers' layers in
+                `text_model_output` / `vision_model_output` (as CLIP: with `attn_implementation="eager"`).
+            output_hidden_states (`bool`, *optional*): return the hidden states of the CLIP towers likewise.
+            return_dict (`bool`, *optional*): `False` returns a tuple of the output's fields (nested outputs as
+                tuples), as CLIP does.
         """
         if return_loss is None:
             return_loss = self.training
-        text_features = self.hbi.get_text_features(input_ids, attention_mask)
-        video_features = self.hbi.get_video_features(pixel_values, video_mask)
+        text_features, video_features, conventions = self.hbi._encode_pair(
+            input_ids, pixel_values, attention_mask, video_mask, output_attentions, output_hidden_states
+        )
         parts = HBIAlignmentLossOutput()
         if return_loss:
             parts = self.alignment(self.hbi, text_features, video_features)
@@ -1774,6 +1923,7 @@ class HBIForRetrieval(HBIPreTrainedModel):
             similarity_per_level=per_level,
             text_features=text_features,
             video_features=video_features,
+            **conventions,
         )
 
 

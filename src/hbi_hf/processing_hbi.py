@@ -1,4 +1,9 @@
-"""Processor for HBI: the CLIP tokenizer and the HBI video processor behind one call."""
+"""Processor for HBI: the CLIP tokenizer and the HBI video processor behind one call.
+
+`save_pretrained` copies this file and `video_processing_hbi.py` (which need only transformers) beside the processor
+files: `AutoProcessor.from_pretrained(folder)` then loads the HBI processor after `import hbi_hf`, or, without the
+package, with `trust_remote_code=True`; it no longer falls back to a bare CLIP tokenizer.
+"""
 
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin, TextKwargs
