@@ -296,3 +296,144 @@ def test_lenient_skips_in_dataloader_workers_are_counted_in_the_main_process(pro
     loader = torch.utils.data.DataLoader(rows, batch_size=2, num_workers=2, collate_fn=collator)
     assert [batch["input_ids"].shape[0] for batch in loader] == [1, 1]
     assert collator.skipped["missing file"] == 2
+
+
+# Malformed annotations: every error names the file, the line / item / key and the field, and what was expected.
+
+
+def msrvtt_files(folder, test_rows=(("video7", "a man sings"),), train_ids=("video0",), sentences=None):
+    write_csv(folder / "MSRVTT_train.9k.csv", ["video_id"], [[video] for video in train_ids])
+    write_csv(
+        folder / "MSRVTT_JSFUSION_test.csv",
+        ["key", "vid_key", "video_id", "sentence"],
+        [["ret0", "msr", video, sentence] for video, sentence in test_rows],
+    )
+    sentences = sentences or [{"video_id": "video0", "caption": "a cat"}]
+    write_json(folder / "MSRVTT_data.json", {"videos": [], "sentences": sentences})
+
+
+def test_a_csv_starting_with_a_byte_order_mark_is_read(tmp_path):
+    msrvtt_files(tmp_path)
+    for name in ("MSRVTT_train.9k.csv", "MSRVTT_JSFUSION_test.csv"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    dataset = load_msrvtt_retrieval(tmp_path, "/videos")
+    assert dataset["train"]["video_id"] == ["video0"] and dataset["test"]["caption"] == ["a man sings"]
+
+
+def test_a_json_file_starting_with_a_byte_order_mark_is_read(tmp_path):
+    msrvtt_files(tmp_path)
+    path = tmp_path / "MSRVTT_data.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_msrvtt_retrieval(tmp_path, "/videos")["train"]["caption"] == ["a cat"]
+
+
+def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    msrvtt_files(tmp_path)
+    (tmp_path / "MSRVTT_JSFUSION_test.csv").write_bytes(b"key,vid_key,video_id,sentence\nr,m,video7,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test.csv, line 2: not UTF-8"):
+        load_msrvtt_retrieval(tmp_path, "/videos")
+
+
+def test_a_missing_column_names_the_file_and_the_columns_found(tmp_path):
+    msrvtt_files(tmp_path)
+    write_csv(tmp_path / "MSRVTT_JSFUSION_test.csv", ["key", "video"], [["r", "video7"]])
+    with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test.csv: .*missing \['video_id', 'sentence'\]"):
+        load_msrvtt_retrieval(tmp_path, "/videos")
+
+
+def test_a_missing_json_field_names_the_file_item_and_field(tmp_path):
+    msrvtt_files(tmp_path, sentences=[{"video_id": "video0", "caption": "a cat"}, {"video_id": "video0"}])
+    with pytest.raises(ValueError, match=r"MSRVTT_data.json, sentences item 1: field 'caption' is missing"):
+        load_msrvtt_retrieval(tmp_path, "/videos")
+
+
+def test_an_empty_split_gets_a_clear_message(tmp_path):
+    msrvtt_files(tmp_path)
+    (tmp_path / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n")
+    with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test.csv: no data rows"):
+        load_msrvtt_retrieval(tmp_path, "/videos")
+    (tmp_path / "captions.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"captions.jsonl: no rows"):
+        load_video_folder(tmp_path, tmp_path / "captions.jsonl")
+    for name in ("train_qa.json", "val_qa.json"):
+        write_json(tmp_path / name, [{"answer": "man", "question": "who?", "video_id": 1, "id": 0}])
+    write_json(tmp_path / "test_qa.json", [])
+    with pytest.raises(ValueError, match=r"test_qa.json: no records"):
+        load_msrvtt_qa(tmp_path, "/v")
+
+
+def test_duplicated_ids_are_reported_naming_both_places(tmp_path):
+    msrvtt_files(tmp_path, test_rows=[("video7", "a man sings"), ("video7", "a woman sings")])
+    with pytest.raises(
+        ValueError, match=r"MSRVTT_JSFUSION_test.csv, line 3: video_id 'video7' is repeated \(first at .*line 2\)"
+    ):
+        load_msrvtt_retrieval(tmp_path, "/videos")
+    (tmp_path / "train.json").write_text('{"v_a": {"sentences": ["x"]}, "v_a": {"sentences": ["y"]}}')
+    write_json(tmp_path / "val_1.json", {"v_b": {"sentences": ["z"]}})
+    with pytest.raises(ValueError, match=r"train.json: key 'v_a' appears twice"):
+        load_activitynet_retrieval(tmp_path, tmp_path)
+    for split in ("train", "val", "test"):
+        write_json(tmp_path / f"{split}_q.json", [{"question": "q", "question_id": "v_ab_0", "video_name": "ab"}])
+        write_json(tmp_path / f"{split}_a.json", [{"answer": "yes", "question_id": "v_ab_0"}] * 2)
+    with pytest.raises(ValueError, match=r"train_a.json, item 1: question_id 'v_ab_0' is repeated"):
+        load_activitynet_qa(tmp_path, "/anet")
+    for name in ("train_list.txt", "val_list.txt", "test_list.txt"):
+        (tmp_path / name).write_text("abc\nabc\n")
+    (tmp_path / "AllVideoDescriptions.txt").write_text("abc a dog runs\n")
+    with pytest.raises(ValueError, match=r"train_list.txt, line 2: id 'abc' is repeated"):
+        load_msvd_retrieval(tmp_path, "/clips")
+
+
+def test_a_string_where_a_list_of_captions_belongs_is_refused(tmp_path):
+    write_json(tmp_path / "train.json", {"v_a": {"sentences": "A man runs."}})
+    write_json(tmp_path / "val_1.json", {"v_b": {"sentences": ["z"]}})
+    with pytest.raises(
+        ValueError, match=r"train.json, key 'v_a': field 'sentences' is the string 'A man runs.'; expected a list"
+    ):
+        load_activitynet_retrieval(tmp_path, tmp_path)
+    write_json(tmp_path / "captions.json", {"abc": "a dog runs"})
+    for name in ("train_list.txt", "val_list.txt", "test_list.txt"):
+        (tmp_path / name).write_text("abc\n")
+    with pytest.raises(
+        ValueError, match=r"captions.json, key 'abc': the string 'a dog runs'; expected a list of strings"
+    ):
+        load_msvd_retrieval(tmp_path, "/clips", captions_file="captions.json")
+
+
+@pytest.mark.parametrize("answer", [None, "", "  ", ["man"]])
+def test_a_null_or_blank_qa_answer_is_refused(tmp_path, answer):
+    good = {"answer": "man", "question": "who?", "video_id": 1, "id": 0}
+    write_json(tmp_path / "train_qa.json", [good, {**good, "answer": answer, "id": 1}])
+    write_json(tmp_path / "val_qa.json", [good])
+    write_json(tmp_path / "test_qa.json", [good])
+    with pytest.raises(ValueError, match=r"train_qa.json, item 1: field 'answer' is .*; expected the answer"):
+        load_msrvtt_qa(tmp_path, "/v")
+
+
+def test_a_blank_split_cell_is_an_error_naming_the_line(tmp_path):
+    write_csv(tmp_path / "captions.csv", ["video", "caption", "split"], [["a.mp4", "x", "train"], ["b.mp4", "y", " "]])
+    with pytest.raises(ValueError, match=r"captions.csv, line 3: field 'split' is an empty string"):
+        load_video_folder(tmp_path, tmp_path / "captions.csv")
+
+
+def test_a_caption_of_the_wrong_type_is_refused_and_a_null_one_is_left_to_the_policy(tmp_path):
+    (tmp_path / "captions.jsonl").write_text('{"video": "a.mp4", "caption": null}\n{"video": "b.mp4", "caption": 7}\n')
+    with pytest.raises(ValueError, match=r"captions.jsonl, line 2: field 'caption' is int 7; expected"):
+        load_video_folder(tmp_path, tmp_path / "captions.jsonl")
+    (tmp_path / "captions.jsonl").write_text('{"video": "a.mp4", "caption": null}\n')
+    assert load_video_folder(tmp_path, tmp_path / "captions.jsonl")["caption"] == [None]
+
+
+@pytest.mark.parametrize("video", ["../outside.mp4", "sub/../../outside.mp4", "/etc/passwd"])
+def test_ids_that_leave_the_video_folder_are_refused(tmp_path, video):
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"video": video, "caption": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"captions.jsonl, line 1: video .* is not inside the video folder"):
+        load_video_folder(tmp_path / "videos", tmp_path / "captions.jsonl")
+    msrvtt_files(tmp_path, test_rows=[(video, "a caption")])
+    with pytest.raises(ValueError, match=r"MSRVTT_JSFUSION_test.csv, line 2: video .* is not inside the video folder"):
+        load_msrvtt_retrieval(tmp_path, tmp_path / "videos")
+    write_json(tmp_path / "train_data.json", [{"video": video, "description": "d"}])
+    write_json(tmp_path / "test_data.json", [{"video": "ok.mp4", "description": "d"}])
+    with pytest.raises(ValueError, match=r"train_data.json, item 0: video .* is not inside the video folder"):
+        load_didemo_retrieval(tmp_path, tmp_path / "videos")
