@@ -1,5 +1,7 @@
 """Specification of HBIVideoProcessor, HBIProcessor and the offline CLIP tokenizer."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from hbi_hf.data import build_clip_tokenizer
 from hbi_hf.data.synthetic import write_video
 from hbi_hf.video_processing_hbi import HBIVideoDecodeError, read_video, sample_frame_indices
 
+DECORD = pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord has no wheel here")
 SMALL = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}
 
 
@@ -56,7 +59,7 @@ def test_unknown_sampling_mode_is_rejected():
         HBIVideoProcessor(sampling_mode="random")
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["pyav", pytest.param("decord", marks=DECORD)])
 def test_decoders_return_the_sampled_frames(ramp_video, backend):
     frames, metadata = read_video(ramp_video, lambda m: sample_frame_indices(m.total_num_frames, 3, m.fps), backend)
     assert metadata.total_num_frames == 40 and metadata.fps == pytest.approx(8.0)
@@ -187,6 +190,7 @@ def test_do_sample_frames_false_keeps_every_frame_as_in_transformers(ramp_video)
     assert decoded["pixel_values"].shape == (1, 40, 3, 32, 32)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("decord") is None, reason="decord has no wheel here")
 def test_per_call_video_backend_is_used(ramp_video):
     processor = HBIVideoProcessor(num_frames=2, **SMALL)
     for backend in ("pyav", "decord"):

@@ -1,11 +1,13 @@
 """Video processor for HBI: decode, sample frames as the paper does, resize and centre-crop to CLIP's input size.
 
-Frames are decoded with decord (PyAV where decord has no wheel). The default sampling follows the official code
+Frames are decoded with PyAV (default) or decord; on both, frame `i` is the `i`-th frame a player shows ([`read_video`]
+says how, and where each backend falls back). The default sampling follows the official code
 (CLIP4Clip-style loaders): frames are taken at 1 frame per second, then, if more than `num_frames` remain, uniformly
 down-sampled to `num_frames`. Videos with fewer frames are padded with zero frames, and `video_mask` marks the real
 ones.
 """
 
+import importlib.util
 import itertools
 from functools import partial
 from os import PathLike
@@ -638,22 +640,23 @@ class HBIVideoProcessor(BaseVideoProcessor):
         **kwargs,
     ) -> BatchFeature:
         num_frames = num_frames or self.num_frames
-        mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
         processed = []
         for video in videos:
             if do_resize:
                 video = self.resize(video, size=size, resample=resample)
             if do_center_crop:
                 video = self.center_crop(video, crop_size)
-            video = video.float()
-            if do_rescale:
-                video = video * rescale_factor
-            if do_normalize:
-                video = (video - mean) / std
             processed.append(video)
         length = max([num_frames] + [len(video) for video in processed])
         pixel_values, video_mask = pad_videos(processed, length)
+        # rescale and normalise in place, in one pass: x * (rescale / std) - mean / std
+        scale = torch.full((1, 1, 3, 1, 1), rescale_factor if do_rescale else 1.0)
+        offset = torch.zeros((1, 1, 3, 1, 1))
+        if do_normalize:
+            std = torch.tensor(image_std, dtype=torch.float32).view(1, 1, 3, 1, 1)
+            scale, offset = scale / std, torch.tensor(image_mean, dtype=torch.float32).view(1, 1, 3, 1, 1) / std
+        padding = (video_mask == 0).to(pixel_values.device)[:, :, None, None, None]
+        pixel_values.mul_(scale.to(pixel_values.device)).sub_(offset.to(pixel_values.device)).masked_fill_(padding, 0)
         return BatchFeature(data={"pixel_values": pixel_values, "video_mask": video_mask}, tensor_type=return_tensors)
 
 
@@ -673,10 +676,12 @@ def _check_sampling(num_frames, sampling_mode, sampling_fps, video_backend) -> N
         raise ValueError(f"sampling_fps (fps) must be positive; got {sampling_fps!r}")
     if video_backend not in (None, *VIDEO_BACKENDS):
         raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}; got {video_backend!r}")
+    if video_backend == "decord" and importlib.util.find_spec("decord") is None:
+        raise ImportError("video_backend='decord' needs the decord package (no wheel for this platform?); use 'pyav'")
 
 
 def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stacks `(frames_i, 3, H, W)` videos into `(batch, num_frames, 3, H, W)`, zero-padding the short ones.
+    """Stacks `(frames_i, 3, H, W)` videos into a float32 `(batch, num_frames, 3, H, W)`, zero-padding the short ones.
 
     Returns:
         `(pixel_values, video_mask)`, the mask `(batch, num_frames)` (long) is 1 for real frames.
@@ -684,7 +689,7 @@ def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tenso
     shapes = {tuple(video.shape[1:]) for video in videos}
     if len(shapes) != 1:
         raise ValueError(f"all processed frames must have the same shape; got {sorted(shapes)}")
-    pixel_values = videos[0].new_zeros((len(videos), num_frames, *shapes.pop()))
+    pixel_values = torch.zeros((len(videos), num_frames, *shapes.pop()), dtype=torch.float32, device=videos[0].device)
     video_mask = torch.zeros((len(videos), num_frames), dtype=torch.long)
     for index, video in enumerate(videos):
         pixel_values[index, : len(video)] = video
