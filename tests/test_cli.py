@@ -259,19 +259,28 @@ def test_explain_levels_cover_every_word_and_frame_once(video_dir, model_dir):
     assert [len(level.video_groups) for level in explanation.levels] == [NUM_FRAMES, 3, 2]
 
 
-def test_explain_needs_an_estimator_for_a_model_without_teacher(video_dir, model_dir, tmp_path, capsys):
+def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp_path, capsys):
+    """A never-trained estimator is refused; without a trained one the interactions are Monte-Carlo (exact
+    enumeration on small levels) at the model's game scale; a trained estimator is used when given."""
     bare = tmp_path / "bare"
     model, _ = load_hbi_model(model_dir)
     model.save_pretrained(bare)
-    with pytest.raises(ValueError, match="no Banzhaf estimator"):
-        main(["explain", str(video_dir / "red.mp4"), "red", "--model", str(bare), "--out", str(tmp_path / "f.png")])
-
-    estimator = tmp_path / "estimator"
-    HBIBanzhafEstimator(model.config.estimator_config).save_pretrained(estimator)
+    untrained = tmp_path / "untrained"
+    HBIBanzhafEstimator(model.config.estimator_config).save_pretrained(untrained)
     figure = tmp_path / "f.png"
-    run_cli(
-        capsys, "explain", video_dir / "red.mp4", "red", "--model", bare, "--estimator", estimator, "--out", figure
-    )
+    command = ["explain", str(video_dir / "red.mp4"), "red", "--model", str(bare), "--out", str(figure)]
+    with pytest.raises(ValueError, match="never trained"):
+        main([*command, "--estimator", str(untrained)])
+
+    # the model's teacher slot was never trained
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir)
+    assert explanation.source.startswith("Monte-Carlo, 1000 samples")
+    assert explanation.units == f"Banzhaf interaction (similarity x {model.config.banzhaf_game_scale:g})"
+
+    trained = tmp_path / "trained"
+    config = model.config.estimator_config.to_dict() | {"is_trained": True}  # a stand-in for a trained estimator
+    HBIBanzhafEstimator(type(model.config.estimator_config)(**config)).save_pretrained(trained)
+    run_cli(capsys, "explain", video_dir / "red.mp4", "red", "--model", bare, "--estimator", trained, "--out", figure)
     assert figure.stat().st_size > 0
 
 

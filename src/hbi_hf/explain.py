@@ -1,9 +1,12 @@
 """Explain one video-caption match: the word x frame Banzhaf interaction at the three HBI levels, as a figure.
 
 The interaction of a word (or phrase, paragraph) with a frame (or clip, segment) is the Banzhaf interaction index of
-the pair in the game whose characteristic function is the similarity of Eq. 12 (spec §2): large when the two tokens
-add to the match together more than separately. It comes from the model's frozen Banzhaf estimator (the teacher of
-Eq. 8), or from the Monte-Carlo estimate of `hbi_hf.banzhaf` when `exact_samples` is given.
+the pair in the game whose characteristic function is the similarity of Eq. 12 (spec §2), played at the model's
+`banzhaf_game_scale`: large when the two tokens add to the match together more than separately. It follows the same
+teacher rules as training: a trained estimator (given, or the model's own teacher when it trained with one), never a
+never-trained one; otherwise the Monte-Carlo estimate of `hbi_hf.banzhaf` (`DEFAULT_EXPLAIN_SAMPLES` coalitions per
+pair unless `exact_samples` is given), replaced by exact enumeration for levels of at most `EXACT_EXPLAIN_PLAYERS`
+players.
 """
 
 import os
@@ -20,6 +23,10 @@ from .search_index import decode_video, encode_text, encode_video_batch, load_hb
 
 logger = logging.get_logger(__name__)
 
+DEFAULT_EXPLAIN_SAMPLES = 1000
+"""Monte-Carlo coalitions per pair when no trained estimator explains (the reference of docs/banzhaf.md)."""
+EXACT_EXPLAIN_PLAYERS = 16
+"""Levels with at most this many words + frames are enumerated exactly instead of sampled."""
 TEXT_TOKEN_NAMES = ("word", "phrase", "paragraph")
 VIDEO_TOKEN_NAMES = ("frame", "clip", "segment")
 
@@ -49,6 +56,7 @@ class HBIExplanation:
         frames (`np.ndarray` of shape `(frames, H, W, 3)`): the frames the model saw, rescaled to [0, 1] for display.
         levels (`list[HBILevelExplanation]`): entity, action and event levels.
         source (`str`): how the interaction was obtained.
+        units (`str`): what the values measure (the colour bars' label).
     """
 
     caption: str
@@ -57,6 +65,7 @@ class HBIExplanation:
     frames: np.ndarray
     levels: list[HBILevelExplanation]
     source: str
+    units: str = "Banzhaf interaction"
 
 
 def _monte_carlo_interaction(
@@ -67,19 +76,23 @@ def _monte_carlo_interaction(
     video_mask: torch.Tensor,
     num_samples: int,
     seed: int,
+    game_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Sampled Banzhaf interaction `(batch, words, frames)` of the similarity game (from `hbi_hf.banzhaf`)."""
-    from .banzhaf import sampled_banzhaf_interaction
+    """Banzhaf interaction `(batch, words, frames)` of the similarity game at `game_scale` (from `hbi_hf.banzhaf`):
+    exact enumeration for games of at most `EXACT_EXPLAIN_PLAYERS` players, else `num_samples` sampled coalitions."""
+    from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 
-    return sampled_banzhaf_interaction(
-        similarity,
-        num_samples,
-        generator=torch.Generator(device=similarity.device).manual_seed(seed),
+    game = dict(
         text_weight_logits=text_weight_logits,
         video_weight_logits=video_weight_logits,
         text_mask=text_mask,
         video_mask=video_mask,
+        logit_scale=game_scale,
     )
+    if sum(similarity.shape[1:]) <= EXACT_EXPLAIN_PLAYERS:
+        return exact_banzhaf_interaction(similarity, **game)
+    generator = torch.Generator(device=similarity.device).manual_seed(seed)
+    return sampled_banzhaf_interaction(similarity, num_samples, generator=generator, **game)
 
 
 def _members(assignments: list[torch.Tensor], level: int, num_tokens: int) -> list[list[int]]:
@@ -119,7 +132,8 @@ def explain_features(
     Args:
         estimator ([`HBIBanzhafEstimator`], *optional*): maps token similarities to interactions.
         exact_samples (`int`, *optional*, defaults to 0): if positive, use the Monte-Carlo estimate with this many
-            coalitions per pair instead of the estimator.
+            coalitions per pair instead of the estimator (exact enumeration for small levels), at the model's
+            `banzhaf_game_scale`.
         seed (`int`): seed of the Monte-Carlo coalitions.
     """
     if exact_samples <= 0 and estimator is None:
@@ -137,6 +151,7 @@ def explain_features(
                 video_mask,
                 exact_samples,
                 seed,
+                model.config.banzhaf_game_scale,
             )
         else:
             interaction = estimator(similarity, text_mask, video_mask).interaction
@@ -162,11 +177,26 @@ def explain_video(
     seed: int = 0,
 ) -> HBIExplanation:
     """Load the model, encode `video` and `caption`, and compute their interactions at every level (see
-    [`explain_features`]). The estimator is `estimator_name_or_path` if given, else the model's Banzhaf teacher."""
+    [`explain_features`]). The estimator is `estimator_name_or_path` if given, else the model's Banzhaf teacher if
+    the model trained with a trained one; otherwise (or with `exact_samples` > 0) the Monte-Carlo estimate with
+    `exact_samples` or `DEFAULT_EXPLAIN_SAMPLES` coalitions per pair.
+
+    Raises:
+        `ValueError`: `estimator_name_or_path` is an estimator that was never trained."""
     model, teacher = load_hbi_model(model_name_or_path)
     processor = load_processor(model_name_or_path)
     if estimator_name_or_path is not None:
         teacher = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path).eval()
+        if not teacher.config.is_trained:
+            raise ValueError(
+                f"the estimator {estimator_name_or_path} was never trained (is_trained is false in its config.json): "
+                "its interactions would be random. Give a trained one (scripts/train_estimator.py) or leave out "
+                "--estimator to use Monte-Carlo interactions"
+            )
+    elif teacher is not None and not (model.config.banzhaf_teacher == "estimator" and teacher.config.is_trained):
+        teacher = None
+    if teacher is None and exact_samples <= 0:
+        exact_samples = DEFAULT_EXPLAIN_SAMPLES
     pixel_values, video_mask = decode_video(processor, video)
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
@@ -179,7 +209,10 @@ def explain_video(
         words=words,
         frames=_display_frames(pixel_values[video_mask.bool()]),
         levels=levels,
-        source=f"Monte-Carlo, {exact_samples} samples" if exact_samples > 0 else "Banzhaf estimator",
+        source=f"Monte-Carlo, {exact_samples} samples; exact for small levels"
+        if exact_samples > 0
+        else "trained Banzhaf estimator",
+        units=f"Banzhaf interaction (similarity x {model.config.banzhaf_game_scale:g})",
     )
 
 
@@ -221,7 +254,7 @@ def plot_explanation(explanation: HBIExplanation, out: str | os.PathLike, dpi: i
         axis.set_title(
             f"{LEVEL_NAMES[level]} level: {TEXT_TOKEN_NAMES[level]}s x {VIDEO_TOKEN_NAMES[level]}s", fontsize=9
         )
-        figure.colorbar(image, ax=axis, fraction=0.03, pad=0.01)
+        figure.colorbar(image, ax=axis, fraction=0.03, pad=0.01).set_label(explanation.units, fontsize=7)
     figure.suptitle(f'"{explanation.caption}" — Banzhaf interaction ({explanation.source})', fontsize=10)
     out = str(out)
     figure.savefig(out, dpi=dpi, bbox_inches="tight")

@@ -1715,8 +1715,8 @@ class HBIAlignmentLoss(nn.Module):
     The teacher of Eq. 8 is `config.banzhaf_teacher` ([`HBIConfig`]): Monte-Carlo interactions of the detached
     matched-pair similarity of each level (with the level's WTI weight logits and masks, game scale
     `config.banzhaf_game_scale`), a trained estimator, or none. With `banzhaf_loss_weight=0` or `"none"` no teacher
-    runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale` (by default the game
-    scale, the units of I), which is what lets L_I reach the encoder at a useful magnitude (docs/banzhaf.md).
+    runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale`, which sets how
+    strongly L_I reaches the encoder (docs/banzhaf.md).
 
     Raises:
         `ValueError`: in `forward`, when `banzhaf_teacher="estimator"` and the estimator was never trained
@@ -1779,7 +1779,7 @@ class HBIAlignmentLoss(nn.Module):
         similarity = model.matched_token_similarity(text_features, video_features, level)
         cell_mask = text_features.level_masks[level].unsqueeze(-1) & video_features.level_masks[level].unsqueeze(-2)
         interaction = self.teacher_interaction(similarity, text_features, video_features, level)
-        head_input = self.config.head_input_scale() * similarity
+        head_input = self.config.banzhaf_head_input_scale * similarity
         prediction = self.banzhaf_heads[level](head_input.to(self.banzhaf_teacher.dtype), cell_mask)
         return banzhaf_interaction_loss(prediction.float(), interaction.float(), cell_mask)
 

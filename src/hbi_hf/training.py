@@ -88,6 +88,15 @@ class HBIModelArguments:
     estimator_name_or_path: str | None = field(
         default=None, metadata={"help": "A trained HBIBanzhafEstimator, the frozen teacher of Eq. 8."}
     )
+    banzhaf_teacher: str | None = field(
+        default=None, metadata={"help": "Teacher of Eq. 8: 'monte_carlo' (default), 'estimator' or 'none'."}
+    )
+    banzhaf_num_samples: int | None = field(
+        default=None, metadata={"help": "Monte-Carlo coalitions per pair of the online teacher (default 200)."}
+    )
+    banzhaf_game_scale: float | None = field(
+        default=None, metadata={"help": "Similarity scale of the Banzhaf game (official 1000): teacher sharpness."}
+    )
     temperature: float | None = field(default=None, metadata={"help": "Fixed temperature tau (paper: 0.01)."})
     learnable_temperature: bool | None = field(default=None, metadata={"help": "Use CLIP's learnable logit scale."})
     similarity_level_weights: list[float] | None = field(
@@ -279,18 +288,6 @@ def accelerate_launched_one_of_several_processes() -> bool:
     )
 
 
-def accelerate_launched_one_of_several_processes() -> bool:
-    """Whether `accelerate launch` was asked for several processes but started this one alone: its single-process
-    launcher (what it uses on a machine without GPUs unless given an MPI host file) sets `MASTER_ADDR` when
-    `--num_processes` is above 1, and no launcher of several processes (torchrun, mpirun) has set a world size."""
-    launchers = ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-    return (
-        "ACCELERATE_USE_CPU" in os.environ
-        and "MASTER_ADDR" in os.environ
-        and not any(name in os.environ for name in launchers)
-    )
-
-
 class HBITrainer(Trainer):
     """
     `Trainer` for HBI models: the learning rates of [`hbi_parameter_groups`] (each logged as `learning_rate/<tower>`)
@@ -312,12 +309,6 @@ class HBITrainer(Trainer):
     def __init__(self, *args, dual_softmax: bool = False, eval_chunk_size: int = DEFAULT_SCORING_CHUNK_SIZE, **kwargs):
         super().__init__(*args, **kwargs)
         gather_world_size()
-        if accelerate_launched_one_of_several_processes():
-            logger.warning(
-                "accelerate launch was asked for several processes but started only this one (on a machine without "
-                "GPUs it starts several only through mpirun): this run trains as a single process. For N CPU "
-                "processes use `torchrun --nproc_per_node N script.py --use_cpu ...` (docs/training.md)"
-            )
         if accelerate_launched_one_of_several_processes():
             logger.warning(
                 "accelerate launch was asked for several processes but started only this one (on a machine without "
