@@ -406,6 +406,22 @@ def test_from_clip_takes_the_generation_tokens_from_the_checkpoints_tokenizer(tm
     assert generation_tokens(model.generation_config) == CLIP_TOKENIZER_TOKENS
 
 
+def test_task_training_gives_a_lora_wrapped_captioner_the_processors_tokens(tmp_path, tiny_synthetic_root):
+    from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
+    from hbi_hf.peft_utils import apply_lora
+    from hbi_hf.task_training import train_task_model
+    from hbi_hf.training import HBITrainingArguments
+
+    model = seeded_captioner(text_config=dict(TINY_TEXT_CLIP_VOCABULARY, **OPENAI_HUB_LEGACY_IDS))
+    processor = build_retrieval_processor(model.config)
+    args = HBITrainingArguments(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, report_to="none"
+    )
+    train = load_synthetic_captioning(tiny_synthetic_root)["train"].select(range(2))
+    train_task_model(apply_lora(model, r=2, alpha=4, dropout=0.0), train, HBICaptioningCollator(processor), args)
+    assert generation_tokens(model.generation_config) == CLIP_TOKENIZER_TOKENS
+
+
 # ----- captioning scripts and metrics ---------------------------------------------------------------------------------
 
 

@@ -7,11 +7,12 @@ config, answer prediction and its accuracy, and caption generation.
 """
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers.utils import logging
 
 from .data import HBIBadInputReportCallback, HBICollator, HBIVideoCollator, HBIVideoQACollator
+from .data.loaders import read_json_lines
 from .modeling_hbi import HBIForCaptioning, HBIForVideoQA, caption_token_ids
 from .training import HBITrainer, HBITrainingArguments, freeze_clip_towers
 
@@ -58,8 +59,28 @@ def add_answer_labels(dataset: Dataset, label2id: dict[str, int]) -> Dataset:
 
 
 def load_rows(path: str) -> Dataset:
-    """A JSON-lines / JSON file of rows (QA or captioning format) as a `datasets.Dataset`."""
-    return load_dataset("json", data_files=str(path), split="train")
+    """A JSON-lines file (or a JSON list) of rows in the QA or captioning format as a `datasets.Dataset`. Every row
+    needs `video_id` and `video_path`; the fields present are type-checked: `question` and `caption` a string (or
+    null, left to the collator's bad-input policy), `answer` a non-blank string or number, `references` and
+    `captions` lists of strings.
+
+    Raises:
+        `ValueError`: naming the file, the line and the field, and what was expected.
+    """
+    rows = []
+    for record in read_json_lines(path):
+        for name in ("video_id", "video_path"):
+            record[name] = record.identifier(name, f"the {name.replace('_', ' ')} (a non-empty string)")
+        for name in ("question", "caption"):
+            if name in record:
+                record.text(name)
+        if "answer" in record:
+            record["answer"] = record.answer()
+        for name in ("references", "captions"):
+            if name in record:
+                record.texts(name)
+        rows.append(dict(record))
+    return Dataset.from_list(rows)
 
 
 def train_task_model(
@@ -75,8 +96,9 @@ def train_task_model(
     model takes its generation tokens from that processor's tokenizer ([`HBIForCaptioning.set_caption_tokens`]), so
     the saved model starts, ends and pads captions as they were tokenised.
     """
-    if isinstance(model, HBIForCaptioning):
-        model.set_caption_tokens(collator.processor)
+    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT-wrapped or not
+    if isinstance(base_model, HBIForCaptioning):
+        base_model.set_caption_tokens(collator.processor)
     if training_args.freeze_clip:
         logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
     trainer = HBITrainer(
@@ -92,13 +114,19 @@ def train_task_model(
 
 
 @torch.no_grad()
-def predict_answers(model: HBIForVideoQA, dataset: Dataset, processor, batch_size: int = 16) -> tuple[list, list]:
+def predict_answers(
+    model: HBIForVideoQA, dataset: Dataset, processor, batch_size: int = 16, collator: HBIVideoQACollator | None = None
+) -> tuple[list, list]:
     """Fused-logit answer of every question in `dataset` (QA rows with `label`) and its label (negative outside the
-    vocabulary). Strict: an unreadable video or empty question raises instead of shrinking the test set."""
+    vocabulary). The default collator is strict: an unreadable video or a null / blank question raises (naming the
+    file or field) instead of shrinking the test set. Pass a lenient `HBIVideoQACollator(processor,
+    allow_empty_batch=True)` to leave such questions out instead; `collator.totals` then counts them by reason."""
     model.eval()
-    collator = HBIVideoQACollator(processor, strict=True)
+    collator = collator or HBIVideoQACollator(processor, strict=True)
     predictions, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        if not batch:
+            continue
         batch_labels = batch.pop("labels")
         batch = {key: value.to(model.device) for key, value in batch.items()}
         predictions += model(**batch).logits.argmax(-1).tolist()
@@ -166,17 +194,26 @@ def references_per_video(dataset: Dataset, source: str = "dataset") -> tuple[lis
 
 @torch.no_grad()
 def generate_captions(
-    model: HBIForCaptioning, videos: list[dict], processor, batch_size: int = 16, **generate_kwargs
+    model: HBIForCaptioning,
+    videos: list[dict],
+    processor,
+    batch_size: int = 16,
+    collator: HBIVideoCollator | None = None,
+    **generate_kwargs,
 ) -> dict[str, str]:
     """One generated caption per video of `videos` (`{"video_id", "video_path"}` rows), keyed by video id;
     `generate_kwargs` (`num_beams`, `max_new_tokens`, ...) go to `generate`. Generation starts, ends and pads with
     the processor's tokens ([`caption_token_ids`]; `generate_kwargs` may override them), which decoding then skips.
-    Strict: an unreadable video raises."""
+    The default collator is strict: an unreadable video raises. Pass a lenient `HBIVideoCollator(processor,
+    return_ids=True, allow_empty_batch=True)` to leave such videos out (no caption in the result) and count them in
+    `collator.totals`."""
     model.eval()
-    collator = HBIVideoCollator(processor, strict=True, return_ids=True)
+    collator = collator or HBIVideoCollator(processor, strict=True, return_ids=True)
     generate_kwargs = {**caption_token_ids(processor), **generate_kwargs}
     captions = {}
     for batch in DataLoader(videos, batch_size=batch_size, collate_fn=collator):
+        if not batch:
+            continue
         video_ids = batch.pop("video_id")
         batch = {key: value.to(model.device) for key, value in batch.items()}
         texts = processor.tokenizer.batch_decode(model.generate(**batch, **generate_kwargs), skip_special_tokens=True)
