@@ -18,8 +18,10 @@ for a matched pair and negative for an irrelevant one, and in larger coalitions 
 j's best word being each other beyond what the rest of the coalition already offers. The official code instead lets
 `[ij]` see only the single `(i, j)` entry of the matrix (its row and column are otherwise hidden); that is not the
 value of any coalition of the game, so the index loses the Banzhaf axioms (e.g. a player that adds nothing does not
-get zero interaction). It is not reproduced, nor are the other defects listed in spec §2.3 (one sample assigned
-instead of accumulated, `phi(C + {i, j})` as the fourth term).
+get zero interaction). It is not reproduced, nor is the official sampler's zeroing of absent players (a 0 then takes
+part in every maximum); docs/banzhaf.md measures how far the official sampler is from this index. Two defects of older
+copies of the official sampler (one sample assigned instead of accumulated, `phi(C + {i, j})` as the fourth term) were
+fixed upstream in 2023.
 
 **Scale.** `logit_scale` multiplies the similarities before the game is played. Eq. 12 is positively homogeneous in
 the similarities (maxima and weighted sums; the weights come from separate logits), so this scales every interaction
