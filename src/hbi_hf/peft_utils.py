@@ -4,6 +4,11 @@ The default recipe adapts the attention projections of the two CLIP towers with 
 (temporal transformer, token merges, per-level weight MLPs and reconstruction gates, Banzhaf prediction heads, and
 any task head) fully through `modules_to_save`. The frozen Banzhaf teacher and the rest of CLIP stay frozen.
 
+Train the result with [`~hbi_hf.training.HBITrainer`] (what the training scripts use): the adapters get their own
+parameter group at `learning_rate` (or `adapter_learning_rate`), not CLIP's `learning_rate * coef_lr`, and
+`evaluate()` evaluates the wrapped model (retrieval: R@K and the loss). A plain `transformers.Trainer` trains every
+parameter at one learning rate and evaluates only the loss.
+
 ```python
 >>> from hbi_hf import HBIForRetrieval
 >>> from hbi_hf.peft_utils import apply_lora
