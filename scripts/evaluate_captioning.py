@@ -4,7 +4,8 @@
 
 Rows: {"video_id", "video_path", "captions": [...]} (one per video) or {"video_id", "video_path", "caption"} (one per
 reference; a video's rows are grouped). A row without them stops the run with its file, row and field named. CIDEr
-needs several videos (its IDF); one video gives a warning. `--predictions_file` must not exist yet.
+needs several videos (its IDF); one video gives a warning. `--predictions_file` must not exist yet. An unreadable
+video is left out and counted (`left_out_videos`, `bad_input_<reason>`); `--strict_data` raises instead.
 """
 
 import json
@@ -15,7 +16,8 @@ from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoCaptioning
 from hbi_hf.caption_metrics import require_java
-from hbi_hf.data import load_synthetic_captioning
+from hbi_hf.data import HBIVideoCollator, load_synthetic_captioning
+from hbi_hf.data.collators import bad_input_metrics
 from hbi_hf.metrics import compute as compute_metric
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.task_training import generate_captions, load_rows, references_per_video
@@ -30,6 +32,9 @@ class EvaluateCaptioningArguments:
     num_beams: int = field(default=1)
     max_new_tokens: int | None = field(default=None, metadata={"help": "default: max_words - 1"})
     predictions_file: str | None = field(default=None, metadata={"help": "write the generated captions here"})
+    strict_data: bool = field(
+        default=False, metadata={"help": "raise on an unreadable video instead of leaving it out"}
+    )
 
 
 def main() -> None:
@@ -48,16 +53,18 @@ def main() -> None:
     generate_kwargs = {"num_beams": args.num_beams}
     if args.max_new_tokens is not None:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
-    predictions = generate_captions(model, videos, processor, args.batch_size, **generate_kwargs)
+    collator = HBIVideoCollator(processor, strict=args.strict_data, return_ids=True, allow_empty_batch=True)
+    predictions = generate_captions(model, videos, processor, args.batch_size, collator=collator, **generate_kwargs)
     if args.predictions_file:
         with open(args.predictions_file, "w") as handle:
             json.dump(predictions, handle, indent=2)
-    video_ids = list(references)
+    video_ids = [video_id for video_id in references if video_id in predictions]  # unreadable videos left out
     scores = compute_metric(
         "captioning",
         predictions=[predictions[video_id] for video_id in video_ids],
         references=[references[video_id] for video_id in video_ids],
     )
+    scores.update(left_out_videos=len(references) - len(video_ids), **bad_input_metrics(collator.totals))
     print(json.dumps(scores, indent=2))
 
 

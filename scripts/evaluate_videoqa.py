@@ -3,7 +3,8 @@
     python scripts/evaluate_videoqa.py --model runs/qa --test_file test.jsonl
 
 Every question counts: one whose answer is outside the model's answer vocabulary is counted as wrong, and their
-number is printed.
+number is printed. A question with an unreadable video or a blank question is left out and counted
+(`left_out_questions`, `bad_input_<reason>`); `--strict_data` raises instead.
 """
 
 import json
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hbi_hf import AutoModelForVideoQuestionAnswering
-from hbi_hf.data import load_synthetic_qa
+from hbi_hf.data import HBIVideoQACollator, load_synthetic_qa
+from hbi_hf.data.collators import bad_input_metrics
 from hbi_hf.metrics import compute as compute_metric
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.task_training import add_answer_labels, load_rows, predict_answers
@@ -24,6 +26,9 @@ class EvaluateVideoQAArguments:
     test_file: str | None = field(default=None, metadata={"help": "JSON lines of QA rows"})
     embedded: bool = field(default=False, metadata={"help": "evaluate on the embedded synthetic test split"})
     batch_size: int = field(default=16)
+    strict_data: bool = field(
+        default=False, metadata={"help": "raise on an unreadable video or blank question instead of leaving it out"}
+    )
 
 
 def main() -> None:
@@ -32,8 +37,11 @@ def main() -> None:
     test = load_synthetic_qa()["test"] if args.embedded else load_rows(args.test_file)
     test = add_answer_labels(test, model.config.label2id)
     processor = build_retrieval_processor(model.config, args.model)
-    predictions, labels = predict_answers(model, test, processor, args.batch_size)
-    print(json.dumps(compute_metric("videoqa", predictions=predictions, references=labels), indent=2))
+    collator = HBIVideoQACollator(processor, strict=args.strict_data, allow_empty_batch=True)
+    predictions, labels = predict_answers(model, test, processor, args.batch_size, collator=collator)
+    results = compute_metric("videoqa", predictions=predictions, references=labels)
+    results.update(left_out_questions=len(test) - len(labels), **bad_input_metrics(collator.totals))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

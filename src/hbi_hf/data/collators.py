@@ -138,12 +138,22 @@ class HBICollator:
             video-only batch (no text checks, no `input_ids` / `attention_mask`).
         return_ids (`bool`, *optional*, defaults to `False`): also return `video_id` (a list of str), e.g. to group
             captions of the same video in evaluation; leave off when the batch goes straight into a model.
+        allow_empty_batch (`bool`, *optional*, defaults to `False`): in lenient mode, a batch whose every sample is
+            skipped gives an empty dict (e.g. in evaluation, where the caller skips it) instead of raising.
     """
 
-    def __init__(self, processor, strict: bool = False, text_column: str | None = "caption", return_ids: bool = False):
+    def __init__(
+        self,
+        processor,
+        strict: bool = False,
+        text_column: str | None = "caption",
+        return_ids: bool = False,
+        allow_empty_batch: bool = False,
+    ):
         self.processor = processor
         self.text_column = text_column
         self.return_ids = return_ids
+        self.allow_empty_batch = allow_empty_batch
         self.policy = HBIBadInputPolicy(strict, name=type(self).__name__)
 
     @property
@@ -207,6 +217,8 @@ class HBICollator:
             kept_rows.append(row)
             videos.append(video)
         if not kept_rows:
+            if self.allow_empty_batch:
+                return {}
             raise HBIBadInputError(
                 f"every sample of a batch of {len(rows)} was unusable (counts so far: {self.skipped}); "
                 "check the dataset's video files and captions"
@@ -239,8 +251,10 @@ class HBIVideoCollator(HBICollator):
     """Video-only rows `{"video_id", "video_path"}` -> `pixel_values` `(batch, frames, 3, H, W)`, `video_mask`
     `(batch, frames)` (captioning inference); with `return_ids=True` also `video_id`, the kept videos' ids."""
 
-    def __init__(self, processor, strict: bool = False, return_ids: bool = False):
-        super().__init__(processor, strict=strict, text_column=None, return_ids=return_ids)
+    def __init__(self, processor, strict: bool = False, return_ids: bool = False, allow_empty_batch: bool = False):
+        super().__init__(
+            processor, strict=strict, text_column=None, return_ids=return_ids, allow_empty_batch=allow_empty_batch
+        )
 
 
 class HBIVideoQACollator(HBICollator):
@@ -248,8 +262,14 @@ class HBIVideoQACollator(HBICollator):
     and video, plus `labels` `(batch,)`: the answer's index, or -100 for an answer outside the vocabulary (kept and
     counted; ignored by the loss, counted wrong by accuracy)."""
 
-    def __init__(self, processor, strict: bool = False, return_ids: bool = False):
-        super().__init__(processor, strict=strict, text_column="question", return_ids=return_ids)
+    def __init__(self, processor, strict: bool = False, return_ids: bool = False, allow_empty_batch: bool = False):
+        super().__init__(
+            processor,
+            strict=strict,
+            text_column="question",
+            return_ids=return_ids,
+            allow_empty_batch=allow_empty_batch,
+        )
 
     def extra_fields(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         labels = []
