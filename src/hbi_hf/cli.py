@@ -55,8 +55,11 @@ def _queries(path: str) -> Iterator[str]:
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    from transformers.utils import logging
+
     from .search_index import HBIVideoSearcher
 
+    logging.disable_progress_bar()  # no "Loading weights" bar on the terminal of every search
     searcher = HBIVideoSearcher(args.index, args.model)
     if args.queries_file is not None:
         for query in _queries(args.queries_file):
