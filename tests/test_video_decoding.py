@@ -15,6 +15,7 @@ import pytest
 
 from hbi_hf.data.painted_video import (
     paint_frame_index,
+    painted_frame_times,
     read_painted_index,
     write_painted_test_set,
     write_painted_video,
@@ -98,6 +99,27 @@ def test_processor_default_sampling_gives_the_right_frames(painted, backend):
     for name in ("mpeg4_bframes.avi", "xvid_bframes.avi", "hevc_short_gop.mp4"):
         frames, metadata = read_video(painted[name], processor.sample_frames, backend)
         assert [read_painted_index(frame) for frame in frames] == metadata.frames_indices, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_variable_frame_rate_samples_the_frames_shown_at_each_second(tmp_path, backend, suffix):
+    """25 frames of 40 ms then 4 of 250 ms, three times (6 s): counting frames at the average rate (14.5 fps) would
+    drift by up to half a second; the frames shown at 0, 1, 2, ... s are sampled instead."""
+    durations = (40,) * 25 + (250,) * 4
+    path = tmp_path / f"vfr{suffix}"
+    write_painted_video(path, 87, "libx264", {"g": "30", "bf": "2", "threads": "1"}, frame_durations_ms=durations)
+    times = np.asarray(painted_frame_times(87, durations))
+    shown = [int(np.searchsorted(times, second + 1e-9, side="right") - 1) for second in range(6)]
+    assert shown == [0, 25, 29, 54, 58, 83]
+    processor = HBIVideoProcessor(num_frames=12)
+    frames, metadata = read_video(path, processor.sample_frames, backend)
+    assert [read_painted_index(frame) for frame in frames] == metadata.frames_indices == shown
+
+
+def test_constant_frame_rate_keeps_the_papers_count_based_sampling(painted):
+    frames, metadata = read_video(painted["h264_bframes.mp4"], HBIVideoProcessor(num_frames=12).sample_frames)
+    assert metadata.frame_times is None and metadata.frames_indices == [0, 30, 60]
 
 
 def test_default_backend_is_pyav():

@@ -9,6 +9,8 @@ ones.
 
 import importlib.util
 import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -36,6 +38,15 @@ _TORCH_INTERPOLATION = {
 }
 
 
+@dataclass
+class HBIVideoMetadata(VideoMetadata):
+    """transformers' `VideoMetadata` plus `frame_times`: the start of each frame in seconds from the first, set by
+    [`read_video`] when the frame rate is variable (frame durations differ by more than half), so that `"fps"`
+    sampling takes the frames a player shows at the sampled times."""
+
+    frame_times: list[float] | None = None
+
+
 class HBIVideoDecodeError(ValueError):
     """A video file that cannot be used: missing, unreadable or corrupt, or without any frame.
 
@@ -56,12 +67,15 @@ def sample_frame_indices(
     video_fps: float | None = None,
     sampling_mode: str = "fps",
     sampling_fps: float = 1.0,
+    frame_times: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Indices of the frames to keep, in temporal order.
 
     * `"fps"` (the paper's protocol): one frame every `video_fps / sampling_fps` frames (1 fps by default), then, if
       more than `num_frames` remain, `num_frames` of them spread uniformly (first and last included). Without a known
-      `video_fps` the frames are taken as already at the sampling rate.
+      `video_fps` the frames are taken as already at the sampling rate. With `frame_times` (a variable frame rate),
+      the first stage takes the frame a player shows at 0, 1 / sampling_fps, 2 / sampling_fps, ... seconds instead
+      (each frame once).
     * `"uniform"`: `num_frames` frames spread uniformly over the whole video (first and last included).
 
     A video with fewer frames than asked for gives all the frames it has (never a repeated frame).
@@ -72,6 +86,8 @@ def sample_frame_indices(
         video_fps (`float`, *optional*): the video's frame rate.
         sampling_mode (`str`, *optional*, defaults to `"fps"`): `"fps"` or `"uniform"`.
         sampling_fps (`float`, *optional*, defaults to 1.0): the rate of the first stage of `"fps"` sampling.
+        frame_times (`Sequence[float]`, *optional*): start of each frame in seconds, increasing, `total_num_frames`
+            of them.
 
     Returns:
         `np.ndarray` of shape `(min(num_frames, available),)` and dtype int64.
@@ -82,7 +98,16 @@ def sample_frame_indices(
         raise ValueError(f"num_frames must be >= 1; got {num_frames}")
     if total_num_frames < 1:
         return np.zeros((0,), dtype=np.int64)
-    if sampling_mode == "fps" and video_fps:
+    if sampling_mode == "fps" and frame_times is not None:
+        if len(frame_times) != total_num_frames:
+            raise ValueError(
+                f"frame_times must hold total_num_frames={total_num_frames} times; got {len(frame_times)}"
+            )
+        times = np.asarray(frame_times, dtype=np.float64) - frame_times[0]
+        targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / sampling_fps)
+        shown = np.searchsorted(times, targets + 1e-9, side="right") - 1
+        candidates = np.unique(shown).astype(np.int64)
+    elif sampling_mode == "fps" and video_fps:
         step = max(1, int(round(video_fps / sampling_fps)))
         candidates = np.arange(0, total_num_frames, step, dtype=np.int64)
     else:
@@ -145,6 +170,17 @@ class _HBIPacketIndex:
             self.frame_pts = shown
             self.position = {value: position for position, value in enumerate(pts)}
         self.total_num_frames = len(self.frame_pts) if self.frame_pts is not None else len(pts)
+        self.time_base = stream.time_base
+
+    def variable_frame_times(self) -> list[float] | None:
+        """Start of each frame in seconds from the first when the frame durations vary (the longest more than 1.5
+        times the shortest), else None (a constant rate: frames are sampled by count, as the paper's code does)."""
+        if self.frame_pts is None or self.total_num_frames < 3 or self.time_base is None:
+            return None
+        durations = np.diff(self.frame_pts)
+        if durations.max() <= 1.5 * durations.min():
+            return None
+        return [float((value - self.frame_pts[0]) * self.time_base) for value in self.frame_pts]
 
     def anchor(self, target_pts: int) -> int:
         """Decode position of the keyframe to start from for the frame shown at `target_pts`: the last keyframe
@@ -252,11 +288,12 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
         if index.total_num_frames == 0:
             raise HBIVideoDecodeError(path, ZERO_FRAMES)
         fps = float(stream.average_rate) if stream.average_rate else None
-        metadata = VideoMetadata(
+        metadata = HBIVideoMetadata(
             total_num_frames=index.total_num_frames,
             fps=fps,
             duration=index.total_num_frames / fps if fps else None,
             video_backend="pyav",
+            frame_times=index.variable_frame_times(),
         )
         indices = [int(i) for i in sample_indices(metadata)]
         _check_indices(path, indices, index.total_num_frames)
@@ -289,7 +326,8 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
 def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
     """decord, decoding sequentially from the first frame up to the last sampled one: its seeking (`get_batch` on
     non-consecutive indices, `seek_accurate`, `skip_frames`) returns other frames than the ones asked for on MPEG-4
-    Part 2 with B-frames and on HEVC. A file decord cannot open or decode is read with PyAV (logged)."""
+    Part 2 with B-frames and on HEVC. A file decord cannot open or decode is read with PyAV (logged). Frame times
+    (variable frame rate) come from PyAV's packet index, as decord's are wrong for AVI."""
     import decord
 
     try:
@@ -301,8 +339,12 @@ def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMeta
     if total == 0:
         raise HBIVideoDecodeError(path, ZERO_FRAMES)
     fps = float(reader.get_avg_fps()) or None
-    metadata = VideoMetadata(
-        total_num_frames=total, fps=fps, duration=total / fps if fps else None, video_backend="decord"
+    metadata = HBIVideoMetadata(
+        total_num_frames=total,
+        fps=fps,
+        duration=total / fps if fps else None,
+        video_backend="decord",
+        frame_times=_variable_frame_times(path, total),
     )
     indices = [int(i) for i in sample_indices(metadata)]
     _check_indices(path, indices, total)
@@ -317,6 +359,18 @@ def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMeta
         logger.warning(f"{path}: decord failed at frame {position} ({type(error).__name__}); reading it with PyAV")
         return _read_video_pyav(path, sample_indices)
     return _finish(path, [by_index[i] for i in indices], indices, metadata)
+
+
+def _variable_frame_times(path: str, total_num_frames: int) -> list[float] | None:
+    """[`_HBIPacketIndex.variable_frame_times`] of a file, if PyAV counts the same frames (else None)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            index = _HBIPacketIndex(container, container.streams.video[0], Path(path).stat().st_size)
+    except Exception:  # decord reads it, PyAV does not: sample by count
+        return None
+    return index.variable_frame_times() if index.total_num_frames == total_num_frames else None
 
 
 def _check_indices(path: str, indices: list[int], total: int) -> None:
@@ -541,6 +595,7 @@ class HBIVideoProcessor(BaseVideoProcessor):
             video_fps=metadata.fps,
             sampling_mode=sampling_mode or self.sampling_mode,
             sampling_fps=sampling_fps or self.sampling_fps,
+            frame_times=getattr(metadata, "frame_times", None),
         )
 
     def _decode_and_sample_videos(
@@ -697,4 +752,4 @@ def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tenso
     return pixel_values, video_mask
 
 
-__all__ = ["HBIVideoDecodeError", "HBIVideoProcessor", "read_video", "sample_frame_indices"]
+__all__ = ["HBIVideoDecodeError", "HBIVideoMetadata", "HBIVideoProcessor", "read_video", "sample_frame_indices"]

@@ -4,6 +4,7 @@ Frame `i` shows `i` in binary as a 4x4 grid of black / white blocks (16 bits, le
 enough to survive lossy compression at any of the codecs below. [`read_painted_index`] reads it back.
 """
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,8 +23,8 @@ PAINTED_CODECS = {
     "hevc_short_gop.mkv": ("libx265", {"x265-params": "keyint=6:min-keyint=6:bframes=3:log-level=none"}, {}),
     "vp9.webm": ("libvpx-vp9", {"g": "20", "threads": "1", "deadline": "realtime", "cpu-used": "8"}, {}),
     "mjpeg.avi": ("mjpeg", {}, {"pix_fmt": "yuvj420p"}),
-    "h264_vfr.mp4": ("libx264", {"g": "30", "bf": "2", "threads": "1"}, {"variable_frame_rate": True}),
-    "h264_vfr.mkv": ("libx264", {"g": "30", "bf": "2", "threads": "1"}, {"variable_frame_rate": True}),
+    "h264_vfr.mp4": ("libx264", {"g": "30", "bf": "2", "threads": "1"}, {"frame_durations_ms": (20, 33, 50, 100)}),
+    "h264_vfr.mkv": ("libx264", {"g": "30", "bf": "2", "threads": "1"}, {"frame_durations_ms": (20, 33, 50, 100)}),
 }
 
 
@@ -51,6 +52,12 @@ def read_painted_index(frame: np.ndarray) -> int:
     return index
 
 
+def painted_frame_times(num_frames: int, frame_durations_ms: tuple[int, ...]) -> list[float]:
+    """Start time in seconds of each frame when frame `i` lasts `frame_durations_ms[i % len(frame_durations_ms)]`."""
+    durations = [frame_durations_ms[i % len(frame_durations_ms)] for i in range(num_frames - 1)]
+    return [milliseconds / 1000 for milliseconds in itertools.accumulate(durations, initial=0)]
+
+
 def write_painted_video(
     path: str | Path,
     num_frames: int,
@@ -63,12 +70,13 @@ def write_painted_video(
     gop_size: int | None = None,
     codec_tag: str | None = None,
     pix_fmt: str = "yuv420p",
-    variable_frame_rate: bool = False,
+    frame_durations_ms: tuple[int, ...] | None = None,
     container_options: dict[str, str] | None = None,
 ) -> None:
     """Encodes `num_frames` painted frames with PyAV (the container follows the suffix of `path`).
 
-    With `variable_frame_rate`, frame durations cycle through 20, 33, 50 and 100 ms (millisecond time base).
+    With `frame_durations_ms` (a variable frame rate), frame `i` lasts `frame_durations_ms[i % len(...)]` ms
+    (millisecond time base); see [`painted_frame_times`].
     """
     import av
 
@@ -82,15 +90,13 @@ def write_painted_video(
             stream.codec_context.max_b_frames = max_b_frames
         if gop_size is not None:
             stream.codec_context.gop_size = gop_size
-        if variable_frame_rate:
+        if frame_durations_ms:
             stream.codec_context.time_base = Fraction(1, 1000)
-        durations = (20, 33, 50, 100)
-        pts = 0
+        times = painted_frame_times(num_frames, frame_durations_ms) if frame_durations_ms else None
         for index in range(num_frames):
             frame = av.VideoFrame.from_ndarray(paint_frame_index(index, height, width), format="rgb24")
-            if variable_frame_rate:
-                frame.pts, frame.time_base = pts, Fraction(1, 1000)
-                pts += durations[index % len(durations)]
+            if times is not None:
+                frame.pts, frame.time_base = round(times[index] * 1000), Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -114,4 +120,10 @@ def write_painted_test_set(folder: str | Path, num_frames: int = 90) -> dict[str
     return paths
 
 
-__all__ = ["paint_frame_index", "read_painted_index", "write_painted_test_set", "write_painted_video"]
+__all__ = [
+    "painted_frame_times",
+    "paint_frame_index",
+    "read_painted_index",
+    "write_painted_test_set",
+    "write_painted_video",
+]
