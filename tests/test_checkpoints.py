@@ -3,6 +3,7 @@ killed during its save, or with truncated or missing files, is skipped with a wa
 full disk says so, naming the folder, instead of torch's "basic_ios::clear: iostream error"."""
 
 import errno
+import json
 import logging
 import shutil
 
@@ -101,3 +102,34 @@ def test_a_save_error_with_free_disk_space_is_raised_unchanged(tmp_path, monkeyp
     monkeypatch.setattr(torch, "save", iostream_failure)
     with pytest.raises(RuntimeError, match="basic_ios::clear"):
         trainer.train()
+
+
+def test_train_retrieval_resumes_last_from_the_newest_complete_checkpoint(tiny_synthetic_root, tmp_path, caplog):
+    from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_hbi_config
+
+    from hbi_hf import HBIForRetrieval
+    from hbi_hf.training import HBIDataArguments, HBIModelArguments, HBITrainingArguments, train_retrieval
+
+    torch.manual_seed(0)
+    HBIForRetrieval(tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY))).save_pretrained(tmp_path / "model")
+
+    def run(max_steps, resume=None):
+        args = HBITrainingArguments(
+            output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=2, max_steps=max_steps,
+            save_strategy="steps", save_steps=1, report_to="none", disable_tqdm=True, do_train=True,
+            resume_from_checkpoint=resume,
+        )  # fmt: skip
+        data_args = HBIDataArguments(dataset_name="synthetic", data_root=str(tiny_synthetic_root))
+        train_retrieval(HBIModelArguments(model_name_or_path=str(tmp_path / "model")), data_args, args)
+        return json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+
+    run(max_steps=2)
+    truncate(tmp_path / "run" / "checkpoint-2" / "model.safetensors", 0.5)  # as a save cut short by a full disk
+    first_saved = (tmp_path / "run" / "checkpoint-1" / "trainer_state.json").stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING):
+        state = run(max_steps=3, resume="last")
+    assert f"skipping incomplete checkpoint {tmp_path / 'run' / 'checkpoint-2'}" in caplog.text
+    assert state["global_step"] == 3
+    # resumed after step 1 (checkpoint-1 not written again), and checkpoint-2 was saved anew, complete
+    assert (tmp_path / "run" / "checkpoint-1" / "trainer_state.json").stat().st_mtime_ns == first_saved
+    assert checkpoint_problem(tmp_path / "run" / "checkpoint-2") is None
