@@ -704,14 +704,14 @@ class HBIVideoProcessor(BaseVideoProcessor):
             processed.append(video)
         length = max([num_frames] + [len(video) for video in processed])
         pixel_values, video_mask = pad_videos(processed, length)
-        # rescale and normalise in place, in one pass: x * (rescale / std) - mean / std
-        scale = torch.full((1, 1, 3, 1, 1), rescale_factor if do_rescale else 1.0)
-        offset = torch.zeros((1, 1, 3, 1, 1))
+        # in place, in the order (and so with the rounding) of x * rescale_factor, then (x - mean) / std
+        if do_rescale:
+            pixel_values.mul_(rescale_factor)
         if do_normalize:
-            std = torch.tensor(image_std, dtype=torch.float32).view(1, 1, 3, 1, 1)
-            scale, offset = scale / std, torch.tensor(image_mean, dtype=torch.float32).view(1, 1, 3, 1, 1) / std
+            pixel_values.sub_(torch.tensor(image_mean, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1))
+            pixel_values.div_(torch.tensor(image_std, dtype=torch.float32, device=pixel_values.device).view(3, 1, 1))
         padding = (video_mask == 0).to(pixel_values.device)[:, :, None, None, None]
-        pixel_values.mul_(scale.to(pixel_values.device)).sub_(offset.to(pixel_values.device)).masked_fill_(padding, 0)
+        pixel_values.masked_fill_(padding, 0)
         return BatchFeature(data={"pixel_values": pixel_values, "video_mask": video_mask}, tensor_type=return_tensors)
 
 
