@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from hbi_hf import video_processing_hbi
 from hbi_hf.data.painted_video import (
     paint_frame_index,
     painted_frame_times,
@@ -84,6 +85,25 @@ def test_backends_match_the_sequential_reference_decode(painted, backend):
                 np.testing.assert_array_equal(frame, reference[index], err_msg=name)
             else:  # another build of FFmpeg and another colour conversion: within lossy-codec noise
                 assert np.abs(frame.astype(int) - reference[index]).mean() < 4, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_raw_stream_without_timestamps_is_decoded_sequentially_and_right(tmp_path, backend):
+    path = tmp_path / "raw.h264"
+    write_painted_video(path, 60, "libx264", {"g": "12", "bf": "2", "threads": "1"})
+    frames, metadata = read_video(path, lambda m: [5, 17, 40, 59], backend)
+    assert [read_painted_index(frame) for frame in frames] == [5, 17, 40, 59]
+    assert metadata.total_num_frames == 60
+
+
+def test_pyav_falls_back_to_sequential_decoding_when_a_seek_misses(painted, monkeypatch):
+    def missed(*args, **kwargs):
+        raise video_processing_hbi._HBISeekFailed("seek landed after the keyframe")
+
+    monkeypatch.setattr(video_processing_hbi, "_seek_to", missed)
+    for name in ("mpeg4_bframes.avi", "hevc_short_gop.mp4"):
+        frames, _ = read_video(painted[name], lambda m: [2, 13, 31], "pyav")
+        assert [read_painted_index(frame) for frame in frames] == [2, 13, 31], name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

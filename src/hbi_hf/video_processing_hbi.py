@@ -119,8 +119,6 @@ def sample_frame_indices(
 
 
 VIDEO_BACKENDS = ("pyav", "decord")
-# seek attempts at an anchor keyframe (its pts, then its dts) before the reader decodes sequentially instead
-_MAX_SEEK_ATTEMPTS = 2
 
 
 def default_video_backend() -> str:
@@ -135,8 +133,9 @@ class _HBIPacketIndex:
 
     Frames are counted as a player shows them: in presentation order, one per packet. A packet cut off by the end
     of the file (a truncated download; when the container lists more frames than the file holds, the last packet
-    read counts as cut off) and the frames shown after it are left out, so a truncated file gives its good frames. `frame_pts` is None when the packets do not give every frame a distinct timestamp (then the reader
-    decodes sequentially and counts the frames it gets).
+    read counts as cut off) and the frames shown after it are left out, so a truncated file gives its good frames.
+    `frame_pts` is None when the packets do not give every frame a distinct timestamp (then the reader decodes
+    sequentially and counts the frames it gets).
     """
 
     def __init__(self, container, stream, file_size: int):
@@ -228,11 +227,13 @@ def _frames_by_seeking(container, stream, index: _HBIPacketIndex, wanted_pts: li
 
 
 def _seek_to(container, stream, index: _HBIPacketIndex, anchor: int):
-    """A packet iterator that starts at or before the packet at decode position `anchor`."""
+    """A packet iterator that starts at or before the packet at decode position `anchor`: seeks to the keyframe's
+    timestamp, then (demuxers that index by decode time) to its decode timestamp; `_HBISeekFailed` if neither lands
+    at or before it."""
     offsets = [index.pts[anchor]]
     if index.dts[anchor] is not None and index.dts[anchor] < index.pts[anchor]:
         offsets.append(index.dts[anchor])
-    for offset in offsets[:_MAX_SEEK_ATTEMPTS]:
+    for offset in offsets:
         container.seek(offset, backward=True, any_frame=False, stream=stream)
         packets = container.demux(stream)
         first = next(packets, None)
