@@ -91,7 +91,12 @@ def one_process(model_dir, tiny_synthetic_root, captions_file, tmp_path_factory)
     output_dir = tmp_path_factory.mktemp("one_process")
     parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, HBITrainingArguments))
     arguments = script_arguments(model_dir, tiny_synthetic_root, captions_file, output_dir, GLOBAL_BATCH)
-    train_retrieval(*parser.parse_args_into_dataclasses(args=[*arguments, "--use_cpu"]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process (OMP_NUM_THREADS=1): the same order of float reductions
+    try:
+        train_retrieval(*parser.parse_args_into_dataclasses(args=[*arguments, "--use_cpu"]))
+    finally:
+        torch.set_num_threads(threads)
     return output_dir
 
 
@@ -128,7 +133,8 @@ def test_two_cpu_processes_train_what_one_process_trains_on_the_same_global_batc
     for name, weight in ranks[0].items():
         torch.testing.assert_close(ranks[1][name], weight, rtol=0, atol=0, msg=f"{name} differs between processes")
         if name in single:  # gradients averaged over processes = the gradient of the global batch
-            torch.testing.assert_close(weight, single[name], rtol=1e-4, atol=2e-6, msg=name)
+            # measured within 1e-6; without the gradient scaling of gather_with_local_grad they differ by 1.8e-3
+            torch.testing.assert_close(weight, single[name], rtol=1e-4, atol=1e-5, msg=name)
 
     # the evaluation was sharded over the two processes: exactly what one process computes with the saved model
     trained = HBIForRetrieval.from_pretrained(tmp_path).eval()
