@@ -143,13 +143,12 @@ class HBIConfig(PreTrainedConfig):
             Multiplies the similarities before the game is played (official: 1000), hence every interaction: the
             inverse temperature of the teacher distributions of Eq. 8. At 1000 they are peaked, at 10 nearly uniform
             (measured in docs/banzhaf.md). A hyperparameter, not a constant of the method.
-        banzhaf_head_input_scale (`float`, *optional*, defaults to 200.0):
-            Multiplies the similarity that the prediction heads R read (Eq. 8); the only path from L_I to the
-            encoder. Measured on the demo model at initialisation (docs/banzhaf.md), the encoder gradient of L_I
-            relative to that of L_C is about 1e-4 at 1 (unscaled cosines: the term does not train the encoder),
-            1 % at 100, 4 % at 200 and 107 % at 1000, where the demo's contrastive loss stayed at chance for the 2.5
-            epochs watched (L_I has a trivial minimum: a constant similarity matrix makes teacher and prediction
-            uniform).
+        banzhaf_head_input_scale (`float`, *optional*, defaults to 1.0):
+            Multiplies the similarity that the prediction heads R read (Eq. 8; 1 is the paper's), the only path from
+            L_I to the encoder. Measured on the demo model at initialisation (docs/banzhaf.md), the encoder gradient
+            of L_I relative to that of L_C is about 1e-4 at 1, 1 % at 100, 4 % at 200 and 107 % at 1000; at 100 and
+            above the demo's contrastive loss stayed at chance while it fell without the term: L_I is minimised by a
+            constant similarity matrix (teacher and prediction both uniform), so a strong L_I collapses the encoder.
         estimator_name_or_path (`str`, *optional*):
             A saved, trained [`HBIBanzhafEstimator`] (folder or Hub id) that [`HBIForRetrieval.from_clip`] loads into
             the teacher; giving it selects `banzhaf_teacher="estimator"`.
@@ -272,7 +271,7 @@ class HBIConfig(PreTrainedConfig):
     banzhaf_teacher: str = "monte_carlo"
     banzhaf_num_samples: int = 200
     banzhaf_game_scale: float = 1000.0
-    banzhaf_head_input_scale: float = 200.0
+    banzhaf_head_input_scale: float = 1.0
     estimator_name_or_path: str | None = None
     clip_name_or_path: str | None = None
     projection_dim: int = 512
