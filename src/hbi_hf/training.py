@@ -159,7 +159,8 @@ class HBITrainingArguments(TrainingArguments):
         metadata={"help": "Learning rate of PEFT adapters (LoRA inside the CLIP towers); defaults to learning_rate."},
     )
     freeze_clip: bool = field(
-        default=False, metadata={"help": "Freeze the CLIP text and image towers (PEFT adapters in them stay trainable)."}
+        default=False,
+        metadata={"help": "Freeze the CLIP text and image towers (PEFT adapters in them stay trainable)."},
     )
     auto_mixed_precision: bool = field(
         default=True,
