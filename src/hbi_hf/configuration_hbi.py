@@ -147,8 +147,8 @@ class HBIConfig(PreTrainedConfig):
             Multiplies the similarity that the prediction heads R read (Eq. 8; 1 is the paper's), the only path from
             L_I to the encoder. Measured on the demo model at initialisation (docs/banzhaf.md), the encoder gradient
             of L_I relative to that of L_C is about 1e-4 at 1, 1 % at 100, 4 % at 200 and 107 % at 1000; at 100 and
-            above the demo's contrastive loss stayed at chance while it fell without the term: L_I is minimised by a
-            constant similarity matrix (teacher and prediction both uniform), so a strong L_I collapses the encoder.
+            above the demo's contrastive loss stayed at chance while it fell without the term (likely because a constant
+            similarity matrix makes the teacher uniform and L_I nearly 0: a strong L_I pushes the encoder there).
         estimator_name_or_path (`str`, *optional*):
             A saved, trained [`HBIBanzhafEstimator`] (folder or Hub id) that [`HBIForRetrieval.from_clip`] loads into
             the teacher; giving it selects `banzhaf_teacher="estimator"`.
