@@ -160,7 +160,10 @@ def main() -> None:
         floor = wall_times([sys.executable, "-c", "pass"], env, args.repeats)
         help_times = wall_times(command(args, "--help"), env, args.repeats)
         search_times = wall_times(command(args, "search", str(index_dir), QUERIES[0]), env, args.repeats)
-        imported = {module: import_seconds(args, env, module) for module in (args.entry, "torch", "transformers.modeling_utils", "hbi_hf")}
+        imported = {
+            module: import_seconds(args, env, module)
+            for module in (args.entry, "torch", "transformers.modeling_utils", "hbi_hf")
+        }
 
         long_running = None
         if args.entry == "hbi_hf_cli":

@@ -445,3 +445,12 @@ def test_search_rereads_the_manifest_when_an_index_run_replaced_it_while_loading
 
     assert len(calls) == 2
     assert sorted(hit.path for hit in hits) == sorted(COLOURS)
+
+
+def test_a_damaged_manifest_is_reported_by_name_by_search_and_index(index_dir, video_dir, capsys):
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text()[:200])
+    assert main(["search", str(index_dir), "red"]) == 1
+    assert f"{manifest}: the file: not valid JSON" in capsys.readouterr().err
+    assert main(["index", str(video_dir), "--out", str(index_dir), "--no-progress"]) == 1
+    assert f"{manifest}: the file: not valid JSON" in capsys.readouterr().err
