@@ -572,7 +572,7 @@ class HBIVideoProcessor(BaseVideoProcessor):
             input_data_format=kwargs.pop("input_data_format"),
             device=kwargs.pop("device"),
         )
-        for name in ("fps", "sampling_fps", "sampling_mode", "data_format"):
+        for name in ("fps", "sampling_fps", "sampling_mode", "data_format", "do_sample_frames"):
             kwargs.pop(name)
         return_metadata = kwargs.pop("return_metadata")
         kwargs = self._standardize_kwargs(**kwargs)
