@@ -327,12 +327,11 @@ def sum_over_processes(counts: dict[str, int]) -> dict[str, int]:
 
 
 def write_bad_input_report(output_dir: str | Path, stage: str, counts: dict[str, int]) -> Path:
-    """Records `counts` under `stage` ("train", "test", ...) in `output_dir/bad_input.json`, keeping other stages."""
+    """Writes `{stage: counts}` (e.g. `{"train": {reason: count}}`) to `output_dir/bad_input.json`, this package's
+    own file beside the run's other results (replaced by the next run in the same folder, as they are)."""
     path = Path(output_dir) / "bad_input.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    report[stage] = counts
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({stage: counts}, indent=2) + "\n", encoding="utf-8")
     return path
 
 
