@@ -29,13 +29,14 @@ from functools import partial
 import torch
 
 from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig
-from hbi_hf.banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
+from hbi_hf.banzhaf import MAX_EXACT_PLAYERS, exact_banzhaf_interaction, sampled_banzhaf_interaction
 from hbi_hf.estimator_training import (
     banzhaf_labels,
     matrices_from_batches,
     synthetic_similarity_matrices,
     teacher_agreement,
 )
+from hbi_hf.modeling_hbi import ONLINE_EXACT_PLAYERS
 
 BATCH = 128
 
@@ -208,21 +209,41 @@ def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str |
     per_level = matrices_from_batches(model, batches)
     estimator = HBIBanzhafEstimator.from_pretrained(estimator_dir).eval() if estimator_dir else None
     scale, samples = config.banzhaf_game_scale, config.banzhaf_num_samples
-    print(f"{model_dir}: {len(rows)} held-out matched pairs; game scale {scale:g}; reference: 1000-sample labels")
+    print(f"{model_dir}: {len(rows)} held-out matched pairs; game scale {scale:g}")
     for level, matrices in enumerate(per_level):
         words, frames = matrices.similarity.shape[1:]
-        reference = banzhaf_labels(matrices, num_samples=1000, logit_scale=scale, seed=1)
-        teachers = {
-            f"online Monte-Carlo, {samples} samples": banzhaf_labels(
-                matrices, num_samples=samples, logit_scale=scale, seed=2
-            )
-        }
+        game = dict(
+            text_weight_logits=matrices.text_weight_logits,
+            video_weight_logits=matrices.video_weight_logits,
+            text_mask=matrices.text_mask,
+            video_mask=matrices.video_mask,
+            logit_scale=scale,
+        )
+        if words + frames <= MAX_EXACT_PLAYERS:
+            reference, reference_name = exact_banzhaf_interaction(matrices.similarity, **game), "exact enumeration"
+        else:
+            reference = banzhaf_labels(matrices, num_samples=1000, logit_scale=scale, seed=1)
+            reference_name = "1000-sample labels"
+        if words + frames <= ONLINE_EXACT_PLAYERS:
+            teachers = {"online teacher (exact enumeration)": exact_banzhaf_interaction(matrices.similarity, **game)}
+        else:
+            teachers = {
+                f"online Monte-Carlo, {samples} samples": banzhaf_labels(
+                    matrices, num_samples=samples, logit_scale=scale, seed=2
+                ),
+                "Monte-Carlo, 1000 samples (another draw)": banzhaf_labels(
+                    matrices, num_samples=1000, logit_scale=scale, seed=3
+                ),
+            }
         if estimator is not None:
             teachers[f"estimator {estimator_dir}"] = estimator(
                 matrices.similarity, matrices.text_mask, matrices.video_mask
             ).interaction
         valid = matrices.text_mask.sum(-1).float().mean().item(), matrices.video_mask.sum(-1).float().mean().item()
-        print(f"level {level} ({words} x {frames} positions, {valid[0]:.1f} x {valid[1]:.1f} valid on average):")
+        print(
+            f"level {level} ({words} x {frames} positions, {valid[0]:.1f} x {valid[1]:.1f} valid on average; "
+            f"reference: {reference_name}):"
+        )
         for name, prediction in teachers.items():
             agreement = teacher_agreement(prediction, reference, matrices.text_mask, matrices.video_mask)
             print(

@@ -84,11 +84,12 @@ def test_invalid_teacher_settings_are_rejected(overrides, message):
 # ----- the online Monte-Carlo teacher -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("level", [0, 1, 2])
 def test_the_online_teacher_is_the_exact_banzhaf_interaction_in_expectation(level):
-    """On each level's small games (padding included), the teacher's Monte-Carlo interactions converge to exact
-    enumeration of the same game: the level's matched-pair similarity, WTI weight logits, masks and game scale."""
-    model = seeded_retrieval(banzhaf_num_samples=20000, banzhaf_game_scale=10.0)
+    """On small games (padding included) the teacher's interactions are those of exact enumeration of the same game:
+    the level's matched-pair similarity, WTI weight logits, masks and game scale. The entity level (10 words + 6
+    frames) is sampled and converges to it; the coarser levels (at most 12 positions) are enumerated exactly."""
+    model = seeded_retrieval(banzhaf_num_samples=20000, banzhaf_game_scale=1000.0)
     batch = tiny_batch()
     with torch.no_grad():
         text, video = features(model, batch)
@@ -101,16 +102,25 @@ def test_the_online_teacher_is_the_exact_banzhaf_interaction_in_expectation(leve
             video.level_weight_logits[level],
             text.level_masks[level],
             video.level_masks[level],
-            logit_scale=10.0,
+            logit_scale=1000.0,
         )
     assert exact.abs().max() > 0.1  # a non-trivial game
-    # 20000 samples: standard error below 1 % of the largest interaction on these games
-    torch.testing.assert_close(online, exact, atol=0.03 * exact.abs().max().item(), rtol=0)
-    fewer = HBIConfig(**{**model.config.to_dict(), "banzhaf_num_samples": 50})
-    model.alignment.config = fewer
+    if level > 0:
+        torch.testing.assert_close(online, exact)
+        return
+    with torch.no_grad():
+        torch.manual_seed(2)
+        again = model.alignment.teacher_interaction(similarity, text, video, level)
+    # unbiased: the error against exact enumeration is of the size of the sampling noise, which two independent runs
+    # show (their difference has sqrt(2) times the noise of one); a bias (e.g. the official sampler's, as large as
+    # the interactions) would stand out. The noise estimate itself varies by tens of percent: hence the factor 3.
+    noise = (online - again).abs().mean() / 2**0.5
+    assert (online - exact).abs().mean() < 3 * noise
+    assert noise < 0.05 * exact.abs().max()
+    model.alignment.config = HBIConfig(**{**model.config.to_dict(), "banzhaf_num_samples": 50})
     with torch.no_grad():
         noisy = model.alignment.teacher_interaction(similarity, text, video, level)
-    assert (noisy - exact).abs().mean() > (online - exact).abs().mean()
+    assert (noisy - exact).abs().mean() > 3 * (online - exact).abs().mean()
 
 
 def test_the_online_teacher_scales_with_the_game_scale():

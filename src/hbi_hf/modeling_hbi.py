@@ -1704,6 +1704,11 @@ class HBIBanzhafEstimator(PreTrainedModel):
         return self.head(standardised, cell_mask)
 
 
+ONLINE_EXACT_PLAYERS = 12
+"""Games of at most this many word + frame positions are enumerated exactly by the Monte-Carlo teacher (4096
+coalitions)."""
+
+
 class HBIAlignmentLoss(nn.Module):
     r"""
     The alignment objective shared by every HBI task (Eq. 16 without the task loss): per level the contrastive loss
@@ -1796,7 +1801,9 @@ class HBIAlignmentLoss(nn.Module):
     ) -> torch.Tensor:
         r"""
         The teacher's Banzhaf interactions I of Eq. 8 for matched pairs at `level`, in the units of the game scaled by
-        `config.banzhaf_game_scale` (what the softmaxes of Eq. 8 read as logits).
+        `config.banzhaf_game_scale` (what the softmaxes of Eq. 8 read as logits). The `"monte_carlo"` teacher
+        enumerates games of at most `ONLINE_EXACT_PLAYERS` positions exactly (e.g. the event level, cheaper than
+        sampling and without its noise) and samples `config.banzhaf_num_samples` coalitions per pair otherwise.
 
         Args:
             similarity (`torch.Tensor` of shape `(batch, words, frames)`): matched-pair similarity at `level`
@@ -1814,17 +1821,18 @@ class HBIAlignmentLoss(nn.Module):
         text_mask, video_mask = text_features.level_masks[level], video_features.level_masks[level]
         similarity = similarity.detach().float()
         if self.config.banzhaf_teacher == "monte_carlo":
-            from .banzhaf import sampled_banzhaf_interaction
+            from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 
-            return sampled_banzhaf_interaction(
-                similarity,
-                self.config.banzhaf_num_samples,
-                text_features.level_weight_logits[level].detach().float(),
-                video_features.level_weight_logits[level].detach().float(),
-                text_mask,
-                video_mask,
+            game = dict(
+                text_weight_logits=text_features.level_weight_logits[level].detach().float(),
+                video_weight_logits=video_features.level_weight_logits[level].detach().float(),
+                text_mask=text_mask,
+                video_mask=video_mask,
                 logit_scale=self.config.banzhaf_game_scale,
             )
+            if sum(similarity.shape[1:]) <= ONLINE_EXACT_PLAYERS:
+                return exact_banzhaf_interaction(similarity, **game)
+            return sampled_banzhaf_interaction(similarity, self.config.banzhaf_num_samples, **game)
         if self.config.banzhaf_teacher == "estimator":
             self.check_estimator_teacher()
             cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
@@ -2044,6 +2052,7 @@ class HBIForVideoQA(HBIPreTrainedModel):
         """`sum_l qa_level_weights[l] * logits_l`: `(batch, num_labels)`."""
         return sum(w * logits for w, logits in zip(self.config.qa_level_weights, logits_per_level))
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -2062,6 +2071,7 @@ class HBIForVideoQA(HBIPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch,)`, *optional*): answer ids, -1 for an answer outside the
                 vocabulary.
             return_loss (`bool`, *optional*): compute the loss of Eq. 16 (default: in training mode, given labels).
+            return_dict (`bool`, *optional*): `False` returns a tuple of the output's fields, as transformers models do.
         """
         if return_loss is None:
             return_loss = self.training and labels is not None
