@@ -133,3 +133,17 @@ def test_train_retrieval_resumes_last_from_the_newest_complete_checkpoint(tiny_s
     # resumed after step 1 (checkpoint-1 not written again), and checkpoint-2 was saved anew, complete
     assert (tmp_path / "run" / "checkpoint-1" / "trainer_state.json").stat().st_mtime_ns == first_saved
     assert checkpoint_problem(tmp_path / "run" / "checkpoint-2") is None
+
+
+def test_a_full_disk_while_writing_safetensors_weights_is_reported_as_enospc(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+    from transformers import modeling_utils
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    trainer = make_trainer(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    monkeypatch.setattr(modeling_utils, "safe_save_file", disk_full)
+    with pytest.raises(OSError, match=r"No space left on device while saving into .*checkpoint-2") as error:
+        trainer.train()
+    assert error.value.errno == errno.ENOSPC

@@ -20,6 +20,7 @@ The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathe
 import errno
 import json
 import os
+import re
 import shutil
 import struct
 import zipfile
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError
 from torch import nn
 from transformers import CLIPModel, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, unwrap_peft_model
@@ -326,7 +328,7 @@ class HBITrainer(Trainer):
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         try:
             super()._save_checkpoint(model, trial)
-        except (OSError, RuntimeError) as error:
+        except (OSError, RuntimeError, SafetensorError) as error:
             diagnosed = diagnose_save_error(error, folder)
             if diagnosed is error:
                 raise
@@ -336,7 +338,7 @@ class HBITrainer(Trainer):
         """The Trainer's `save_model`; a failure names its real cause (see [`diagnose_save_error`])."""
         try:
             super().save_model(output_dir, _internal_call)
-        except (OSError, RuntimeError) as error:
+        except (OSError, RuntimeError, SafetensorError) as error:
             diagnosed = diagnose_save_error(error, Path(output_dir or self.args.output_dir))
             if diagnosed is error:
                 raise
@@ -460,9 +462,9 @@ LOW_DISK_SPACE_BYTES = 16 * 2**20
 def diagnose_save_error(error: BaseException, folder: str | os.PathLike) -> BaseException:
     """
     The error to raise for a save into `folder` that failed with `error`: an `OSError` naming `folder` with the
-    errno of the first `OSError` in `error`'s chain, or `OSError(ENOSPC)` when the file system holding `folder`
-    has (almost) no free space left, since torch reports a full disk only as "basic_ios::clear: iostream error" or
-    "unexpected pos"; otherwise `error` itself.
+    errno of the first `OSError` in `error`'s chain (or of safetensors' "os error N"), or `OSError(ENOSPC)` when the
+    file system holding `folder` has (almost) no free space left, since torch reports a full disk only as
+    "basic_ios::clear: iostream error" or "unexpected pos"; otherwise `error` itself.
     """
     folder = Path(folder)
     if isinstance(error, OSError) and str(folder) in str(error):
@@ -471,6 +473,10 @@ def diagnose_save_error(error: BaseException, folder: str | os.PathLike) -> Base
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, OSError) and cause.errno is not None:
             return OSError(cause.errno, f"{os.strerror(cause.errno)} while saving into {folder} ({error})")
+        code = re.search(r"os error (\d+)", str(cause))  # safetensors' Rust I/O errors
+        if code is not None:
+            number = int(code.group(1))
+            return OSError(number, f"{os.strerror(number)} while saving into {folder} ({error})")
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
