@@ -261,3 +261,30 @@ def test_an_estimator_fitted_to_the_model_is_written_reloads_and_is_used(tmp_pat
             )
     output = model.train()(**batch, return_loss=True)
     assert output.banzhaf_loss > 0 and output.loss.isfinite()
+
+
+def test_the_estimator_is_measured_again_at_every_evaluation_and_refitted_below_the_threshold(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    from hbi_hf.estimator_training import HBIEstimatorAgreementCallback
+
+    trained = HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(hidden_size=8, is_trained=True))
+    trained.save_pretrained(tmp_path / "estimator")
+    model = seeded_retrieval()
+    model.load_banzhaf_teacher(str(tmp_path / "estimator"))
+    refits = []
+    callback = HBIEstimatorAgreementCallback(
+        lambda: [tiny_batch(seed=7)], refit=refits.append, refit_below=1.01, num_samples=20
+    )
+    state, metrics = TrainerState(), {"eval_loss": 1.0}
+    callback.on_evaluate(None, state, TrainerControl(), model=model, metrics=metrics)
+    for level in range(3):
+        assert -1 <= metrics[f"estimator_level{level}_pearson"] <= 1
+        assert f"estimator_level{level}_uniform_kl_over_frames" in metrics
+    assert state.log_history[-1]["estimator_level0_pearson"] == metrics["estimator_level0_pearson"]
+    assert refits == [model]  # a Pearson of at most 1 is below 1.01
+
+    monte_carlo = seeded_retrieval()  # a model without an estimator teacher is left alone
+    metrics = {}
+    callback.on_evaluate(None, TrainerState(), TrainerControl(), model=monte_carlo, metrics=metrics)
+    assert metrics == {} and refits == [model]
