@@ -194,6 +194,31 @@ def distribution_sharpness(labels: torch.Tensor, text_mask: torch.Tensor, video_
     return "; ".join(parts)
 
 
+def print_gradient_ratio(model, batch: dict) -> None:
+    """Encoder-gradient norm of alpha * L_I over that of L_C on one batch of matched pairs, in training mode."""
+    model.train()
+    with torch.enable_grad():
+        output = model(**batch, return_loss=True)
+        if not output.banzhaf_loss.requires_grad:
+            print(f"banzhaf_teacher={model.config.banzhaf_teacher!r}, alpha {model.config.banzhaf_loss_weight}: no L_I")
+            model.eval()
+            return
+        parameters = [p for p in model.hbi.parameters() if p.requires_grad]
+
+        def norm(loss: torch.Tensor) -> float:
+            gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+            return float(torch.sqrt(sum((g**2).sum() for g in gradients if g is not None)))
+
+        banzhaf = norm(model.config.banzhaf_loss_weight * output.banzhaf_loss)
+        contrastive = norm(output.contrastive_loss)
+    model.eval()
+    print(
+        f"batch of {len(batch['input_ids'])}: L_C {output.contrastive_loss.item():.3f}, L_I "
+        f"{output.banzhaf_loss.item():.3f}; encoder gradient of alpha * L_I / that of L_C = "
+        f"{banzhaf / contrastive:.2e} (head input scale {model.config.banzhaf_head_input_scale:g})"
+    )
+
+
 @torch.no_grad()
 def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str | None, pairs: int) -> None:
     from hbi_hf import HBIForRetrieval
@@ -207,6 +232,7 @@ def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str |
     rows = [test[i] for i in range(min(pairs, len(test)))]
     batches = (collator(rows[start : start + 16]) for start in range(0, len(rows), 16))
     per_level = matrices_from_batches(model, batches)
+    print_gradient_ratio(model, collator(rows[:32]))
     estimator = HBIBanzhafEstimator.from_pretrained(estimator_dir).eval() if estimator_dir else None
     scale, samples = config.banzhaf_game_scale, config.banzhaf_num_samples
     print(f"{model_dir}: {len(rows)} held-out matched pairs; game scale {scale:g}")
