@@ -200,7 +200,9 @@ def print_gradient_ratio(model, batch: dict) -> None:
     with torch.enable_grad():
         output = model(**batch, return_loss=True)
         if not output.banzhaf_loss.requires_grad:
-            print(f"banzhaf_teacher={model.config.banzhaf_teacher!r}, alpha {model.config.banzhaf_loss_weight}: no L_I")
+            print(
+                f"banzhaf_teacher={model.config.banzhaf_teacher!r}, alpha {model.config.banzhaf_loss_weight}: no L_I"
+            )
             model.eval()
             return
         parameters = [p for p in model.hbi.parameters() if p.requires_grad]
