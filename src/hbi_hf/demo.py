@@ -6,7 +6,8 @@ and processor.
 No real CLIP weights are available offline, so the CLIP towers are small and random (width 128, 2 layers, 64 px
 frames by default) and learn from scratch: CLIP parameters train at the full learning rate (`coef_lr=1.0`), unlike
 fine-tuning a pretrained CLIP (`coef_lr=1e-3`). The figures show the pipeline learns; they say nothing about the
-paper's numbers.
+paper's numbers. The Banzhaf loss L_I is taught by the config's default teacher, online Monte-Carlo interactions of
+each batch (`banzhaf_teacher="monte_carlo"`, docs/banzhaf.md), and logged as `banzhaf_loss`.
 """
 
 from collections import Counter
