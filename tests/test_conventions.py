@@ -6,16 +6,19 @@ row is one test here, run on HBI and, where CLIP has the same behaviour, on a ti
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT, TINY_VISION, tiny_batch, tiny_hbi_config
+from conftest import TINY_TEXT, TINY_TEXT_CLIP_VOCABULARY, TINY_VISION, tiny_batch, tiny_hbi_config
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoProcessor, CLIPConfig, CLIPModel
 
-from hbi_hf import HBIForRetrieval, HBIModel, HBIProcessor, HBIVideoProcessor
+from hbi_hf import HBIForRetrieval, HBIForVideoQA, HBIModel, HBIProcessor, HBIVideoProcessor
 from hbi_hf.data import build_clip_tokenizer
 
 
@@ -255,3 +258,67 @@ def test_auto_processor_without_the_package_asks_for_its_code_instead_of_returni
     assert "REFUSED:" in result.stdout and "trust_remote_code=True" in result.stdout
     assert "CLASS: HBIProcessor HBIVideoProcessor (1, 10)" in result.stdout  # truncated to max_words
     assert "IMPORTED: False" in result.stdout
+
+
+# ----- the processor --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def processor_and_video(tmp_path_factory):
+    from hbi_hf.data.synthetic import write_video
+
+    path = tmp_path_factory.mktemp("video") / "ramp.mp4"
+    frames = np.repeat(np.arange(12, dtype=np.uint8)[:, None, None, None] * 20, 32, axis=1)
+    write_video(np.repeat(np.repeat(frames, 32, axis=2), 3, axis=3), path, fps=4)
+    video_processor = HBIVideoProcessor(
+        num_frames=6, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    return HBIProcessor(video_processor, build_clip_tokenizer(), max_words=10), str(path)
+
+
+def test_processor_output_feeds_the_model_directly(processor_and_video):
+    """As X-CLIP's processor: `processor(text=..., videos=..., return_tensors="pt")` gives the model's keyword
+    arguments, `pixel_values` of shape `(batch, frames, 3, H, W)` (HBI adds `video_mask`)."""
+    processor, video = processor_and_video
+    inputs = processor(text=["a grey square brightens", "a cat"], videos=[video], return_tensors="pt")
+    assert set(inputs) == {"input_ids", "attention_mask", "pixel_values", "video_mask"}
+    assert inputs["input_ids"].shape == (2, 10) and inputs["pixel_values"].shape == (1, 6, 3, 32, 32)
+    torch.manual_seed(0)
+    model = HBIModel(tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY))).eval()
+    with torch.no_grad():
+        assert model(**inputs).logits_per_text.shape == (2, 1)
+
+
+def test_processor_decodes_ids_back_to_text(processor_and_video):
+    processor, _ = processor_and_video
+    ids = processor(text=["a cat"], return_tensors="pt")["input_ids"]
+    assert processor.batch_decode(ids, skip_special_tokens=True) == ["a cat"]
+
+
+def test_processor_round_trips_through_auto_processor(processor_and_video, tmp_path):
+    processor, video = processor_and_video
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, HBIProcessor) and loaded.max_words == processor.max_words
+    for key, value in processor(text=["a cat"], videos=[video], return_tensors="pt").items():
+        torch.testing.assert_close(loaded(text=["a cat"], videos=[video], return_tensors="pt")[key], value)
+
+
+def test_conventions_table_in_the_docs_names_existing_tests():
+    """docs/conventions.md lists each behaviour with the test that checks it; every test it names exists."""
+    table = (Path(__file__).parents[1] / "docs" / "conventions.md").read_text()
+    names = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", table)
+    assert len(names) >= 20
+    for file, name in names:
+        source = (Path(__file__).parents[1] / file).read_text()
+        assert f"def {name}(" in source, f"docs/conventions.md names {file}::{name}, which does not exist"
+
+
+def test_video_qa_returns_a_tuple_with_return_dict_false():
+    model = seeded(HBIForVideoQA, num_labels=5)
+    batch = tiny_batch()
+    with torch.no_grad():
+        output = model(**batch)
+        as_tuple = model(**batch, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], output.logits)
