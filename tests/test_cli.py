@@ -1,8 +1,8 @@
 """The `hbi-hf` command line on a folder of real (tiny) mp4 files: index, incremental update, resume, search, explain.
 
 The model folder holds a tiny random HBIForRetrieval. Most tests inject a stand-in processor following the data
-contract (`processor(text=[...])`, `processor(videos=[path])`, `processor.tokenizer.convert_ids_to_tokens`) where the
-CLI loads the processor saved with the model; the test marked `real_processor` saves the package's `HBIProcessor`
+contract (`processor(text=[...])`, `processor(videos=[path], return_metadata=...)`, the tokenizer's
+`convert_ids_to_tokens` and `all_special_ids`) where the CLI loads the processor saved with the model; the test marked `real_processor` saves the package's `HBIProcessor`
 into the model folder and runs the commands with nothing injected.
 """
 
@@ -34,6 +34,7 @@ class ContractTokenizer:
 
     def __init__(self):
         self.names = {0: "<pad>", 98: "<|startoftext|>", 99: "<|endoftext|>"}
+        self.all_special_ids = [0, 98, 99]
 
     def encode(self, text: str) -> list[int]:
         ids = []
@@ -53,17 +54,20 @@ class ContractProcessor:
     def __init__(self):
         self.tokenizer = ContractTokenizer()
 
-    def __call__(self, text=None, videos=None, return_tensors="pt"):
+    def __call__(self, text=None, videos=None, return_tensors="pt", return_metadata=False):
         outputs = {}
         if text is not None:
             rows = [self.tokenizer.encode(t) for t in text]
             outputs["input_ids"] = torch.tensor([row + [0] * (MAX_WORDS - len(row)) for row in rows])
             outputs["attention_mask"] = (outputs["input_ids"] != 0).long()
         if videos is not None:
-            clips = [torch.from_numpy(load_video(path, backend="pyav", num_frames=NUM_FRAMES)[0]) for path in videos]
+            decoded = [load_video(path, backend="pyav", num_frames=NUM_FRAMES) for path in videos]
+            clips = [torch.from_numpy(frames) for frames, _ in decoded]
             pixels = [F.interpolate(c.permute(0, 3, 1, 2).float() / 255, size=(SIZE, SIZE)) for c in clips]
             outputs["pixel_values"] = torch.stack([(p - 0.5) / 0.25 for p in pixels])
             outputs["video_mask"] = torch.ones(len(videos), NUM_FRAMES, dtype=torch.long)
+            if return_metadata:
+                outputs["video_metadata"] = [metadata for _, metadata in decoded]
         return outputs
 
 
@@ -250,56 +254,201 @@ def test_explain_draws_the_interaction_figure_with_the_model_teacher(video_dir, 
 
 def test_explain_levels_cover_every_word_and_frame_once(video_dir, model_dir):
     explanation = explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir)
-    assert explanation.words == ["<|startoftext|>", "a", "red", "square", "moves", "<|endoftext|>"]
+    assert explanation.tokens == ["<|startoftext|>", "a</w>", "red</w>", "square</w>", "moves</w>", "<|endoftext|>"]
+    assert explanation.words == ["a", "red", "square", "moves"]
     assert explanation.frames.shape == (NUM_FRAMES, SIZE, SIZE, 3)
     for level in explanation.levels:
         assert level.interaction.shape == (len(level.text_groups), len(level.video_groups))
-        assert sorted(i for group in level.text_groups for i in group) == list(range(len(explanation.words)))
+        assert sorted(i for group in level.text_groups for i in group) == list(range(len(explanation.tokens)))
         assert sorted(i for group in level.video_groups for i in group) == list(range(NUM_FRAMES))
     assert [len(level.video_groups) for level in explanation.levels] == [NUM_FRAMES, 3, 2]
 
 
-def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp_path, capsys):
-    """A never-trained estimator is refused; without a trained one the interactions are Monte-Carlo (exact
-    enumeration on small levels) at the model's game scale; a trained estimator is used when given."""
-    bare = tmp_path / "bare"
+def drawn_heatmaps(explanation) -> list[tuple[np.ndarray, list[str], list[str], str]]:
+    """What the figure shows at each level, read back from its axes: values, row labels, column labels, colour bar
+    label."""
+    figure = explain_module.draw_explanation(explanation)
+    heatmaps = [axis for axis in figure.axes if "level:" in axis.get_title()]
+    drawn = []
+    for axis in heatmaps:
+        image = axis.images[0]
+        drawn.append(
+            (
+                np.asarray(image.get_array()),
+                [label.get_text() for label in axis.get_yticklabels()],
+                [label.get_text() for label in axis.get_xticklabels()],
+                image.colorbar.ax.get_ylabel(),
+            )
+        )
+    return drawn
+
+
+def model_game(model_dir, video_dir, caption: str):
+    """The matched-pair game of every level, computed here without hbi_hf.explain: (similarity, text weight logits,
+    video weight logits, text mask, video mask) with padding, and the model's game scale."""
     model, _ = load_hbi_model(model_dir)
-    model.save_pretrained(bare)
+    processor = ContractProcessor()
+    text = processor(text=[caption])
+    video = processor(videos=[str(video_dir / "red.mp4")])
+    with torch.no_grad():
+        text_features = model.get_text_features(text["input_ids"], text["attention_mask"])
+        video_features = model.get_video_features(video["pixel_values"], video["video_mask"])
+        games = [
+            (
+                model.matched_token_similarity(text_features, video_features, level),
+                text_features.level_weight_logits[level],
+                video_features.level_weight_logits[level],
+                text_features.level_masks[level],
+                video_features.level_masks[level],
+            )
+            for level in range(3)
+        ]
+    return games, model.config.banzhaf_game_scale
+
+
+def test_explain_draws_the_exact_interaction_of_the_model_game_on_small_games(video_dir, model_dir):
+    """4 words + 2 special tokens and 6 frames: 12 players, enumerated exactly. The drawn word rows are the exact
+    Banzhaf interactions of the model's own game (padding as dummy players, special-token rows not drawn)."""
+    from hbi_hf.banzhaf import exact_banzhaf_interaction
+
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir)
+    games, scale = model_game(model_dir, video_dir, "a red square moves")
+    drawn = drawn_heatmaps(explanation)
+    assert [level.source for level in explanation.levels] == ["exact enumeration"] * 3
+    for level, ((values, _, _, units), game) in enumerate(zip(drawn, games)):
+        similarity, text_logits, video_logits, text_mask, video_mask = game
+        exact = exact_banzhaf_interaction(
+            similarity, text_logits, video_logits, text_mask, video_mask, logit_scale=scale
+        )[0][text_mask[0]][:, video_mask[0]]
+        word_rows = [k for k, group in enumerate(explanation.levels[level].text_groups) if set(group) & {1, 2, 3, 4}]
+        np.testing.assert_allclose(values, exact[word_rows].numpy(), rtol=1e-4, atol=1e-5 * scale)
+        assert units == f"Banzhaf interaction\n[cosine similarity x s = {scale:g}]"
+    assert drawn[0][1] == ["a", "red", "square", "moves"]
+
+
+def test_explain_monte_carlo_reference_agrees_with_exact_enumeration(video_dir, model_dir, monkeypatch):
+    """Past EXACT_EXPLAIN_PLAYERS the reference is the Monte-Carlo sampler: its drawn values scatter around the exact
+    interactions no more than two independent runs scatter around each other."""
+    from hbi_hf.banzhaf import exact_banzhaf_interaction
+
+    monkeypatch.setattr(explain_module, "EXACT_EXPLAIN_PLAYERS", 0)
+    runs = [
+        explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir, num_samples=40000, seed=s)
+        for s in (0, 1)
+    ]
+    assert runs[0].levels[0].source == "Monte-Carlo, 40000 samples"
+    assert "Monte-Carlo, 40000 samples" in runs[0].source
+    games, scale = model_game(model_dir, video_dir, "a red square moves")
+    similarity, text_logits, video_logits, text_mask, video_mask = games[0]
+    exact = exact_banzhaf_interaction(similarity, text_logits, video_logits, text_mask, video_mask, logit_scale=scale)
+    exact = exact[0][text_mask[0]][:, video_mask[0]][1:5].numpy()
+    first, second = (drawn_heatmaps(run)[0][0] for run in runs)
+    run_to_run = np.sqrt(np.mean((first - second) ** 2) / 2)  # one run's sampling error
+    assert np.sqrt(np.mean((first - exact) ** 2)) <= 3 * run_to_run
+    assert 3 * run_to_run < exact.std()  # enough samples that a wrong answer (a random teacher, zeros) fails
+    assert np.corrcoef(first.ravel(), exact.ravel())[0, 1] > 0.9
+
+
+def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp_path, capsys):
+    """A never-trained estimator is refused with an error naming the fix (given, or the model's own teacher); the
+    Monte-Carlo / exact reference is the default; a trained estimator is used when asked for, and the title says so."""
+    model, _ = load_hbi_model(model_dir)
     untrained = tmp_path / "untrained"
     HBIBanzhafEstimator(model.config.estimator_config).save_pretrained(untrained)
     figure = tmp_path / "f.png"
-    command = ["explain", str(video_dir / "red.mp4"), "red", "--model", str(bare), "--out", str(figure)]
-    with pytest.raises(ValueError, match="never trained"):
-        main([*command, "--estimator", str(untrained)])
+    command = ["explain", str(video_dir / "red.mp4"), "red", "--model", str(model_dir), "--out", str(figure)]
 
-    # the model's teacher slot was never trained
-    explanation = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir)
-    assert explanation.source.startswith("Monte-Carlo, 1000 samples")
-    assert explanation.units == f"Banzhaf interaction (similarity x {model.config.banzhaf_game_scale:g})"
+    assert main([*command, "--estimator", str(untrained)]) == 1
+    error = capsys.readouterr().err
+    assert "never trained" in error and "--teacher monte_carlo" in error and "--estimator PATH" in error
+    assert main([*command, "--teacher", "estimator"]) == 1  # the model's teacher slot was never trained
+    assert "never trained" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="never trained"):
+        explain_module.explain_video(video_dir / "red.mp4", "red", model_dir, estimator_name_or_path=untrained)
+    with pytest.raises(SystemExit):
+        main([*command, "--teacher", "monte_carlo", "--estimator", str(untrained)])
+    assert not figure.exists()
+
+    default = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir)
+    assert default.source.startswith("the reference, exact enumeration")
 
     trained = tmp_path / "trained"
     config = model.config.estimator_config.to_dict() | {"is_trained": True}  # a stand-in for a trained estimator
-    HBIBanzhafEstimator(type(model.config.estimator_config)(**config)).save_pretrained(trained)
-    run_cli(capsys, "explain", video_dir / "red.mp4", "red", "--model", bare, "--estimator", trained, "--out", figure)
-    assert figure.stat().st_size > 0
+    estimator = HBIBanzhafEstimator(type(model.config.estimator_config)(**config))
+    estimator.save_pretrained(trained)
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir, estimator_name_or_path=trained)
+    assert explanation.source == f"trained Banzhaf estimator ({trained})"
+    games, _ = model_game(model_dir, video_dir, "red")
+    similarity, _, _, text_mask, video_mask = games[0]
+    valid = similarity[:, text_mask[0]][:, :, video_mask[0]]
+    with torch.no_grad():
+        expected = estimator.eval().estimate(valid, torch.ones_like(valid, dtype=torch.bool))[0]
+    values, rows, _, units = drawn_heatmaps(explanation)[0]
+    np.testing.assert_allclose(values, expected[1:2].numpy(), rtol=1e-5, atol=1e-6)
+    assert rows == ["red"] and "estimated" in units
+    assert run_cli(capsys, *command, "--estimator", trained).strip() == str(figure)
 
 
-def test_explain_with_monte_carlo_samples(video_dir, model_dir, tmp_path, capsys):
-    pytest.importorskip("hbi_hf.banzhaf")
-    figure = tmp_path / "mc.png"
-    run_cli(
-        capsys,
-        "explain",
-        video_dir / "red.mp4",
-        "a red square",
-        "--model",
-        model_dir,
-        "--out",
-        figure,
-        "--exact-samples",
-        "8",
-    )
-    assert figure.stat().st_size > 0
+def test_explain_labels_frames_with_their_time_in_the_video(video_dir, model_dir):
+    """8 frames at 8 fps, 6 sampled: the columns are labelled with the sampled frames' times in seconds."""
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "a red square", model_dir)
+    expected_indices = np.arange(0, 8, 8 / NUM_FRAMES).astype(int)  # transformers load_video: uniform indices
+    np.testing.assert_allclose(explanation.frame_times, expected_indices / 8)
+    entity, action, event = drawn_heatmaps(explanation)
+    assert entity[2] == [f"{t:.2f} s" for t in expected_indices / 8]
+    for _, _, columns, _ in (action, event):
+        assert all(label.endswith(" s") for label in columns)
+
+
+def test_explain_figure_scales_with_caption_and_video_length():
+    """A 40-word caption and a 64-frame video: every word and every frame gets its own row / column, the figure grows
+    with them, and past MAX_TICK_LABELS an axis labels every k-th token only."""
+
+    def explanation(words: int, frames: int):
+        tokens = ["<|startoftext|>", *[f"w{i}</w>" for i in range(words)], "<|endoftext|>"]
+        rng = np.random.default_rng(0)
+        level = explain_module.HBILevelExplanation(
+            rng.normal(size=(words + 2, frames)), [[i] for i in range(words + 2)], [[i] for i in range(frames)]
+        )
+        coarse = explain_module.HBILevelExplanation(
+            rng.normal(size=(2, 2)),
+            [list(range(words // 2)), list(range(words // 2, words + 2))],
+            [list(range(frames // 2)), list(range(frames // 2, frames))],
+        )
+        return explain_module.HBIExplanation(
+            caption="long",
+            video="v.mp4",
+            tokens=tokens,
+            words=[f"w{i}" for i in range(words)],
+            word_tokens=[[i + 1] for i in range(words)],
+            frames=np.zeros((frames, 4, 4, 3)),
+            frame_times=[0.5 * i for i in range(frames)],
+            levels=[level, coarse, coarse],
+            source="test",
+            units="u",
+        )
+
+    short = explain_module.draw_explanation(explanation(4, 6)).get_size_inches()
+    long_explanation = explanation(40, 64)
+    long = explain_module.draw_explanation(long_explanation).get_size_inches()
+    assert long[0] > short[0] and long[1] > short[1]
+    values, rows, columns, _ = drawn_heatmaps(long_explanation)[0]
+    assert values.shape == (40, 64) and rows == [f"w{i}" for i in range(40)]
+    assert columns == [f"{0.5 * i:.1f} s" for i in range(64)]
+
+    many = explanation(4, 3 * explain_module.MAX_TICK_LABELS)
+    _, _, columns, _ = drawn_heatmaps(many)[0]
+    assert len(columns) <= explain_module.MAX_TICK_LABELS and columns[1] == "1.5 s"
+
+
+def test_caption_words_join_clip_bpe_pieces_and_leave_special_tokens_out():
+    tokenizer = pytest.importorskip("hbi_hf.data.tokenizer").build_clip_tokenizer()
+    ids = tokenizer(["a zebrafish parkours, qwzx!"])["input_ids"][0]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    words, pieces = explain_module.caption_words(tokens, [i in tokenizer.all_special_ids for i in ids])
+    assert words == ["a", "zebrafish", "parkours", ",", "qwzx", "!"]
+    assert [len(p) for p in pieces] == [1, 2, 2, 1, 3, 1]
+    assert all(tokens[i] not in tokenizer.all_special_tokens for p in pieces for i in p)
 
 
 @pytest.mark.real_processor
@@ -322,7 +471,14 @@ def test_commands_run_with_the_processor_saved_in_the_model_folder(video_dir, tm
     run_cli(capsys, "index", video_dir, "--model", model_dir, "--out", tmp_path / "index", "--no-progress")
     hits = json.loads(run_cli(capsys, "search", tmp_path / "index", "a red square", "--json"))
     figure = tmp_path / "real.png"
-    run_cli(capsys, "explain", video_dir / "red.mp4", "a red square", "--model", model_dir, "--out", figure)
+    run_cli(capsys, "explain", video_dir / "red.mp4", "a zebrafish square", "--model", model_dir, "--out", figure)
+    explanation = explain_module.explain_video(video_dir / "red.mp4", "a zebrafish square", model_dir)
+    entity, *coarser = drawn_heatmaps(explanation)
 
     assert sorted(hit["path"] for hit in hits) == sorted(COLOURS)
     assert figure.stat().st_size > 0
+    assert explanation.tokens == ["<|startoftext|>", "a</w>", "zebra", "fish</w>", "square</w>", "<|endoftext|>"]
+    assert entity[1] == ["a", "zebrafish", "square"]  # pieces joined, special tokens left out
+    np.testing.assert_allclose(entity[0][1], explanation.levels[0].interaction[2:4].sum(0), rtol=1e-6)
+    assert not any("<|" in label for _, rows, _, _ in coarser for label in rows)
+    assert all(label.endswith(" s") for label in entity[2])  # the real processor's frame times

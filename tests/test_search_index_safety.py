@@ -338,8 +338,8 @@ def test_the_fingerprint_is_not_recomputed_for_unchanged_files(model_dir, monkey
         (["index", "{videos}", "--out", "{out}", "--checkpoint-every", "-1"], "--checkpoint-every"),
         (["index", "{videos}", "--out", "{out}", "--lock-timeout", "-1"], "--lock-timeout"),
         (
-            ["explain", "{video}", "red", "--model", "{model}", "--out", "f.png", "--exact-samples", "-2"],
-            "--exact-samples",
+            ["explain", "{video}", "red", "--model", "{model}", "--out", "f.png", "--num-samples", "0"],
+            "--num-samples",
         ),
     ],
 )

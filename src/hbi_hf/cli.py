@@ -83,9 +83,19 @@ def _run_search(args: argparse.Namespace) -> int:
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain_video, plot_explanation
 
-    explanation = explain_video(
-        args.video, args.caption, args.model, args.estimator, exact_samples=args.exact_samples, seed=args.seed
-    )
+    try:
+        explanation = explain_video(
+            args.video,
+            args.caption,
+            args.model,
+            args.estimator,
+            teacher=args.teacher,
+            num_samples=args.num_samples,
+            seed=args.seed,
+        )
+    except ValueError as error:  # the teacher rules (a never-trained estimator, ...) and undecodable videos
+        print(f"hbi-hf explain: error: {error}", file=sys.stderr)
+        return 1
     print(plot_explanation(explanation, args.out))
     return 0
 

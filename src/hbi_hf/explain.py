@@ -2,13 +2,22 @@
 
 The interaction of a word (or phrase, paragraph) with a frame (or clip, segment) is the Banzhaf interaction index of
 the pair in the game whose characteristic function is the similarity of Eq. 12 (spec §2), played at the model's
-`banzhaf_game_scale`: large when the two tokens add to the match together more than separately. It follows the same
-teacher rules as training: a trained estimator (given, or the model's own teacher when it trained with one), never a
-never-trained one; otherwise the Monte-Carlo estimate of `hbi_hf.banzhaf` (`DEFAULT_EXPLAIN_SAMPLES` coalitions per
-pair unless `exact_samples` is given), replaced by exact enumeration for levels of at most `EXACT_EXPLAIN_PLAYERS`
-players.
+`banzhaf_game_scale` s: large when the two tokens add to the match together more than separately, in units of
+cosine similarity x s. It follows the teacher rules of training (`banzhaf_teacher` of [`HBIConfig`]):
+
+* `"monte_carlo"` (the default, the reference): exact enumeration of the game
+  ([`~hbi_hf.banzhaf.exact_banzhaf_interaction`]) for levels of at most `EXACT_EXPLAIN_PLAYERS` words + frames, else
+  the unbiased Monte-Carlo estimate ([`~hbi_hf.banzhaf.sampled_banzhaf_interaction`], `DEFAULT_EXPLAIN_SAMPLES`
+  coalitions per pair unless told otherwise);
+* `"estimator"`: a trained [`HBIBanzhafEstimator`] (given, or the model's own teacher when it trained with one); a
+  never-trained estimator is refused.
+
+The game is the model's: every valid token, the start and end tokens included, is a player. The figure leaves the
+special tokens out, joins CLIP's BPE pieces into words (a word's row is the sum of its pieces' rows) and labels frames
+with their time in the video.
 """
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -19,32 +28,41 @@ from transformers.utils import logging
 
 from .configuration_hbi import NUM_LEVELS
 from .modeling_hbi import LEVEL_NAMES, HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
-from .search_index import decode_video, encode_text, encode_video_batch, load_hbi_model, load_processor
+from .search_index import encode_text, encode_video_batch, load_hbi_model, load_processor
 
 logger = logging.get_logger(__name__)
 
+EXPLAIN_TEACHERS = ("monte_carlo", "estimator")
+"""Where explained interactions come from (the `banzhaf_teacher` choices of training that have interactions)."""
 DEFAULT_EXPLAIN_SAMPLES = 1000
-"""Monte-Carlo coalitions per pair when no trained estimator explains (the reference of docs/banzhaf.md)."""
+"""Monte-Carlo coalitions per pair of the reference (the 1000-sample labels of docs/banzhaf.md)."""
 EXACT_EXPLAIN_PLAYERS = 16
-"""Levels with at most this many words + frames are enumerated exactly instead of sampled."""
+"""Levels with at most this many words + frames (special tokens included) are enumerated exactly instead."""
 TEXT_TOKEN_NAMES = ("word", "phrase", "paragraph")
 VIDEO_TOKEN_NAMES = ("frame", "clip", "segment")
+MAX_TICK_LABELS = 64
+"""Axes with more tokens than this label every k-th one only (the figure grows with the counts up to that)."""
+MAX_THUMBNAILS = 16
+"""The frame strip shows at most this many frames, evenly spread (each with its time)."""
+_END_OF_WORD = "</w>"
 
 
 @dataclass
 class HBILevelExplanation:
     r"""
-    The interaction at one level, restricted to the valid tokens.
+    The interaction at one level, restricted to the valid tokens (special tokens included: they are players).
 
     Args:
         interaction (`np.ndarray` of shape `(text_tokens, video_tokens)`): Banzhaf interaction of each pair.
-        text_groups (`list[list[int]]`): for each text token of the level, the words (entity-level indices) it merges.
+        text_groups (`list[list[int]]`): for each text token of the level, the tokens (entity-level indices) it merges.
         video_groups (`list[list[int]]`): for each video token of the level, the frames it merges.
+        source (`str`): how the values were obtained at this level (e.g. `"exact enumeration"`).
     """
 
     interaction: np.ndarray
     text_groups: list[list[int]]
     video_groups: list[list[int]]
+    source: str = ""
 
 
 @dataclass
@@ -52,47 +70,80 @@ class HBIExplanation:
     r"""
     Args:
         caption (`str`), video (`str`)
-        words (`list[str]`): the caption's tokens, decoded.
+        tokens (`list[str]`): the caption's valid tokens as the tokenizer names them (BPE pieces, special tokens).
+        words (`list[str]`): the caption's words, special tokens left out, BPE pieces joined.
+        word_tokens (`list[list[int]]`): for each word, the indices in `tokens` of its pieces.
         frames (`np.ndarray` of shape `(frames, H, W, 3)`): the frames the model saw, rescaled to [0, 1] for display.
+        frame_times (`list[float]` or `None`): time of each frame in seconds from the start of the video; `None`
+            when the video gives no frame rate.
         levels (`list[HBILevelExplanation]`): entity, action and event levels.
-        source (`str`): how the interaction was obtained.
+        source (`str`): how the interaction was obtained (the figure's title names it).
         units (`str`): what the values measure (the colour bars' label).
     """
 
     caption: str
     video: str
+    tokens: list[str]
     words: list[str]
+    word_tokens: list[list[int]]
     frames: np.ndarray
+    frame_times: list[float] | None
     levels: list[HBILevelExplanation]
     source: str
-    units: str = "Banzhaf interaction"
+    units: str
 
 
-def _monte_carlo_interaction(
+@dataclass
+class HBILevelDisplay:
+    r"""
+    What the figure draws for one level.
+
+    Args:
+        values (`np.ndarray` of shape `(rows, columns)`): the drawn interactions (word rows summed over their pieces;
+            rows of special tokens only left out).
+        row_labels (`list[str]`): the words of each row.
+        column_labels (`list[str]`): the frames of each column, as times (`"1.5 s"`, `"0.0-2.0 s"`) when known.
+    """
+
+    values: np.ndarray
+    row_labels: list[str]
+    column_labels: list[str]
+
+
+def reference_interaction(
     similarity: torch.Tensor,
     text_weight_logits: torch.Tensor,
     video_weight_logits: torch.Tensor,
-    text_mask: torch.Tensor,
-    video_mask: torch.Tensor,
-    num_samples: int,
-    seed: int,
-    game_scale: float = 1.0,
-) -> torch.Tensor:
-    """Banzhaf interaction `(batch, words, frames)` of the similarity game at `game_scale` (from `hbi_hf.banzhaf`):
-    exact enumeration for games of at most `EXACT_EXPLAIN_PLAYERS` players, else `num_samples` sampled coalitions."""
+    game_scale: float,
+    num_samples: int = DEFAULT_EXPLAIN_SAMPLES,
+    seed: int = 0,
+) -> tuple[torch.Tensor, str]:
+    r"""
+    The reference Banzhaf interaction of one game at `game_scale` (from [`hbi_hf.banzhaf`]): exact enumeration when
+    it has at most `EXACT_EXPLAIN_PLAYERS` words + frames, else `num_samples` sampled coalitions per pair.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(words, frames)`): the matched token similarities of the valid tokens.
+        text_weight_logits (`(words,)`), video_weight_logits (`(frames,)`): the level's WTI weight logits.
+        game_scale (`float`): the model's `banzhaf_game_scale`.
+        num_samples (`int`), seed (`int`): the Monte-Carlo coalitions (unused when enumerating).
+
+    Returns:
+        `(interaction, source)`: `(words, frames)` in cosine-similarity units x `game_scale`, and
+        `"exact enumeration"` or `"Monte-Carlo, N samples"`.
+    """
     from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 
     game = dict(
-        text_weight_logits=text_weight_logits,
-        video_weight_logits=video_weight_logits,
-        text_mask=text_mask,
-        video_mask=video_mask,
+        text_weight_logits=text_weight_logits.float()[None],
+        video_weight_logits=video_weight_logits.float()[None],
         logit_scale=game_scale,
     )
-    if sum(similarity.shape[1:]) <= EXACT_EXPLAIN_PLAYERS:
-        return exact_banzhaf_interaction(similarity, **game)
+    if sum(similarity.shape) <= EXACT_EXPLAIN_PLAYERS:
+        return exact_banzhaf_interaction(similarity.float()[None], **game)[0], "exact enumeration"
     generator = torch.Generator(device=similarity.device).manual_seed(seed)
-    return sampled_banzhaf_interaction(similarity, num_samples, generator=generator, **game)
+    sampled = sampled_banzhaf_interaction(similarity.float()[None], num_samples, generator=generator, **game)
+    return sampled[0], f"Monte-Carlo, {num_samples} samples"
 
 
 def _members(assignments: list[torch.Tensor], level: int, num_tokens: int) -> list[list[int]]:
@@ -113,8 +164,66 @@ def _display_frames(pixel_values: torch.Tensor) -> np.ndarray:
     return ((frames - low) / (high - low).clamp_min(1e-6)).permute(0, 2, 3, 1).numpy()
 
 
-def _word_labels(tokenizer, input_ids: torch.Tensor) -> list[str]:
-    return [token.replace("</w>", "") for token in tokenizer.convert_ids_to_tokens(input_ids.tolist())]
+def caption_words(tokens: list[str], special: list[bool]) -> tuple[list[str], list[list[int]]]:
+    r"""
+    Join a caption's BPE pieces into words, leaving special tokens out. CLIP's BPE marks the last piece of a word
+    with `</w>`; a word runs from the piece after the previous word's end to the next piece that ends one (or to a
+    special token).
+
+    Args:
+        tokens (`list[str]`): the tokenizer's names of the valid tokens (`convert_ids_to_tokens`).
+        special (`list[bool]`): which of them are special tokens (start, end, padding).
+
+    Returns:
+        `(words, word_tokens)`: each word's text and the indices of its pieces in `tokens`.
+    """
+    words, word_tokens, pieces = [], [], []
+    for index, (token, is_special) in enumerate(zip(tokens, special, strict=True)):
+        if is_special:
+            if pieces:
+                word_tokens.append(pieces)
+            pieces = []
+            continue
+        pieces.append(index)
+        if token.endswith(_END_OF_WORD):
+            word_tokens.append(pieces)
+            pieces = []
+    if pieces:
+        word_tokens.append(pieces)
+    for pieces in word_tokens:
+        words.append("".join(tokens[i] for i in pieces).removesuffix(_END_OF_WORD).replace(_END_OF_WORD, " "))
+    return words, word_tokens
+
+
+def _decode_pieces(tokenizer, tokens: list[str]) -> list[str]:
+    """CLIP's byte-level BPE writes bytes as printable symbols; map them back to text where the tokenizer says how."""
+    byte_decoder = getattr(tokenizer, "byte_decoder", None)
+    if not byte_decoder:
+        return tokens
+    decoded = []
+    for token in tokens:
+        body, end = (token[: -len(_END_OF_WORD)], _END_OF_WORD) if token.endswith(_END_OF_WORD) else (token, "")
+        if all(symbol in byte_decoder for symbol in body):
+            body = bytearray(byte_decoder[symbol] for symbol in body).decode("utf-8", errors="replace")
+        decoded.append(body + end)
+    return decoded
+
+
+def frame_times_of(metadata) -> list[float] | None:
+    r"""
+    Time in seconds from the start of the video of each sampled frame, from the video processor's metadata
+    (`return_metadata=True`): the variable-frame-rate `frame_times` where the reader set them, else the frame index
+    over the frame rate. `None` when the metadata gives neither.
+    """
+    if metadata is None or getattr(metadata, "frames_indices", None) is None:
+        return None
+    indices = [int(i) for i in metadata.frames_indices]
+    frame_times = getattr(metadata, "frame_times", None)
+    if frame_times:
+        return [float(frame_times[i] - frame_times[0]) for i in indices]
+    if not getattr(metadata, "fps", None):
+        return None
+    return [i / float(metadata.fps) for i in indices]
 
 
 @torch.no_grad()
@@ -123,49 +232,111 @@ def explain_features(
     text_features: HBITextFeatures,
     video_features: HBIVideoFeatures,
     estimator: HBIBanzhafEstimator | None = None,
-    exact_samples: int = 0,
+    num_samples: int = DEFAULT_EXPLAIN_SAMPLES,
     seed: int = 0,
 ) -> list[HBILevelExplanation]:
     r"""
     Banzhaf interaction of one matched text and video (batch 1 each) at every level, restricted to valid tokens.
 
     Args:
-        estimator ([`HBIBanzhafEstimator`], *optional*): maps token similarities to interactions.
-        exact_samples (`int`, *optional*, defaults to 0): if positive, use the Monte-Carlo estimate with this many
-            coalitions per pair instead of the estimator (exact enumeration for small levels), at the model's
-            `banzhaf_game_scale`.
-        seed (`int`): seed of the Monte-Carlo coalitions.
+        estimator ([`HBIBanzhafEstimator`], *optional*): a trained estimator; without it, the reference
+            ([`reference_interaction`]) at the model's `banzhaf_game_scale`.
+        num_samples (`int`, *optional*, defaults to 1000), seed (`int`): the Monte-Carlo coalitions of the reference.
+
+    Raises:
+        `ValueError`: `estimator` was never trained (`is_trained` is false in its config).
     """
-    if exact_samples <= 0 and estimator is None:
-        raise ValueError("no Banzhaf estimator: pass an estimator (e.g. --estimator PATH) or exact_samples > 0")
+    if estimator is not None and not estimator.config.is_trained:
+        raise ValueError(_NEVER_TRAINED.format(what="the estimator"))
     levels = []
     for level in range(NUM_LEVELS):
-        similarity = model.matched_token_similarity(text_features, video_features, level)
-        text_mask, video_mask = text_features.level_masks[level], video_features.level_masks[level]
-        if exact_samples > 0:
-            interaction = _monte_carlo_interaction(
+        similarity = model.matched_token_similarity(text_features, video_features, level)[0].float().cpu()
+        text_valid = text_features.level_masks[level][0].cpu()
+        video_valid = video_features.level_masks[level][0].cpu()
+        similarity = similarity[text_valid][:, video_valid]
+        if estimator is None:
+            interaction, source = reference_interaction(
                 similarity,
-                text_features.level_weight_logits[level],
-                video_features.level_weight_logits[level],
-                text_mask,
-                video_mask,
-                exact_samples,
-                seed,
+                text_features.level_weight_logits[level][0].cpu()[text_valid],
+                video_features.level_weight_logits[level][0].cpu()[video_valid],
                 model.config.banzhaf_game_scale,
+                num_samples,
+                seed,
             )
         else:
-            interaction = estimator(similarity, text_mask, video_mask).interaction
-        text_valid, video_valid = text_mask[0].cpu(), video_mask[0].cpu()
+            cell_mask = torch.ones(1, *similarity.shape, dtype=torch.bool, device=estimator.device)
+            values = similarity[None].to(device=estimator.device, dtype=estimator.dtype)
+            interaction, source = estimator.estimate(values, cell_mask)[0].float().cpu(), "trained estimator"
         text_groups = _members([a[0].cpu() for a in text_features.cluster_assignments], level, len(text_valid))
         video_groups = _members([a[0].cpu() for a in video_features.cluster_assignments], level, len(video_valid))
         levels.append(
             HBILevelExplanation(
-                interaction=interaction[0].float().cpu()[text_valid][:, video_valid].numpy(),
+                interaction=interaction.numpy(),
                 text_groups=[group for group, valid in zip(text_groups, text_valid) if valid],
                 video_groups=[group for group, valid in zip(video_groups, video_valid) if valid],
+                source=source,
             )
         )
     return levels
+
+
+_NEVER_TRAINED = (
+    "{what} was never trained (is_trained is false in its config): its interactions would be random. Give a trained "
+    "one (estimator_name_or_path, --estimator PATH: from scripts/train_estimator.py, the training scripts' "
+    "--fit_estimator or a converted official estimator), or use teacher='monte_carlo' (--teacher monte_carlo: the "
+    "Monte-Carlo / exact reference)"
+)
+
+
+def resolve_explain_teacher(
+    teacher: str | None,
+    estimator_name_or_path: str | os.PathLike | None,
+    model: HBIModel,
+    model_teacher: HBIBanzhafEstimator | None,
+) -> HBIBanzhafEstimator | None:
+    r"""
+    The estimator that explains, following the teacher rules of training; `None` means the Monte-Carlo / exact
+    reference.
+
+    Args:
+        teacher (`str`, *optional*): `"monte_carlo"` or `"estimator"`; `None`: `"estimator"` when
+            `estimator_name_or_path` is given, else `"monte_carlo"`.
+        estimator_name_or_path (`str` or `os.PathLike`, *optional*): a saved, trained [`HBIBanzhafEstimator`];
+            without it `"estimator"` uses the model's own teacher.
+        model ([`HBIModel`]), model_teacher ([`HBIBanzhafEstimator`], *optional*): from [`load_hbi_model`].
+
+    Raises:
+        `ValueError`: an unknown `teacher`; `"monte_carlo"` with an estimator path; an estimator that was never
+            trained; `"estimator"` for a model without a teacher or one that did not train with its estimator.
+    """
+    if teacher is None:
+        teacher = "estimator" if estimator_name_or_path is not None else "monte_carlo"
+    if teacher not in EXPLAIN_TEACHERS:
+        raise ValueError(f"teacher must be one of {EXPLAIN_TEACHERS}; got {teacher!r}")
+    if teacher == "monte_carlo":
+        if estimator_name_or_path is not None:
+            raise ValueError(
+                "teacher='monte_carlo' takes no estimator; leave out --estimator or use --teacher estimator"
+            )
+        return None
+    if estimator_name_or_path is not None:
+        estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path).eval()
+        if not estimator.config.is_trained:
+            raise ValueError(_NEVER_TRAINED.format(what=f"the estimator {estimator_name_or_path}"))
+        return estimator
+    if model_teacher is None:
+        raise ValueError(
+            "teacher='estimator' but the model folder holds an HBIModel without a Banzhaf teacher: give a trained "
+            "estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
+        )
+    if not model_teacher.config.is_trained:
+        raise ValueError(_NEVER_TRAINED.format(what="the model's Banzhaf teacher"))
+    if model.config.banzhaf_teacher != "estimator":
+        raise ValueError(
+            f"the model trained with banzhaf_teacher={model.config.banzhaf_teacher!r}, not with its estimator: give "
+            "a trained estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
+        )
+    return model_teacher
 
 
 def explain_video(
@@ -173,92 +344,214 @@ def explain_video(
     caption: str,
     model_name_or_path: str | os.PathLike,
     estimator_name_or_path: str | os.PathLike | None = None,
-    exact_samples: int = 0,
+    teacher: str | None = None,
+    num_samples: int = DEFAULT_EXPLAIN_SAMPLES,
     seed: int = 0,
 ) -> HBIExplanation:
-    """Load the model, encode `video` and `caption`, and compute their interactions at every level (see
-    [`explain_features`]). The estimator is `estimator_name_or_path` if given, else the model's Banzhaf teacher if
-    the model trained with a trained one; otherwise (or with `exact_samples` > 0) the Monte-Carlo estimate with
-    `exact_samples` or `DEFAULT_EXPLAIN_SAMPLES` coalitions per pair.
+    r"""
+    Load the model and its processor, encode `video` and `caption`, and compute their interactions at every level
+    (see [`explain_features`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the Monte-Carlo /
+    exact reference).
 
     Raises:
-        `ValueError`: `estimator_name_or_path` is an estimator that was never trained."""
-    model, teacher = load_hbi_model(model_name_or_path)
+        `ValueError`: see [`resolve_explain_teacher`]; a video without a decodable frame.
+    """
+    model, model_teacher = load_hbi_model(model_name_or_path)
+    estimator = resolve_explain_teacher(teacher, estimator_name_or_path, model, model_teacher)
     processor = load_processor(model_name_or_path)
-    if estimator_name_or_path is not None:
-        teacher = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path).eval()
-        if not teacher.config.is_trained:
-            raise ValueError(
-                f"the estimator {estimator_name_or_path} was never trained (is_trained is false in its config.json): "
-                "its interactions would be random. Give a trained one (scripts/train_estimator.py) or leave out "
-                "--estimator to use Monte-Carlo interactions"
-            )
-    elif teacher is not None and not (model.config.banzhaf_teacher == "estimator" and teacher.config.is_trained):
-        teacher = None
-    if teacher is None and exact_samples <= 0:
-        exact_samples = DEFAULT_EXPLAIN_SAMPLES
-    pixel_values, video_mask = decode_video(processor, video)
+    inputs = processor(videos=[str(video)], return_tensors="pt", return_metadata=True)
+    pixel_values = inputs["pixel_values"][0]
+    video_mask = inputs.get("video_mask")
+    video_mask = torch.ones(len(pixel_values), dtype=torch.long) if video_mask is None else video_mask[0]
+    if not video_mask.bool().any():
+        raise ValueError(f"{video}: no decodable frame")
+    metadata = inputs.get("video_metadata")
+    frame_times = frame_times_of(metadata[0] if metadata else None)
+    if frame_times is not None and len(frame_times) != int(video_mask.sum()):
+        frame_times = None
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
     text_features = text_features.map(lambda tensor: tensor.cpu())
-    levels = explain_features(model, text_features, video_features, teacher, exact_samples, seed)
-    words = _word_labels(processor.tokenizer, input_ids[0].cpu()[text_features.level_masks[0][0]])
+    levels = explain_features(model, text_features, video_features, estimator, num_samples, seed)
+    tokenizer = processor.tokenizer
+    valid_ids = input_ids[0].cpu()[text_features.level_masks[0][0]].tolist()
+    tokens = _decode_pieces(tokenizer, tokenizer.convert_ids_to_tokens(valid_ids))
+    special_ids = set(getattr(tokenizer, "all_special_ids", ()))
+    words, word_tokens = caption_words(tokens, [token_id in special_ids for token_id in valid_ids])
+    game_scale = model.config.banzhaf_game_scale
+    if estimator is None:
+        used = sorted({level.source for level in levels})
+        source = f"the reference, {used[0]}" if len(used) == 1 else f"the reference ({' / '.join(used)}: per level)"
+        source += f" of the model's game at scale s = {game_scale:g}"
+        units = f"Banzhaf interaction\n[cosine similarity x s = {game_scale:g}]"
+    else:
+        name = estimator_name_or_path if estimator_name_or_path is not None else "the model's teacher"
+        source = f"trained Banzhaf estimator ({name})"
+        units = "Banzhaf interaction, estimated\n[units of the estimator's labels]"
     return HBIExplanation(
         caption=caption,
         video=str(video),
+        tokens=tokens,
         words=words,
+        word_tokens=word_tokens,
         frames=_display_frames(pixel_values[video_mask.bool()]),
+        frame_times=frame_times,
         levels=levels,
-        source=f"Monte-Carlo, {exact_samples} samples; exact for small levels"
-        if exact_samples > 0
-        else "trained Banzhaf estimator",
-        units=f"Banzhaf interaction (similarity x {model.config.banzhaf_game_scale:g})",
+        source=source,
+        units=units,
     )
 
 
-def _group_label(names: list[str], group: list[int], limit: int = 4) -> str:
-    shown = [names[i] for i in group[:limit]]
-    return " ".join(shown) + (" …" if len(group) > limit else "")
+def _time_decimals(frame_times: list[float] | None) -> int:
+    """Decimals that show the spacing of the frames (1 for frames half a second or more apart, 2 for 1/8 s, at most
+    3)."""
+    if not frame_times or len(frame_times) < 2:
+        return 1
+    gap = min((b - a for a, b in zip(frame_times, frame_times[1:]) if b > a), default=1.0)
+    return min(3, max(1, math.ceil(-math.log10(gap / 4))))
+
+
+def _time_label(frames: list[int], frame_times: list[float] | None, decimals: int = 1) -> str:
+    """Frames `[0, 1, 2, 5]` -> `"0.0-1.0, 2.5 s"` (runs of consecutive frames as ranges); frame numbers
+    (`"f1-3, f6"`) without times."""
+    runs: list[list[int]] = []
+    for frame in sorted(frames):
+        if runs and frame == runs[-1][-1] + 1:
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    if frame_times is None:
+        return ", ".join(f"f{r[0] + 1}" if len(r) == 1 else f"f{r[0] + 1}-{r[-1] + 1}" for r in runs)
+    parts = [
+        f"{frame_times[r[0]]:.{decimals}f}"
+        if len(r) == 1
+        else f"{frame_times[r[0]]:.{decimals}f}-{frame_times[r[-1]]:.{decimals}f}"
+        for r in runs
+    ]
+    return ", ".join(parts) + " s"
+
+
+def _words_label(explanation: HBIExplanation, group: list[int], limit: int = 4) -> str:
+    """The words whose pieces `group` (token indices) holds; a word with only some of its pieces there is shown as
+    those pieces followed by '-'."""
+    members = set(group)
+    shown = []
+    for word, pieces in zip(explanation.words, explanation.word_tokens):
+        present = [i for i in pieces if i in members]
+        if len(present) == len(pieces):
+            shown.append(word)
+        elif present:
+            shown.append("".join(explanation.tokens[i].removesuffix(_END_OF_WORD) for i in present) + "-")
+    return " ".join(shown[:limit]) + (" …" if len(shown) > limit else "")
+
+
+def explanation_displays(explanation: HBIExplanation) -> list[HBILevelDisplay]:
+    r"""
+    What [`plot_explanation`] draws at each level. At the entity level the rows are the caption's words: a word
+    split into several BPE pieces gets the sum of its pieces' rows (its pieces' total pairwise interaction with the
+    frame; a one-piece word keeps its value), and special tokens are left out. At the action and event levels the
+    rows are the phrases / paragraphs, labelled by the words merged into them; one that merges special tokens only
+    is left out. Columns are frames / clips / segments, labelled with their times.
+    """
+    displays = []
+    decimals = _time_decimals(explanation.frame_times)
+    for level, explained in enumerate(explanation.levels):
+        columns = [_time_label(group, explanation.frame_times, decimals) for group in explained.video_groups]
+        if level == 0:
+            values = np.stack([explained.interaction[pieces].sum(0) for pieces in explanation.word_tokens])
+            displays.append(HBILevelDisplay(values, list(explanation.words), columns))
+            continue
+        word_pieces = {i for pieces in explanation.word_tokens for i in pieces}
+        rows = [k for k, group in enumerate(explained.text_groups) if word_pieces.intersection(group)]
+        labels = [_words_label(explanation, explained.text_groups[k]) for k in rows]
+        displays.append(HBILevelDisplay(explained.interaction[rows], labels, columns))
+    return displays
+
+
+def _set_ticks(axis, labels: list[str], which: str, fontsize: float, axis_width: float = 0.0) -> None:
+    """Label every token, or every k-th past `MAX_TICK_LABELS`; x labels wider than their column stand upright."""
+    step = max(1, math.ceil(len(labels) / MAX_TICK_LABELS))
+    positions = list(range(0, len(labels), step))
+    if which == "x":
+        text_width = 0.6 * fontsize / 72 * max((len(labels[i]) for i in positions), default=0)
+        rotation = 0 if text_width < 0.9 * axis_width / max(1, len(positions)) else 90
+        axis.set_xticks(positions)
+        axis.set_xticklabels([labels[i] for i in positions], fontsize=fontsize, rotation=rotation)
+    else:
+        axis.set_yticks(positions)
+        axis.set_yticklabels([labels[i] for i in positions], fontsize=fontsize)
+
+
+def draw_explanation(explanation: HBIExplanation) -> Figure:
+    r"""
+    The explanation as a figure: a strip of frames (at most `MAX_THUMBNAILS`, each with its time, clip and segment)
+    above one heatmap per level ([`explanation_displays`]: words x frames, phrases x clips, paragraphs x segments),
+    each with a colour bar labelled with the units, symmetric about 0 (red: the pair adds to the match together,
+    blue: it takes away). The figure grows with the numbers of words and frames; past `MAX_TICK_LABELS` an axis
+    labels every k-th token.
+    """
+    displays = explanation_displays(explanation)
+    num_frames = len(explanation.frames)
+    cell_width, cell_height, label_width = 0.32, 0.24, 2.6
+    columns = min(num_frames, 4 * MAX_TICK_LABELS)
+    width = min(max(7.0, cell_width * columns + label_width + 1.5), 40.0)
+    heights = [1.6] + [max(2.2, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.4) for d in displays]
+    figure = Figure(figsize=(width, sum(heights) + 0.8))
+    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights, hspace=0.9)
+    shown = sorted({round(i) for i in np.linspace(0, num_frames - 1, min(num_frames, MAX_THUMBNAILS))})
+    strip = grid[0].subgridspec(1, len(shown), wspace=0.08)
+    cluster_of = [
+        {i: k + 1 for k, group in enumerate(level.video_groups) for i in group} for level in explanation.levels
+    ]
+    for position, frame in enumerate(shown):
+        axis = figure.add_subplot(strip[0, position])
+        axis.imshow(explanation.frames[frame])
+        axis.set_axis_off()
+        clusters = f"clip {cluster_of[1].get(frame, '-')} seg {cluster_of[2].get(frame, '-')}"
+        time = _time_label([frame], explanation.frame_times, _time_decimals(explanation.frame_times))
+        axis.set_title(f"{time}\n{clusters}", fontsize=7)
+    for level, display in enumerate(displays):
+        axis = figure.add_subplot(grid[1 + level])
+        bound = float(np.abs(display.values).max()) if display.values.size else 0.0
+        bound = bound or 1.0
+        image = axis.imshow(display.values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        _set_ticks(axis, display.row_labels, "y", 8)
+        _set_ticks(axis, display.column_labels, "x", 7, axis_width=width - label_width - 1.5)
+        axis.set_xlabel(
+            f"{VIDEO_TOKEN_NAMES[level]}s (time in the video)"
+            if explanation.frame_times
+            else f"{VIDEO_TOKEN_NAMES[level]}s",
+            fontsize=8,
+        )
+        axis.set_title(
+            f"{LEVEL_NAMES[level]} level: {TEXT_TOKEN_NAMES[level]}s x {VIDEO_TOKEN_NAMES[level]}s "
+            f"({explanation.levels[level].source})",
+            fontsize=9,
+        )
+        colour_bar = figure.colorbar(image, ax=axis, fraction=0.04, pad=0.01)
+        colour_bar.set_label(explanation.units, fontsize=7)
+        colour_bar.ax.tick_params(labelsize=7)
+    figure.suptitle(f'"{explanation.caption}"\nBanzhaf interaction: {explanation.source}', fontsize=10)
+    return figure
 
 
 def plot_explanation(explanation: HBIExplanation, out: str | os.PathLike, dpi: int = 120) -> str:
-    """
-    Draw the frames (with their clip and segment) above one heatmap per level (text tokens x video tokens, each
-    labelled by the words or frames it merges) and save the figure to `out`. Returns the path written.
-    """
-    frames = explanation.frames
-    num_frames = len(frames)
-    frame_names = [f"f{i + 1}" for i in range(num_frames)]
-    video_cluster_of = [
-        {i: k + 1 for k, group in enumerate(level.video_groups) for i in group} for level in explanation.levels
-    ]
-    heights = [1.2] + [0.35 * len(level.interaction) + 1.2 for level in explanation.levels]
-    figure = Figure(figsize=(max(6.0, 0.9 * num_frames + 3.0), sum(heights) + 1.0))
-    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights, hspace=0.6)
-    strip = grid[0].subgridspec(1, num_frames, wspace=0.05)
-    for i in range(num_frames):
-        axis = figure.add_subplot(strip[0, i])
-        axis.imshow(frames[i])
-        axis.set_axis_off()
-        clusters = f"c{video_cluster_of[1].get(i, '-')} s{video_cluster_of[2].get(i, '-')}"
-        axis.set_title(f"{frame_names[i]}\n{clusters}", fontsize=7)
-    for level, explanation_level in enumerate(explanation.levels, start=0):
-        axis = figure.add_subplot(grid[1 + level])
-        values = explanation_level.interaction
-        bound = float(np.abs(values).max()) or 1.0
-        image = axis.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-        axis.set_yticks(range(len(values)))
-        axis.set_yticklabels([_group_label(explanation.words, g) for g in explanation_level.text_groups], fontsize=7)
-        axis.set_xticks(range(values.shape[1]))
-        axis.set_xticklabels([",".join(frame_names[i] for i in g) for g in explanation_level.video_groups], fontsize=7)
-        axis.set_title(
-            f"{LEVEL_NAMES[level]} level: {TEXT_TOKEN_NAMES[level]}s x {VIDEO_TOKEN_NAMES[level]}s", fontsize=9
-        )
-        figure.colorbar(image, ax=axis, fraction=0.03, pad=0.01).set_label(explanation.units, fontsize=7)
-    figure.suptitle(f'"{explanation.caption}" — Banzhaf interaction ({explanation.source})', fontsize=10)
+    """Draw the explanation ([`draw_explanation`]) and save it to `out` (png, pdf, svg). Returns the path written."""
     out = str(out)
-    figure.savefig(out, dpi=dpi, bbox_inches="tight")
+    draw_explanation(explanation).savefig(out, dpi=dpi, bbox_inches="tight")
     return out
 
 
-__all__ = ["HBIExplanation", "HBILevelExplanation", "explain_features", "explain_video", "plot_explanation"]
+__all__ = [
+    "HBIExplanation",
+    "HBILevelDisplay",
+    "HBILevelExplanation",
+    "caption_words",
+    "draw_explanation",
+    "explain_features",
+    "explain_video",
+    "explanation_displays",
+    "plot_explanation",
+    "reference_interaction",
+    "resolve_explain_teacher",
+]

@@ -3,7 +3,7 @@
 hbi-hf index VIDEO_DIR --model MODEL --out INDEX
 hbi-hf search INDEX "a query" --top-k 10 [--shortlist N] [--json]
 hbi-hf search INDEX --queries-file FILE     (one query per line, `-` for stdin; one JSON line per query)
-hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--estimator PATH] [--exact-samples N]
+hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--teacher monte_carlo|estimator] [--estimator PATH]
 
 This module parses and checks the arguments only, and lives outside the `hbi_hf` package on purpose: importing
 `hbi_hf` registers the HBI classes with the transformers Auto classes, which imports torch and transformers (seconds).
@@ -103,15 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", type=MODEL_FOLDER, required=True, help="saved HBI model folder with its processor")
     explain.add_argument("--out", required=True, help="figure file (png, pdf, svg)")
     explain.add_argument(
-        "--estimator",
-        type=_existing_folder("a saved HBIBanzhafEstimator"),
-        help="saved HBIBanzhafEstimator (default: the model's Banzhaf teacher)",
+        "--teacher",
+        choices=("monte_carlo", "estimator"),
+        help="where the interactions come from, as banzhaf_teacher in training: monte_carlo, the reference (exact "
+        "enumeration for levels of at most 16 words + frames, else --num-samples coalitions per pair; the default "
+        "without --estimator), or estimator (--estimator PATH, else the model's own trained teacher)",
     )
     explain.add_argument(
-        "--exact-samples",
-        type=_int_at_least(0),
-        default=0,
-        help="use the Monte-Carlo estimate with N sampled coalitions per pair instead (0: the estimator)",
+        "--estimator",
+        type=_existing_folder("a saved HBIBanzhafEstimator"),
+        help="a saved, trained HBIBanzhafEstimator (implies --teacher estimator; a never-trained one is refused)",
+    )
+    explain.add_argument(
+        "--num-samples",
+        type=_int_at_least(1),
+        default=1000,
+        help="Monte-Carlo coalitions per (word, frame) pair of the reference on levels too large to enumerate",
     )
     explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples")
     return parser
@@ -123,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "search" and (args.query is None) == (args.queries_file is None):
         parser.error("search: give either a QUERY or --queries-file, not both or neither")
+    if args.command == "explain" and args.teacher == "monte_carlo" and args.estimator is not None:
+        parser.error("explain: --teacher monte_carlo takes no --estimator (it implies --teacher estimator)")
     return args
 
 
