@@ -3,12 +3,20 @@ afterwards), scores are accumulated in float32, and a checkpoint saved in bf16 g
 
 The tiny models run *in* half precision on the CPU (torch's CPU kernels cover bf16 and fp16 matrix products)."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
-from conftest import tiny_batch, tiny_hbi_config
+from conftest import TINY_TEXT_CLIP_VOCABULARY, tiny_batch, tiny_hbi_config
 
-from hbi_hf import HBIForCaptioning, HBIForRetrieval, HBIForVideoQA, HBIModel
+from hbi_hf import HBIForCaptioning, HBIForRetrieval, HBIForVideoQA, HBIModel, HBIProcessor, HBIVideoProcessor
+from hbi_hf.cli import main
+from hbi_hf.data import build_clip_tokenizer
+from hbi_hf.data.synthetic import write_video
+from hbi_hf.retrieval_evaluation import score_gallery
 from hbi_hf.retrieval_metrics import compute_retrieval_metrics
+from hbi_hf.search_index import load_hbi_model, rank_videos
 
 HALF = [torch.bfloat16, torch.float16]
 CASTS = {
@@ -110,9 +118,6 @@ def test_from_pretrained_with_dtype_loads_half_weights_and_scores(tmp_path, dtyp
 
 def test_checkpoint_saved_in_bf16_loads_in_bf16_and_runs_evaluation_and_search(tmp_path):
     """transformers 5 loads a checkpoint in the dtype it was saved in: evaluation and search must work on it."""
-    from hbi_hf.retrieval_evaluation import score_gallery
-    from hbi_hf.search_index import load_hbi_model, rank_videos
-
     build(HBIForRetrieval).to(torch.bfloat16).save_pretrained(tmp_path)
     model, teacher = load_hbi_model(tmp_path)
     assert model.dtype == teacher.dtype == torch.bfloat16
@@ -127,3 +132,26 @@ def test_checkpoint_saved_in_bf16_loads_in_bf16_and_runs_evaluation_and_search(t
         top_scores, indices = rank_videos(model, text[:1], video, top_k=3, shortlist=shortlist)
         assert top_scores.dtype == torch.float32 and len(indices) == 3
         torch.testing.assert_close(top_scores, scores[0, indices])
+
+
+def test_hbi_hf_index_and_search_run_on_a_checkpoint_saved_in_bf16(tmp_path, capsys):
+    """The command line on a bf16 HBI V2 checkpoint with its real processor: index a folder, then search it."""
+    model_dir, videos = tmp_path / "model", tmp_path / "videos"
+    videos.mkdir()
+    for name, level in (("dark.mp4", 40), ("bright.mp4", 200)):
+        write_video(np.full((8, 32, 32, 3), level, dtype=np.uint8), videos / name, fps=4)
+    config = tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY))
+    torch.manual_seed(0)
+    HBIForRetrieval(config).to(torch.bfloat16).save_pretrained(model_dir)
+    video_processor = HBIVideoProcessor(
+        num_frames=6, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    HBIProcessor(video_processor, build_clip_tokenizer(), max_words=10).save_pretrained(model_dir)
+
+    assert (
+        main(["index", str(videos), "--model", str(model_dir), "--out", str(tmp_path / "index"), "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "index"), "a bright square", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert sorted(hit["path"] for hit in hits) == ["bright.mp4", "dark.mp4"]
