@@ -1,6 +1,7 @@
 # Set-up and everyday commands. Everything installs into ./.venv, exactly as pinned in requirements/lock.txt.
 #   make test         create the environment (first time) and run the test suite
 #   make demo         create the environment, then train + evaluate retrieval on the embedded dataset
+#   make ablation     the paper's ablation in miniature on the embedded dataset (docs/banzhaf.md; ~1 h on 2 cores)
 #   make lock         re-resolve requirements/lock.txt to the newest releases in pyproject.toml's ranges
 #   make test-latest  run the suite in .venv-latest, built from the newest releases in the ranges (not the lock)
 #   make test-oldest  run the suite in .venv-oldest, built from the oldest releases the ranges allow
@@ -37,7 +38,7 @@ UV_COMPILE = $(PY) -m uv pip compile pyproject.toml requirements/build.in --extr
 	--find-links $(TORCH_FIND_LINKS) --generate-hashes --python-version 3.11 --no-emit-package torch \
 	--custom-compile-command "make lock"
 
-.PHONY: venv lock test test-slow test-hub test-latest test-oldest lint demo demo-qa demo-captioning clean
+.PHONY: venv lock test test-slow test-hub test-latest test-oldest lint demo demo-qa demo-captioning ablation clean
 
 venv: $(VENV)/.installed
 
@@ -101,3 +102,6 @@ clean:
 
 demo: venv
 	$(RETRIEVAL_DEMO)
+
+ablation: venv
+	$(PY) scripts/ablation.py --output_dir outputs/ablation
