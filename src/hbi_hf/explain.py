@@ -495,10 +495,13 @@ def draw_explanation(explanation: HBIExplanation) -> Figure:
     cell_width, cell_height, label_width = 0.32, 0.24, 2.6
     columns = min(num_frames, 4 * MAX_TICK_LABELS)
     width = min(max(7.0, cell_width * columns + label_width + 1.5), 40.0)
-    heights = [1.6] + [max(2.2, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.4) for d in displays]
-    figure = Figure(figsize=(width, sum(heights) + 0.8))
-    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights, hspace=0.9)
     shown = sorted({round(i) for i in np.linspace(0, num_frames - 1, min(num_frames, MAX_THUMBNAILS))})
+    thumbnail = 0.8 * width / len(shown)
+    heights = [min(1.6, thumbnail + 0.5)] + [
+        max(2.2, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.4) for d in displays
+    ]
+    figure = Figure(figsize=(width, sum(heights) + 0.8))
+    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights, hspace=0.7)
     strip = grid[0].subgridspec(1, len(shown), wspace=0.08)
     cluster_of = [
         {i: k + 1 for k, group in enumerate(level.video_groups) for i in group} for level in explanation.levels
