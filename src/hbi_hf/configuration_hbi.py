@@ -138,7 +138,7 @@ class HBIConfig(PreTrainedConfig):
             `"none"`: no Banzhaf term (L_I = 0, logged once).
         banzhaf_num_samples (`int`, *optional*, defaults to 200):
             Coalitions per (word, frame) pair of the `"monte_carlo"` teacher (official labels: 100 for the estimator,
-            1000 for evaluation).
+            1000 for evaluation). Levels of at most 12 word + frame positions are enumerated exactly instead.
         banzhaf_game_scale (`float`, *optional*, defaults to 1000.0):
             Multiplies the similarities before the game is played (official: 1000), hence every interaction: the
             inverse temperature of the teacher distributions of Eq. 8. At 1000 they are peaked, at 10 nearly uniform
