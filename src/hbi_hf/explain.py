@@ -498,10 +498,10 @@ def draw_explanation(explanation: HBIExplanation) -> Figure:
     shown = sorted({round(i) for i in np.linspace(0, num_frames - 1, min(num_frames, MAX_THUMBNAILS))})
     thumbnail = 0.8 * width / len(shown)
     heights = [min(1.6, thumbnail + 0.5)] + [
-        max(2.2, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.4) for d in displays
+        max(1.8, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.0) for d in displays
     ]
-    figure = Figure(figsize=(width, sum(heights) + 0.8))
-    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights, hspace=0.7)
+    figure = Figure(figsize=(width, sum(heights) + 0.8), layout="constrained")
+    grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights)
     strip = grid[0].subgridspec(1, len(shown), wspace=0.08)
     cluster_of = [
         {i: k + 1 for k, group in enumerate(level.video_groups) for i in group} for level in explanation.levels
