@@ -288,3 +288,41 @@ def test_the_estimator_is_measured_again_at_every_evaluation_and_refitted_below_
     metrics = {}
     callback.on_evaluate(None, TrainerState(), TrainerControl(), model=monte_carlo, metrics=metrics)
     assert metrics == {} and refits == [model]
+
+
+def test_fit_estimator_in_a_task_training_run_writes_loads_and_uses_the_estimator(tmp_path, tiny_synthetic_root):
+    from conftest import TINY_TEXT_CLIP_VOCABULARY
+
+    from hbi_hf import HBIForCaptioning
+    from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
+    from hbi_hf.retrieval_data import build_retrieval_processor
+    from hbi_hf.task_training import train_task_model
+    from hbi_hf.training import HBITrainingArguments
+
+    dataset = load_synthetic_captioning(tiny_synthetic_root)["train"]
+    torch.manual_seed(0)
+    model = HBIForCaptioning(
+        tiny_hbi_config(
+            text_config=dict(TINY_TEXT_CLIP_VOCABULARY), caption_decoder_num_attention_heads=4, caption_dropout=0.0
+        )
+    )
+    args = HBITrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        fit_estimator=True,
+        estimator_fit_pairs=len(dataset) - 4,
+    )
+    trainer = train_task_model(
+        model.train(), dataset, HBICaptioningCollator(build_retrieval_processor(model.config)), args
+    )
+    assert trainer.state.global_step == 1
+    saved = HBIBanzhafEstimator.from_pretrained(tmp_path / "banzhaf_estimator")
+    assert saved.config.is_trained
+    assert model.config.banzhaf_teacher == "estimator"
+    for name, tensor in model.alignment.banzhaf_teacher.state_dict().items():
+        torch.testing.assert_close(tensor, saved.state_dict()[name])

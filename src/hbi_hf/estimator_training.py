@@ -260,6 +260,8 @@ def matrices_from_batches(
     parts: list[list[HBIBanzhafMatrices]] = [[] for _ in levels]
     device = next(hbi.parameters()).device
     for batch in batches:
+        if not batch:  # a collator's batch whose every row was bad and skipped
+            continue
         batch = {name: batch[name].to(device) for name in MODEL_INPUT_COLUMNS if batch.get(name) is not None}
         text = hbi.get_text_features(batch["input_ids"], batch.get("attention_mask"))
         video = hbi.get_video_features(batch["pixel_values"], batch.get("video_mask"))

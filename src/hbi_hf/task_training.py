@@ -14,7 +14,7 @@ from transformers.utils import logging
 from .data import HBIBadInputReportCallback, HBICollator, HBIVideoCollator, HBIVideoQACollator
 from .data.loaders import read_json_lines
 from .modeling_hbi import HBIForCaptioning, HBIForVideoQA, caption_token_ids
-from .training import HBITrainer, HBITrainingArguments, freeze_clip_towers
+from .training import HBITrainer, HBITrainingArguments, estimator_fitting_callback, freeze_clip_towers
 
 logger = logging.get_logger(__name__)
 
@@ -91,7 +91,8 @@ def train_task_model(
 ) -> HBITrainer:
     """
     Train `model` with [`HBITrainer`]: CLIP at `learning_rate * coef_lr`, everything else at `learning_rate`; with
-    `training_args.freeze_clip` the CLIP towers are frozen first. The collator's bad-input counts are reported at
+    `training_args.freeze_clip` the CLIP towers are frozen first, with `training_args.fit_estimator` the Banzhaf
+    teacher is fitted to the model first (held out on the training rows past `estimator_fit_pairs`). The collator's bad-input counts are reported at
     the end of every epoch; its processor is the trainer's `processing_class` (saved with the model). A captioning
     model takes its generation tokens from that processor's tokenizer ([`HBIForCaptioning.set_caption_tokens`]), so
     the saved model starts, ends and pads captions as they were tokenised.
@@ -101,13 +102,16 @@ def train_task_model(
         base_model.set_caption_tokens(collator.processor)
     if training_args.freeze_clip:
         logger.info("Froze %d CLIP parameter tensors", freeze_clip_towers(model))
+    callbacks = [HBIBadInputReportCallback(collator)]
+    if training_args.fit_estimator:
+        callbacks.append(estimator_fitting_callback(model, train_dataset, None, collator, training_args))
     trainer = HBITrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         data_collator=collator,
         processing_class=collator.processor,
-        callbacks=[HBIBadInputReportCallback(collator)],
+        callbacks=callbacks,
     )
     trainer.train()
     return trainer
