@@ -41,7 +41,8 @@ EXACT_EXPLAIN_PLAYERS = 16
 TEXT_TOKEN_NAMES = ("word", "phrase", "paragraph")
 VIDEO_TOKEN_NAMES = ("frame", "clip", "segment")
 MAX_TICK_LABELS = 64
-"""Axes with more tokens than this label every k-th one only (the figure grows with the counts up to that)."""
+"""Axes with more tokens than this label every k-th one only (the figure keeps growing with the counts, up to 4x this
+many rows / columns and 40 inches wide)."""
 MAX_THUMBNAILS = 16
 """The frame strip shows at most this many frames, evenly spread (each with its time)."""
 _END_OF_WORD = "</w>"
@@ -369,6 +370,8 @@ def explain_video(
     frame_times = frame_times_of(metadata[0] if metadata else None)
     if frame_times is not None and len(frame_times) != int(video_mask.sum()):
         frame_times = None
+    if frame_times is None:
+        logger.warning(f"{video}: the processor gave no frame times (no frame rate); frames are labelled f1, f2, ...")
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
     text_features = text_features.map(lambda tensor: tensor.cpu())
