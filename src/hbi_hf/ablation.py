@@ -79,7 +79,7 @@ class HBIEntityLevelAlignmentLoss(HBIAlignmentLoss):
             banzhaf = contrastive.new_zeros(())
         local = slice(offset, offset + len(text_features))
         return HBIAlignmentLossOutput(
-            loss=contrastive + self.config.banzhaf_loss_weight * banzhaf,
+            loss=contrastive + self.banzhaf_weight() * banzhaf,
             contrastive_loss=contrastive,
             banzhaf_loss=banzhaf,
             distillation_loss=contrastive.new_zeros(()),

@@ -1721,7 +1721,9 @@ class HBIAlignmentLoss(nn.Module):
     matched-pair similarity of each level (with the level's WTI weight logits and masks, game scale
     `config.banzhaf_game_scale`), a trained estimator, or none. With `banzhaf_loss_weight=0` or `"none"` no teacher
     runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale`, which sets how
-    strongly L_I reaches the encoder (docs/banzhaf.md).
+    strongly L_I reaches the encoder (docs/banzhaf.md). `banzhaf_loss_factor` (runtime, not saved; default 1)
+    multiplies alpha: [`~hbi_hf.training.HBITrainer`] ramps it from 0 to 1 over
+    `HBITrainingArguments.banzhaf_loss_warmup_steps`.
 
     Raises:
         `ValueError`: in `forward`, when `banzhaf_teacher="estimator"` and the estimator was never trained
@@ -1734,6 +1736,11 @@ class HBIAlignmentLoss(nn.Module):
         self.banzhaf_heads = nn.ModuleList([HBIBanzhafHead(config.estimator_config) for _ in range(NUM_LEVELS)])
         self.banzhaf_teacher = HBIBanzhafEstimator(config.estimator_config)
         self.banzhaf_teacher.requires_grad_(False)
+        self.banzhaf_loss_factor = 1.0
+
+    def banzhaf_weight(self) -> float:
+        """The weight of L_I in the loss: alpha (`config.banzhaf_loss_weight`) times `banzhaf_loss_factor`."""
+        return self.config.banzhaf_loss_weight * self.banzhaf_loss_factor
 
     def train(self, mode: bool = True) -> "HBIAlignmentLoss":
         super().train(mode)
@@ -1767,7 +1774,7 @@ class HBIAlignmentLoss(nn.Module):
         local = slice(offset, offset + len(text_features))
         loss = (
             contrastive
-            + self.config.banzhaf_loss_weight * banzhaf
+            + self.banzhaf_weight() * banzhaf
             + self.config.distillation_loss_weight * distillation
         )
         return HBIAlignmentLossOutput(

@@ -19,6 +19,7 @@ The multi-process contrastive loss needs nothing here: [`HBIForRetrieval`] gathe
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ from transformers.utils import logging
 
 from .estimator_training import fit_estimator_for_training
 from .model_card import write_eval_results
-from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIForRetrieval, gather_world_size
+from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIAlignmentLoss, HBIForRetrieval, gather_world_size
 from .retrieval_data import (
     bad_input_report_callback,
     build_retrieval_collator,
@@ -175,6 +176,14 @@ class HBITrainingArguments(TrainingArguments):
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule after the warm-up."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
+    banzhaf_loss_warmup_steps: float = field(
+        default=0.0,
+        metadata={
+            "help": "Ramp the Banzhaf loss weight alpha linearly from 0 over these optimizer steps (a fraction of all "
+            "steps if < 1; 0: alpha from the start). For towers trained from scratch, whose early similarities carry "
+            "no structure (docs/banzhaf.md)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the dataset columns: the collator needs the paths and captions."}
     )
@@ -195,6 +204,8 @@ class HBITrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.coef_lr < 0:
             raise ValueError(f"coef_lr must be >= 0; got {self.coef_lr}")
+        if self.banzhaf_loss_warmup_steps < 0:
+            raise ValueError(f"banzhaf_loss_warmup_steps must be >= 0; got {self.banzhaf_loss_warmup_steps}")
         wants_gpu = not self.use_cpu and torch.cuda.is_available()
         if self.auto_mixed_precision and wants_gpu and not (self.bf16 or self.fp16):
             if torch.cuda.is_bf16_supported():
@@ -371,8 +382,22 @@ class HBITrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def banzhaf_loss_factor(self) -> float:
+        """The factor on alpha at the current optimizer step: `global_step / banzhaf_loss_warmup_steps` (that a
+        fraction of `max_steps` if < 1), at most 1; 1 without warm-up."""
+        warmup = getattr(self.args, "banzhaf_loss_warmup_steps", 0.0)
+        if 0 < warmup < 1:
+            warmup = math.ceil(warmup * self.state.max_steps)
+        return 1.0 if warmup <= 0 else min(1.0, self.state.global_step / warmup)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The model's loss of Eq. 16 (also in evaluation mode); training steps accumulate its parts for logging."""
+        """The model's loss of Eq. 16 (also in evaluation mode); training steps accumulate its parts for logging and
+        set alpha's warm-up factor ([`banzhaf_loss_factor`]) on the model's alignment loss."""
+        if model.training:
+            factor = self.banzhaf_loss_factor()
+            for module in model.modules():
+                if isinstance(module, HBIAlignmentLoss):
+                    module.banzhaf_loss_factor = factor
         loss, outputs = super().compute_loss(
             model, {**inputs, "return_loss": True}, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
