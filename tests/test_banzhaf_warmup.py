@@ -46,7 +46,12 @@ class FactorRecorder(TrainerCallback):
 
 @pytest.mark.parametrize(
     ("warmup", "expected"),
-    [(0, [1.0, 1.0, 1.0, 1.0]), (2, [0.0, 0.5, 1.0, 1.0]), (0.5, [0.0, 0.5, 1.0, 1.0]), (8, [0.0, 0.125, 0.25, 0.375])],
+    [
+        (0, [1.0, 1.0, 1.0, 1.0]),
+        (2, [0.0, 0.5, 1.0, 1.0]),
+        (0.5, [0.0, 0.5, 1.0, 1.0]),
+        (8, [0.0, 0.125, 0.25, 0.375]),
+    ],
 )
 def test_alpha_ramps_from_zero_over_the_warm_up_steps(tmp_path, warmup, expected):
     """Step k (from 0) of training uses alpha x min(1, k / warm-up steps); a warm-up below 1 is a fraction of all
