@@ -115,7 +115,8 @@ def test_entity_level_banzhaf_term_is_the_full_models_entity_term():
     torch.manual_seed(5)
     teacher = full.alignment.teacher_interaction(similarity, text, video, 0)
     cell_mask = text.level_masks[0].unsqueeze(-1) & video.level_masks[0].unsqueeze(-2)
-    expected = banzhaf_interaction_loss(full.alignment.banzhaf_heads[0](similarity, cell_mask), teacher, cell_mask)
+    head_input = full.config.banzhaf_head_input_scale * similarity
+    expected = banzhaf_interaction_loss(full.alignment.banzhaf_heads[0](head_input, cell_mask), teacher, cell_mask)
     torch.manual_seed(5)
     output = entity_only(**batch, return_loss=True)
     torch.testing.assert_close(output.banzhaf_loss, expected)

@@ -76,6 +76,21 @@ class HBIDemoArguments:
         default=False, metadata={"help": "Learn the temperature (CLIP's logit scale, starting at 1/0.07)."}
     )
     weight_decay: float = field(default=0.2, metadata={"help": "Weight decay (never on biases and norms)."})
+    banzhaf_head_input_scale: float = field(
+        default=20.0,
+        metadata={
+            "help": "HBIConfig.banzhaf_head_input_scale: the Banzhaf heads read the similarity times this (paper: 1, "
+            "at which L_I barely reaches the encoder; docs/banzhaf.md has the measured settings)."
+        },
+    )
+    banzhaf_loss_warmup_steps: float = field(
+        default=0.2,
+        metadata={
+            "help": "Ramp alpha from 0 over these steps (a fraction of all steps if < 1): the towers start at random, "
+            "with no structure in their similarities for the Banzhaf teacher (the paper starts from a pretrained "
+            "CLIP)."
+        },
+    )
     init_from: str | None = field(
         default=None,
         metadata={
@@ -125,6 +140,7 @@ def demo_config(args: HBIDemoArguments, **overrides) -> HBIConfig:
         video_cluster_counts=[max(1, args.num_frames // 2), max(1, args.num_frames // 4)],
         text_cluster_counts=[max(1, args.max_words // 2), max(1, args.max_words // 8)],
         representation_reconstruction=args.representation_reconstruction,
+        banzhaf_head_input_scale=args.banzhaf_head_input_scale,
         temperature=args.temperature,
         learnable_temperature=args.learnable_temperature,
         estimator_config=dict(hidden_size=16),
@@ -147,6 +163,7 @@ def demo_training_arguments(args: HBIDemoArguments) -> HBITrainingArguments:
         num_train_epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
+        banzhaf_loss_warmup_steps=args.banzhaf_loss_warmup_steps,
         coef_lr=1.0,
         logging_steps=10,
         save_strategy="no",
