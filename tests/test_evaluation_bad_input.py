@@ -5,6 +5,9 @@ in-training evaluation (`eval_strategy="epoch"`) loses neither the epoch nor its
 and saves its skip totals."""
 
 import json
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +162,41 @@ def test_retrieval_training_prints_and_saves_its_skip_totals(model_dir, tiny_syn
     assert totals["missing file"] == totals["empty caption"] == 1  # 12 rows, 3 steps of 4: one pass
     assert totals["unreadable video"] == totals["zero frames"] == totals["non-text caption"] == 0
     assert "bad input over the whole training run: {'missing file': 1, 'empty caption': 1" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def nan_model_dir(tmp_path_factory):
+    """A tiny retrieval model whose CLIP text projection is all NaN: every score it gives is NaN."""
+    torch.manual_seed(0)
+    model = HBIForRetrieval(tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY)))
+    with torch.no_grad():
+        model.hbi.clip.text_projection.weight.fill_(float("nan"))
+    folder = tmp_path_factory.mktemp("nan") / "model"
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_nan_scores_give_no_figures_and_name_the_test_rows_and_videos(nan_model_dir, processor, test_rows):
+    model = HBIForRetrieval.from_pretrained(nan_model_dir)
+    videos = [row["video_id"] for row in test_rows]
+    expected = (
+        rf"non-finite embeddings: 3 of 3 caption and 0 of 3 video.* hold 9 non-finite values .* of 9, in 3 of 3 "
+        rf"captions, at test rows \[0, 1, 2\] and 3 of 3 videos \[{', '.join(videos)}\]"
+    )
+    with pytest.raises(ValueError, match=expected):
+        evaluate_retrieval(model, Dataset.from_list(test_rows), processor, batch_size=2)
+    # rows are named as in the dataset even when a bad caption before them was left out
+    bad_first = [{**test_rows[0], "caption": ""}, *test_rows]
+    with pytest.raises(ValueError, match=r"in 3 of 3 captions, at test rows \[1, 2, 3\]"):
+        evaluate_retrieval(model, Dataset.from_list(bad_first), processor, batch_size=2)
+
+
+def test_evaluate_retrieval_script_fails_on_a_nan_model_and_prints_no_figures(
+    nan_model_dir, tiny_synthetic_root, monkeypatch, capsys
+):
+    script = Path(__file__).parent.parent / "scripts" / "evaluate_retrieval.py"
+    argv = ["--model_name_or_path", str(nan_model_dir), "--dataset_name", "synthetic"]
+    monkeypatch.setattr(sys, "argv", [str(script), *argv, "--data_root", str(tiny_synthetic_root)])
+    with pytest.raises(ValueError, match=r"non-finite values .* test rows \[0, 1, 2\]"):
+        runpy.run_path(str(script), run_name="__main__")
+    assert "R@1" not in capsys.readouterr().out

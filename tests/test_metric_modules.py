@@ -138,3 +138,20 @@ def test_modules_load_by_path_offline_and_write_only_into_the_cache(tmp_path):
     assert _files_under(package_metrics) == before, "written into the installed package"
     written = _files_under(hf_home)
     assert written and all(name.startswith(("modules/", "metrics/")) for name in written), sorted(written)
+
+
+def test_retrieval_module_gives_no_figures_for_nan_scores():
+    nan_scores = torch.full((2, 2), float("nan")).numpy()  # what a model with NaN weights scores
+    with pytest.raises(ValueError, match=r"4 non-finite values .* text rows \[0, 1\] .* video columns \[0, 1\]"):
+        metrics.load("retrieval").compute(predictions=nan_scores, references=[0, 1])
+    module = _load_by_path("retrieval")
+    for row, video in [([0.9, 0.1], 0), ([0.2, float("nan")], 1)]:
+        module.add(prediction=row, reference=video)
+    with pytest.raises(ValueError, match=r"1 non-finite values .* text rows \[1\] and 1 of 2 video columns \[1\]"):
+        module.compute()
+
+
+@pytest.mark.parametrize("prediction", [float("nan"), float("inf"), 1.5])
+def test_videoqa_accuracy_refuses_a_prediction_that_is_not_an_answer_id(prediction):
+    with pytest.raises(ValueError, match=r"1 of 3 predictions are not answer ids .* rows \[1\]"):
+        videoqa_accuracy([3, prediction, 2], [3, 0, -1])

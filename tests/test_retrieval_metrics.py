@@ -136,3 +136,26 @@ def test_model_index_results_have_the_hub_structure():
     recall_at_1 = next(m for m in results[0]["metrics"] if m["type"] == "recall@1")
     assert recall_at_1["value"] == 100.0
     assert len(results[0]["metrics"]) == 6  # R@1, R@5, R@10, Rsum, MdR, MnR; no dual-softmax figures
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dual_softmax", [False, True])
+def test_a_non_finite_score_gives_no_metrics_and_names_its_text_row_and_video_column(value, dual_softmax):
+    scores = torch.eye(3)
+    scores[1, 2] = value  # NaN would otherwise rank caption 1 first; infinities overflowed and tie
+    with pytest.raises(ValueError, match=r"1 non-finite values .* of 9, in 1 of 3 text rows \[1\] and 1 of 3 video "
+                                         r"columns \[2\]"):  # fmt: skip
+        compute_retrieval_metrics(scores, torch.arange(3), dual_softmax=dual_softmax)
+
+
+def test_an_all_nan_score_matrix_is_not_perfect_retrieval():
+    with pytest.raises(ValueError, match=r"4 non-finite values .* text rows \[0, 1\] .* video columns \[0, 1\]"):
+        retrieval_ranks(torch.full((2, 2), float("nan")), torch.arange(2))
+
+
+def test_the_non_finite_error_lists_the_first_ten_rows_and_counts_the_rest():
+    scores = torch.zeros(12, 12).fill_diagonal_(1.0)
+    scores[:, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"12 of 12 text rows \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\. \(2 more\)\] and "
+                                         r"1 of 12 video columns \[0\]"):  # fmt: skip
+        retrieval_ranks(scores, torch.arange(12))

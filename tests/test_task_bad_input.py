@@ -100,3 +100,12 @@ def test_row_files_with_a_byte_order_mark_or_as_a_json_list_are_read_and_an_empt
     path.write_text("\n")
     with pytest.raises(ValueError, match="rows.jsonl: no rows"):
         load_rows(str(path))
+
+
+def test_qa_evaluation_refuses_nan_logits_instead_of_answering_id_0(tiny_synthetic_root):
+    model, processor, test = qa_setup(tiny_synthetic_root)
+    rows = [dict(row) for row in test.select(range(3))]
+    with torch.no_grad():
+        model.hbi.clip.text_projection.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"answer logits hold NaN or infinity for 2 of 2 questions .* \[0, 1\]"):
+        predict_answers(model, rows, processor, batch_size=2)

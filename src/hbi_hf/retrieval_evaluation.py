@@ -25,6 +25,7 @@ from transformers.utils import logging
 from .metrics import compute as compute_metric
 from .modeling_hbi import DEFAULT_SCORING_CHUNK_SIZE, HBIModalityFeatures
 from .retrieval_data import _data_api
+from .retrieval_metrics import check_finite_scores
 from .video_processing_hbi import HBIVideoDecodeError
 
 logger = logging.get_logger(__name__)
@@ -132,6 +133,8 @@ class HBIEncodedGallery:
         unusable_captions (`list[HBIUnusableItem]`): indices into the full gallery's captions.
         unusable_videos (`list[HBIUnusableItem]`): indices into the full gallery's videos (the same list on every
             process, whichever process decoded them).
+        caption_rows (`list[int]`): the index into the full gallery's captions (its dataset row) of every caption of
+            `gallery`.
     """
 
     gallery: HBIRetrievalGallery
@@ -139,6 +142,7 @@ class HBIEncodedGallery:
     video_features: HBIModalityFeatures | None
     unusable_captions: list[HBIUnusableItem]
     unusable_videos: list[HBIUnusableItem]
+    caption_rows: list[int]
 
 
 def unusable_captions(gallery: HBIRetrievalGallery) -> list[HBIUnusableItem]:
@@ -191,13 +195,12 @@ def encode_gallery(
     bad_captions = unusable_captions(gallery)
     bad_video_indices = {item.index for item in unusable_videos}
     bad_text_indices = {item.index for item in bad_captions}
-    usable, video_indices = gallery.subset(
-        [
-            index
-            for index in range(len(gallery.captions))
-            if index not in bad_text_indices and int(gallery.text_to_video[index]) not in bad_video_indices
-        ]
-    )
+    caption_rows = [
+        index
+        for index in range(len(gallery.captions))
+        if index not in bad_text_indices and int(gallery.text_to_video[index]) not in bad_video_indices
+    ]
+    usable, video_indices = gallery.subset(caption_rows)
     text_features = encode_sharded(usable.captions, encode_texts, batch_size, state) if usable.captions else None
     if usable.captions:
         decoded = [index for index in range(len(gallery.video_ids)) if index not in bad_video_indices]
@@ -205,7 +208,7 @@ def encode_gallery(
         video_features = video_features[torch.tensor([position[video] for video in video_indices], dtype=torch.long)]
     else:
         video_features = None
-    return HBIEncodedGallery(usable, text_features, video_features, bad_captions, unusable_videos)
+    return HBIEncodedGallery(usable, text_features, video_features, bad_captions, unusable_videos, caption_rows)
 
 
 @torch.inference_mode()
@@ -215,6 +218,16 @@ def score_gallery(model, text_features, video_features, chunk_size: int = DEFAUL
     text_features = text_features.map(lambda tensor: tensor.to(device))
     video_features = video_features.map(lambda tensor: tensor.to(device))
     return model.score(text_features, video_features, chunk_size=chunk_size).float().cpu()
+
+
+def _non_finite_embeddings(encoded: HBIEncodedGallery) -> str:
+    """How many caption and video global embeddings hold NaN or infinity, for the error on non-finite scores."""
+    counts = [
+        f"{int((~torch.isfinite(features.global_embeddings)).flatten(1).any(1).sum())} of {len(features)} {name}"
+        for name, features in (("caption", encoded.text_features), ("video", encoded.video_features))
+        if features.global_embeddings is not None
+    ]
+    return f"non-finite embeddings: {' and '.join(counts)}"
 
 
 def evaluate_retrieval(
@@ -247,6 +260,9 @@ def evaluate_retrieval(
     Raises:
         [`HBIBadInputError`]: in strict mode, a bad caption (naming its row, video and field) or video (naming the
             file); in either mode, when nothing usable is left to rank.
+        `ValueError`: the model gave NaN or infinite scores (naming how many, the test rows of their captions and
+            their video ids, and whether the caption or video embeddings themselves are non-finite); such scores
+            have no ranking, so no figures are given.
     """
     api = _data_api()
     gallery = HBIRetrievalGallery.from_dataset(dataset)
@@ -270,6 +286,14 @@ def evaluate_retrieval(
         scores = score_gallery(model, encoded.text_features, encoded.video_features, chunk_size)
     finally:
         model.train(was_training)
+    check_finite_scores(
+        scores,
+        text_names=encoded.caption_rows,
+        video_names=ranked.video_ids,
+        what=f"the model's retrieval scores ({_non_finite_embeddings(encoded)})",
+        text_label="captions, at test rows",
+        video_label="videos",
+    )
     metrics = compute_metric(
         "retrieval", predictions=scores, references=ranked.text_to_video, dual_softmax=dual_softmax
     )

@@ -10,12 +10,59 @@ Conventions:
 * **Ties count pessimistically**: the rank is 1 + the number of *wrong* candidates scoring at least as high as the
   best correct one. A collapsed model that gives every pair the same score therefore ranks last, never first, and the
   figures cannot depend on the order of the gallery.
+* **Scores must be finite**: a NaN compares false with everything, so it would rank every query first (perfect
+  figures), and an infinity only arises from an overflow (a model's scores are bounded: cosine similarities times a
+  finite logit scale), ties with other infinities and turns into NaN under dual-softmax re-ranking. A matrix with a
+  NaN or an infinity raises `ValueError` naming its rows and columns, never produces figures.
 """
 
 import numpy as np
 import torch
 
 RECALL_AT = (1, 5, 10)
+
+
+def _listing(names: list, limit: int = 10) -> str:
+    """`[a, b, c]`, or the first `limit` names and how many more."""
+    shown = ", ".join(str(name) for name in names[:limit])
+    return f"[{shown}]" if len(names) <= limit else f"[{shown}, ... ({len(names) - limit} more)]"
+
+
+def check_finite_scores(
+    scores: torch.Tensor,
+    text_names: list | None = None,
+    video_names: list | None = None,
+    what: str = "scores",
+    text_label: str = "text rows",
+    video_label: str = "video columns",
+) -> None:
+    """
+    Refuse a score matrix holding NaN or infinite values (they have no ranking; see the module docstring).
+
+    Args:
+        scores (`torch.Tensor` of shape `(n_text, n_video)`)
+        text_names (`list`, *optional*): how to name each row in the error (defaults to `text row i`).
+        video_names (`list`, *optional*): how to name each column in the error (defaults to `video column j`).
+        what (`str`, *optional*): what the matrix is, for the error.
+        text_label (`str`, *optional*), video_label (`str`, *optional*): what the rows and columns are called.
+
+    Raises:
+        `ValueError`: naming how many scores are non-finite and which rows (texts) and columns (videos) hold them.
+    """
+    bad = ~torch.isfinite(scores)
+    if not bad.any():
+        return
+    rows = bad.any(dim=1).nonzero().flatten().tolist()
+    columns = bad.any(dim=0).nonzero().flatten().tolist()
+    row_names = [text_names[i] for i in rows] if text_names is not None else rows
+    column_names = [video_names[j] for j in columns] if video_names is not None else columns
+    n_text, n_video = scores.shape
+    raise ValueError(
+        f"{what} hold {int(bad.sum())} non-finite values (NaN or infinity) of {bad.numel()}, in {len(rows)} of "
+        f"{n_text} {text_label} {_listing(row_names)} and {len(columns)} of {n_video} "
+        f"{video_label} {_listing(column_names)}: such scores cannot be ranked (a NaN would rank first), so no metrics are given; "
+        "the model's parameters or features hold NaN or infinity, or its scores overflowed"
+    )
 
 
 def _pessimistic_ranks(scores: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -46,6 +93,10 @@ def retrieval_ranks(scores: torch.Tensor, text_to_video: torch.Tensor) -> tuple[
 
     Returns:
         text_to_video_ranks (`(n_text,)`) and video_to_text_ranks (`(n_video,)`), starting at 1.
+
+    Raises:
+        `ValueError`: a score is NaN or infinite (naming its text rows and video columns), `text_to_video` has the
+            wrong length or indexes outside the gallery, or a video has no caption.
     """
     n_text, n_video = scores.shape
     text_to_video = torch.as_tensor(text_to_video, device=scores.device).long()
@@ -54,6 +105,7 @@ def retrieval_ranks(scores: torch.Tensor, text_to_video: torch.Tensor) -> tuple[
     if n_text and (text_to_video.min() < 0 or text_to_video.max() >= n_video):
         raise ValueError(f"text_to_video must index the {n_video} videos; got values outside [0, {n_video})")
     scores = scores.float()
+    check_finite_scores(scores)
     correct = text_to_video.unsqueeze(1) == torch.arange(n_video, device=scores.device).unsqueeze(0)
     if not correct.any(dim=0).all():
         missing = int((~correct.any(dim=0)).nonzero()[0])
@@ -103,6 +155,9 @@ def compute_retrieval_metrics(
         text_to_video (`torch.LongTensor` of shape `(n_text,)`): the video of each caption.
         dual_softmax (`bool`, *optional*, defaults to `False`): also report dual-softmax re-ranked figures.
         dual_softmax_inverse_temperature (`float`, *optional*, defaults to 100.0): lambda of the re-ranking.
+
+    Raises:
+        `ValueError`: see [`retrieval_ranks`]; notably a NaN or infinite score, naming its text rows and video columns.
     """
     t2v_ranks, v2t_ranks = retrieval_ranks(scores, text_to_video)
     metrics = {**rank_metrics(t2v_ranks, "t2v_"), **rank_metrics(v2t_ranks, "v2t_")}
@@ -141,6 +196,7 @@ def _probability_no_hit(population: int, hits: int, draws: int) -> float:
 
 __all__ = [
     "chance_metrics",
+    "check_finite_scores",
     "compute_retrieval_metrics",
     "dual_softmax_scores",
     "rank_metrics",

@@ -124,7 +124,13 @@ def predict_answers(
     """Fused-logit answer of every question in `dataset` (QA rows with `label`) and its label (negative outside the
     vocabulary). The default collator is strict: an unreadable video or a null / blank question raises (naming the
     file or field) instead of shrinking the test set. Pass a lenient `HBIVideoQACollator(processor,
-    allow_empty_batch=True)` to leave such questions out instead; `collator.totals` then counts them by reason."""
+    allow_empty_batch=True)` to leave such questions out instead; `collator.totals` then counts them by reason.
+
+    Raises:
+        `ValueError`: the model's answer logits hold NaN or infinity (they have no argmax: a NaN row would answer
+            id 0 silently), naming how many questions and which (their position among the questions predicted, the
+            dataset row unless a lenient collator left some out).
+    """
     model.eval()
     collator = collator or HBIVideoQACollator(processor, strict=True)
     predictions, labels = [], []
@@ -133,16 +139,36 @@ def predict_answers(
             continue
         batch_labels = batch.pop("labels")
         batch = {key: value.to(model.device) for key, value in batch.items()}
-        predictions += model(**batch).logits.argmax(-1).tolist()
+        logits = model(**batch).logits
+        non_finite = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten()
+        if len(non_finite):
+            questions = (non_finite + len(labels)).tolist()
+            raise ValueError(
+                f"the model's answer logits hold NaN or infinity for {len(questions)} of {len(logits)} questions of a "
+                f"batch (questions {questions[:10]}{' ...' if len(questions) > 10 else ''}): they have no top answer, "
+                "so no accuracy is given; the model's parameters or features hold NaN or infinity, or overflowed"
+            )
+        predictions += logits.argmax(-1).tolist()
         labels += batch_labels.tolist()
     return predictions, labels
 
 
 def videoqa_accuracy(predictions: list[int], labels: list[int]) -> dict[str, float]:
     """Top-1 accuracy over *all* questions: a question whose answer is outside the vocabulary (negative label) can
-    never be answered and counts as wrong. Also returns how many such questions there were."""
+    never be answered and counts as wrong. Also returns how many such questions there were.
+
+    Raises:
+        `ValueError`: as many predictions as labels are needed, at least one; a prediction that is not an answer id
+            (NaN, infinite or fractional) is refused, naming the rows; NaN logits are refused by [`predict_answers`].
+    """
     if len(predictions) != len(labels):
         raise ValueError(f"got {len(predictions)} predictions for {len(labels)} labels")
+    not_ids = [row for row, prediction in enumerate(predictions) if not float(prediction).is_integer()]
+    if not_ids:
+        raise ValueError(
+            f"{len(not_ids)} of {len(predictions)} predictions are not answer ids (NaN, infinite or fractional), "
+            f"rows {not_ids[:10]}{' ...' if len(not_ids) > 10 else ''}"
+        )
     if not labels:
         raise ValueError("videoqa_accuracy needs at least one question")
     correct = sum(int(p == y) for p, y in zip(predictions, labels) if y >= 0)

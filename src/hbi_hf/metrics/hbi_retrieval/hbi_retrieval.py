@@ -25,7 +25,8 @@ Args:
 Returns:
     `dict[str, float]`: `t2v_R@1`, `t2v_R@5`, `t2v_R@10`, `t2v_Rsum`, `t2v_MdR`, `t2v_MnR` and the same for `v2t_`.
 Raises:
-    `ValueError`: a reference outside the gallery, or a video without any text.
+    `ValueError`: a NaN or infinite score (naming how many, and their text rows and video columns: such a matrix has
+        no ranking and never gives figures), a reference outside the gallery, or a video without any text.
 Example:
     >>> from hbi_hf import metrics
     >>> metrics.load("retrieval").compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[0, 1])["t2v_R@1"]
