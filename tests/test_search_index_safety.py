@@ -36,6 +36,7 @@ from test_cli import (  # noqa: F401  (fixtures)
 from hbi_hf import HBIForRetrieval
 from hbi_hf import search_index as search_module
 from hbi_hf.cli import main
+from hbi_hf.errors import HBIInputError
 from hbi_hf.search_index import (
     LOCK_NAME,
     MARKER_NAME,
@@ -44,11 +45,13 @@ from hbi_hf.search_index import (
     HBIModelFingerprint,
     HBIModelMismatchError,
     HBIVideoIndex,
+    HBIVideoSearcher,
     build_index,
     load_hbi_model,
     rank_videos,
     search_index,
 )
+from hbi_hf.video_processing_hbi import HBIVideoDecodeError
 
 TESTS = Path(__file__).parent
 
@@ -416,7 +419,13 @@ def test_help_and_argument_errors_do_not_import_torch():
         """
         import sys
         from hbi_hf_cli import main
-        for argv in (["--help"], ["search", ".", "q", "--top-k", "0"]):
+        for argv in (
+            ["--help"],
+            ["search", "--help"],
+            ["search", ".", "q", "--top-k", "0"],
+            ["search", ".", "  "],
+            ["explain", sys.executable, "c", "--model", ".", "--out", "figure.txt"],
+        ):
             try:
                 main(argv)
             except SystemExit:
@@ -454,3 +463,97 @@ def test_a_damaged_manifest_is_reported_by_name_by_search_and_index(index_dir, v
     assert f"{manifest}: the file: not valid JSON" in capsys.readouterr().err
     assert main(["index", str(video_dir), "--out", str(index_dir), "--no-progress"]) == 1
     assert f"{manifest}: the file: not valid JSON" in capsys.readouterr().err
+
+
+def test_every_input_error_of_the_package_is_an_hbi_input_error():
+    """The rule `hbi-hf` prints by: what the package raises on purpose about its input derives from HBIInputError."""
+    for error in (HBIIndexDamagedError, HBIModelMismatchError, HBIVideoDecodeError):
+        assert issubclass(error, HBIInputError) and issubclass(error, ValueError)
+
+
+def test_input_errors_found_while_running_are_one_line_messages_naming_the_command(
+    video_dir, model_dir, tmp_path, capsys
+):
+    empty_videos = tmp_path / "no-videos"
+    empty_videos.mkdir()
+    empty_index = tmp_path / "empty-index"
+    build_index(empty_videos, empty_index, model_dir, show_progress=False)
+    cases = [
+        (["search", empty_index, "red"], "hbi-hf search: error: the index", "holds no video"),
+        (["index", video_dir, "--out", tmp_path / "new"], "hbi-hf index: error:", "a model (--model) is needed"),
+    ]
+    for argv, prefix, reason in cases:
+        assert main([str(a) for a in argv]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith(prefix) and reason in error and "Traceback" not in error, error
+    with pytest.raises(HBIInputError, match="holds no video"):
+        search_index(empty_index, "red")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_bug_is_not_disguised_as_an_input_error(video_dir, model_dir, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(search_module, "build_index", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["index", str(video_dir), "--model", str(model_dir), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize(
+    "argv, flag, reason",
+    [
+        (["index", "{videos}", "--out", "{out}", "--device", "bogus"], "--device", "not a torch device: 'bogus'"),
+        (["index", "{videos}", "--out", "{out}", "--device", "cuda:99"], "--device", "'cuda:99'"),
+        (["explain", "{video}", "red", "--model", "{model}", "--out", "ex.txt"], "--out", "must end in .png"),
+        (["explain", "{video}", "red", "--model", "{model}", "--out", "{out}/f.png"], "--out", "no such folder"),
+        (["search", "{index}", ""], "query", "the query is empty"),
+        (["search", "{index}", " \t "], "query", "the query is empty"),
+    ],
+)
+def test_device_figure_file_and_query_are_checked_at_parse_time(
+    argv, flag, reason, video_dir, model_dir, tmp_path, capsys
+):
+    values = dict(index=tmp_path, videos=video_dir, out=tmp_path / "out", video=video_dir / "red.mp4", model=model_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**values) for a in argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"hbi-hf {argv[0]}: error: argument {flag}: " in error and reason in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_query_is_refused_and_empty_lines_of_a_queries_file_are_skipped_and_counted(
+    index_dir, tmp_path, capsys
+):
+    with pytest.raises(HBIInputError, match="is empty"):
+        HBIVideoSearcher(index_dir).search("  ")
+    queries = tmp_path / "queries.txt"
+    queries.write_text("red\n\n   \nblue\n\t\n")
+    assert main(["search", str(index_dir), "--queries-file", str(queries)]) == 0
+    printed = capsys.readouterr()
+    assert [json.loads(line)["query"] for line in printed.out.strip().splitlines()] == ["red", "blue"]
+    assert f"skipped 3 empty line(s) of {queries} (line 2, 3, 5)" in printed.err
+
+
+def test_usage_errors_name_the_command_and_help_shows_the_defaults(index_dir, model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["search", str(index_dir)])
+    assert "hbi-hf search: error: give either a QUERY or --queries-file" in capsys.readouterr().err
+    (tmp_path / "v.mp4").write_bytes(b"")
+    command = ["explain", str(tmp_path / "v.mp4"), "red", "--model", str(model_dir), "--out", str(tmp_path / "f.png")]
+    with pytest.raises(SystemExit):
+        main([*command, "--teacher", "monte_carlo", "--estimator", str(model_dir)])
+    assert "hbi-hf explain: error: --teacher monte_carlo takes no --estimator" in capsys.readouterr().err
+
+    expected = {
+        "index": ["(>= 1; default: 8)", "(>= 1; default: 64)", "(default: cpu)"],
+        "search": ["(>= 1; default: 10)", "(default: 1000)"],
+        "explain": ["(default: 1000)", "(default: 0)"],
+    }
+    for command_name, defaults in expected.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([command_name, "--help"])
+        assert exit_info.value.code == 0
+        shown = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+        assert all(default in shown for default in defaults), (command_name, shown)

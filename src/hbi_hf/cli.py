@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from hbi_hf_cli import main
 
-from .search_index import HBIIndexDamagedError, HBIModelMismatchError
+from .errors import HBIInputError
 
 
 def _run_index(args: argparse.Namespace) -> int:
@@ -42,13 +42,16 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queries(path: str) -> Iterator[str]:
-    """Non-empty lines of `path` (`-`: standard input, read as it comes), stripped."""
+def _queries(path: str, skipped: list[int]) -> Iterator[str]:
+    """Non-empty lines of `path` (`-`: standard input, read as it comes), stripped; the numbers of the empty or
+    whitespace-only lines, which have no query, are appended to `skipped`."""
     handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
     try:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
                 yield line.strip()
+            else:
+                skipped.append(number)
     finally:
         if handle is not sys.stdin:
             handle.close()
@@ -62,12 +65,19 @@ def _run_search(args: argparse.Namespace) -> int:
     logging.disable_progress_bar()  # no "Loading weights" bar on the terminal of every search
     searcher = HBIVideoSearcher(args.index, args.model)
     if args.queries_file is not None:
-        for query in _queries(args.queries_file):
+        skipped: list[int] = []
+        for query in _queries(args.queries_file, skipped):
             start = time.perf_counter()
             hits = searcher.search(query, top_k=args.top_k, shortlist=args.shortlist)
             elapsed_ms = (time.perf_counter() - start) * 1000
             line = {"query": query, "hits": [asdict(hit) for hit in hits], "milliseconds": round(elapsed_ms, 2)}
             print(json.dumps(line), flush=True)
+        if skipped:
+            shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+            print(
+                f"hbi-hf search: skipped {len(skipped)} empty line(s) of {args.queries_file} (line {shown})",
+                file=sys.stderr,
+            )
         return 0
     hits = searcher.search(args.query, top_k=args.top_k, shortlist=args.shortlist)
     if args.json:
@@ -83,30 +93,29 @@ def _run_search(args: argparse.Namespace) -> int:
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain_video, plot_explanation
 
-    try:
-        explanation = explain_video(
-            args.video,
-            args.caption,
-            args.model,
-            args.estimator,
-            teacher=args.teacher,
-            num_samples=args.num_samples,
-            seed=args.seed,
-        )
-    except ValueError as error:  # the teacher rules (a never-trained estimator, ...) and undecodable videos
-        print(f"hbi-hf explain: error: {error}", file=sys.stderr)
-        return 1
+    explanation = explain_video(
+        args.video,
+        args.caption,
+        args.model,
+        args.estimator,
+        teacher=args.teacher,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
     print(plot_explanation(explanation, args.out))
     return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the parsed command. Errors about the files (no such folder, damaged index, another model, a folder this
-    package did not create, a held lock) are printed as `hbi-hf COMMAND: error: ...` with exit status 1."""
+    """Run the parsed command. The errors the package raises on purpose about the user's input, an
+    [`~hbi_hf.errors.HBIInputError`] (a damaged or empty index, another model, an index without `--model`, an empty
+    query, a never-trained estimator, an undecodable video, ...) or an `OSError` (no such folder, a folder this package
+    did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; any other exception
+    is a bug and keeps its traceback."""
     runners = {"index": _run_index, "search": _run_search, "explain": _run_explain}
     try:
         return runners[args.command](args)
-    except (OSError, HBIIndexDamagedError, HBIModelMismatchError) as error:
+    except (OSError, HBIInputError) as error:
         print(f"hbi-hf {args.command}: error: {error}", file=sys.stderr)
         return 1
 

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from transformers.utils import logging
 
 from .configuration_hbi import NUM_LEVELS
+from .errors import HBIInputError
 from .modeling_hbi import LEVEL_NAMES, HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
 from .search_index import encode_text, encode_video_batch, load_hbi_model, load_processor
 
@@ -245,10 +246,10 @@ def explain_features(
         num_samples (`int`, *optional*, defaults to 1000), seed (`int`): the Monte-Carlo coalitions of the reference.
 
     Raises:
-        `ValueError`: `estimator` was never trained (`is_trained` is false in its config).
+        [`HBIInputError`]: `estimator` was never trained (`is_trained` is false in its config).
     """
     if estimator is not None and not estimator.config.is_trained:
-        raise ValueError(_NEVER_TRAINED.format(what="the estimator"))
+        raise HBIInputError(_NEVER_TRAINED.format(what="the estimator"))
     levels = []
     for level in range(NUM_LEVELS):
         similarity = model.matched_token_similarity(text_features, video_features, level)[0].float().cpu()
@@ -307,33 +308,33 @@ def resolve_explain_teacher(
         model ([`HBIModel`]), model_teacher ([`HBIBanzhafEstimator`], *optional*): from [`load_hbi_model`].
 
     Raises:
-        `ValueError`: an unknown `teacher`; `"monte_carlo"` with an estimator path; an estimator that was never
+        [`HBIInputError`]: an unknown `teacher`; `"monte_carlo"` with an estimator path; an estimator that was never
             trained; `"estimator"` for a model without a teacher or one that did not train with its estimator.
     """
     if teacher is None:
         teacher = "estimator" if estimator_name_or_path is not None else "monte_carlo"
     if teacher not in EXPLAIN_TEACHERS:
-        raise ValueError(f"teacher must be one of {EXPLAIN_TEACHERS}; got {teacher!r}")
+        raise HBIInputError(f"teacher must be one of {EXPLAIN_TEACHERS}; got {teacher!r}")
     if teacher == "monte_carlo":
         if estimator_name_or_path is not None:
-            raise ValueError(
+            raise HBIInputError(
                 "teacher='monte_carlo' takes no estimator; leave out --estimator or use --teacher estimator"
             )
         return None
     if estimator_name_or_path is not None:
         estimator = HBIBanzhafEstimator.from_pretrained(estimator_name_or_path).eval()
         if not estimator.config.is_trained:
-            raise ValueError(_NEVER_TRAINED.format(what=f"the estimator {estimator_name_or_path}"))
+            raise HBIInputError(_NEVER_TRAINED.format(what=f"the estimator {estimator_name_or_path}"))
         return estimator
     if model_teacher is None:
-        raise ValueError(
+        raise HBIInputError(
             "teacher='estimator' but the model folder holds an HBIModel without a Banzhaf teacher: give a trained "
             "estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
         )
     if not model_teacher.config.is_trained:
-        raise ValueError(_NEVER_TRAINED.format(what="the model's Banzhaf teacher"))
+        raise HBIInputError(_NEVER_TRAINED.format(what="the model's Banzhaf teacher"))
     if model.config.banzhaf_teacher != "estimator":
-        raise ValueError(
+        raise HBIInputError(
             f"the model trained with banzhaf_teacher={model.config.banzhaf_teacher!r}, not with its estimator: give "
             "a trained estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
         )
@@ -355,7 +356,7 @@ def explain_video(
     exact reference).
 
     Raises:
-        `ValueError`: see [`resolve_explain_teacher`]; a video without a decodable frame.
+        [`HBIInputError`]: see [`resolve_explain_teacher`]; a video without a decodable frame.
     """
     model, model_teacher = load_hbi_model(model_name_or_path)
     estimator = resolve_explain_teacher(teacher, estimator_name_or_path, model, model_teacher)
@@ -365,7 +366,7 @@ def explain_video(
     video_mask = inputs.get("video_mask")
     video_mask = torch.ones(len(pixel_values), dtype=torch.long) if video_mask is None else video_mask[0]
     if not video_mask.bool().any():
-        raise ValueError(f"{video}: no decodable frame")
+        raise HBIInputError(f"{video}: no decodable frame")
     metadata = inputs.get("video_metadata")
     frame_times = frame_times_of(metadata[0] if metadata else None)
     if frame_times is not None and len(frame_times) != int(video_mask.sum()):

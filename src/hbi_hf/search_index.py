@@ -36,6 +36,7 @@ from transformers import AutoConfig, AutoProcessor
 from transformers.utils import logging
 
 from .auto import AutoModelForVideoTextRetrieval
+from .errors import HBIInputError
 from .modeling_hbi import HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
 
 logger = logging.get_logger(__name__)
@@ -63,12 +64,12 @@ MODEL_FILES = (
 )
 
 
-class HBIIndexDamagedError(ValueError):
+class HBIIndexDamagedError(HBIInputError):
     """A shard or the manifest of an index cannot be read, or holds non-finite features; rerunning `hbi-hf index`
     verifies the shards and re-encodes the videos of the damaged ones."""
 
 
-class HBIModelMismatchError(ValueError):
+class HBIModelMismatchError(HBIInputError):
     """The model given to `search` is not the one (same weights and processor) the index was built with."""
 
 
@@ -155,7 +156,7 @@ def load_hbi_model(model_name_or_path: str | os.PathLike) -> tuple[HBIModel, HBI
 
     Raises:
         `FileNotFoundError`: no such folder, or no `config.json` in it (see [`resolve_model_folder`]).
-        `ValueError`: the folder holds another architecture.
+        [`HBIInputError`]: the folder holds another architecture.
     """
     model_dir = resolve_model_folder(model_name_or_path)
     config = AutoConfig.from_pretrained(model_dir)
@@ -165,7 +166,7 @@ def load_hbi_model(model_name_or_path: str | os.PathLike) -> tuple[HBIModel, HBI
     if architectures[0] == "HBIForRetrieval":
         model = AutoModelForVideoTextRetrieval.from_pretrained(model_dir).eval()
         return model.hbi, model.alignment.banzhaf_teacher
-    raise ValueError(
+    raise HBIInputError(
         f"{model_name_or_path}: expected a saved HBIModel or HBIForRetrieval; the config names {architectures}"
     )
 
@@ -175,7 +176,7 @@ def load_processor(model_name_or_path: str | os.PathLike):
     `processor(videos=[path])` gives `pixel_values` / `video_mask`)."""
     processor = AutoProcessor.from_pretrained(model_name_or_path)
     if getattr(processor, "video_processor", None) is None:
-        raise ValueError(
+        raise HBIInputError(
             f"{model_name_or_path}: expected an HBI processor (tokenizer + video processor) saved with the model; "
             f"AutoProcessor found a {type(processor).__name__}. Save one with `HBIProcessor.save_pretrained`."
         )
@@ -198,7 +199,7 @@ def decode_video(processor, path: str | os.PathLike) -> tuple[torch.Tensor, torc
     video_mask = inputs.get("video_mask")
     video_mask = torch.ones(pixel_values.shape[0], dtype=torch.long) if video_mask is None else video_mask[0]
     if not video_mask.bool().any():
-        raise ValueError("no decodable frame")
+        raise HBIInputError("no decodable frame")
     return pixel_values, video_mask
 
 
@@ -543,7 +544,7 @@ class HBIVideoIndex:
                 (the message names the shard and the videos).
         """
         if not self.entries:
-            raise ValueError(f"the index {self.directory} holds no video")
+            raise HBIInputError(f"the index {self.directory} holds no video")
         parts, order = [], []
         rows_by_shard: dict[str, list[int]] = {}
         for position, entry in enumerate(self.entries):
@@ -735,7 +736,7 @@ def build_index(
         was not free within `lock_timeout`. [`HBIIndexDamagedError`]: the manifest is unreadable.
     """
     if batch_size < 1 or checkpoint_every < 1:
-        raise ValueError(f"batch_size and checkpoint_every must be >= 1; got {batch_size} and {checkpoint_every}")
+        raise HBIInputError(f"batch_size and checkpoint_every must be >= 1; got {batch_size} and {checkpoint_every}")
     video_root = Path(video_dir).resolve()
     if not video_root.is_dir():
         raise NotADirectoryError(f"video folder {video_dir}: no such folder")
@@ -743,7 +744,7 @@ def build_index(
     encoder = None
     if not _index_folder_is_ours(index_path):
         if model_name_or_path is None:
-            raise ValueError(f"{index_dir} holds no index yet: a model (--model) is needed to create one")
+            raise HBIInputError(f"{index_dir} holds no index yet: a model (--model) is needed to create one")
         encoder = _load_encoder(model_name_or_path, device)  # a wrong model fails here, before anything is written
         _create_index_folder(index_path)
     with _WriterLock(index_path, lock_timeout):
@@ -786,7 +787,7 @@ def _update_index(
             )
             report.model_changed = True
     elif model_name_or_path is None:
-        raise ValueError(f"{index_path} holds no index yet: a model (--model) is needed to create one")
+        raise HBIInputError(f"{index_path} holds no index yet: a model (--model) is needed to create one")
     else:
         fingerprint = HBIModelFingerprint.of(model_name_or_path)
         index = HBIVideoIndex(index_path, model=fingerprint, video_root=str(video_root))
@@ -906,11 +907,11 @@ def rank_videos(
         `(scores, indices)`, each of shape `(min(top_k, candidates),)`, best first; indices into `video_features`.
 
     Raises:
-        `ValueError`: `top_k < 1` or `shortlist < 0`; [`HBIIndexDamagedError`]: a score is NaN (never ranked: the
+        [`HBIInputError`]: `top_k < 1` or `shortlist < 0`; [`HBIIndexDamagedError`]: a score is NaN (never ranked: the
             message gives the indices of the videos, or says that the text's features are not finite).
     """
     if top_k < 1 or shortlist < 0:
-        raise ValueError(f"top_k must be >= 1 and shortlist >= 0; got {top_k} and {shortlist}")
+        raise HBIInputError(f"top_k must be >= 1 and shortlist >= 0; got {top_k} and {shortlist}")
     if shortlist > 0:
         candidates = global_shortlist(text_features, video_features, shortlist)
         scores = model.score(text_features, video_features[candidates], chunk_size=chunk_size)[0]
@@ -977,7 +978,10 @@ class HBIVideoSearcher:
                 attempt += 1
 
     def search(self, query: str, top_k: int = 10, shortlist: int = 1000) -> list[HBISearchHit]:
-        """Rank the indexed videos for `query`; see [`rank_videos`]."""
+        """Rank the indexed videos for `query`; see [`rank_videos`]. Raises [`HBIInputError`] for an empty or
+        whitespace-only query (it has no words to match)."""
+        if not query.strip():
+            raise HBIInputError(f"the query {query!r} is empty: give some words to search for")
         text_features, _ = encode_text(self.model, self.processor, query)
         try:
             scores, indices = rank_videos(

@@ -26,6 +26,8 @@ from transformers.utils import TensorType, logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata, is_valid_video, make_batched_metadata, make_batched_videos
 
+from .errors import HBIInputError
+
 logger = logging.get_logger(__name__)
 
 FRAME_SAMPLING_MODES = ("fps", "uniform")
@@ -47,7 +49,7 @@ class HBIVideoMetadata(VideoMetadata):
     frame_times: list[float] | None = None
 
 
-class HBIVideoDecodeError(ValueError):
+class HBIVideoDecodeError(HBIInputError):
     """A video file that cannot be used: missing, unreadable or corrupt, or without any frame.
 
     Args:

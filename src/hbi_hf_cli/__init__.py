@@ -55,10 +55,58 @@ def _existing_file(text: str) -> str:
     return text
 
 
+def _torch_device(text: str) -> str:
+    """A torch device string whose device this machine has. `cpu` answers without importing torch; any other device
+    imports it (the command would anyway)."""
+    if text == "cpu":
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not available on this machine (torch finds no {device.type} device)"
+        )
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count()} {device.type} device(s)")
+    return text
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _figure_file(text: str) -> str:
+    path = Path(text).expanduser()
+    if path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"the file name must end in .{', .'.join(FIGURE_FORMATS)} (the figure's format); got {text!r}"
+        )
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {str(path.parent)!r} (the folder of {text!r})")
+    return text
+
+
+def _query(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the query is empty: give some words to search for; got {text!r}")
+    return text
+
+
 MODEL_FOLDER = _existing_folder("expected a folder written by save_pretrained holding the model and its processor")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build_parsers()[0]
+
+
+def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `hbi-hf` parser and its command parsers by name."""
     parser = argparse.ArgumentParser(prog="hbi-hf", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -68,9 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=MODEL_FOLDER, help="saved HBI model folder with its processor (default: the index's model)"
     )
     index.add_argument("--out", required=True, help="index folder (created, or updated incrementally)")
-    index.add_argument("--batch-size", type=_int_at_least(1), default=8, help="videos per forward pass (>= 1)")
-    index.add_argument("--checkpoint-every", type=_int_at_least(1), default=64, help="videos per saved shard (>= 1)")
-    index.add_argument("--device", default="cpu", help="torch device of the model, e.g. cuda")
+    index.add_argument(
+        "--batch-size", type=_int_at_least(1), default=8, help="videos per forward pass (>= 1; default: %(default)s)"
+    )
+    index.add_argument(
+        "--checkpoint-every",
+        type=_int_at_least(1),
+        default=64,
+        help="videos per saved shard (>= 1; default: %(default)s)",
+    )
+    index.add_argument(
+        "--device",
+        type=_torch_device,
+        default="cpu",
+        help="torch device of the model, e.g. cuda or cuda:1; it must exist on this machine (default: %(default)s)",
+    )
     index.add_argument(
         "--lock-timeout",
         type=_non_negative_float,
@@ -80,19 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="rank the indexed videos for a text query")
     search.add_argument("index", type=_existing_folder("an index written by `hbi-hf index`"), help="index folder")
-    search.add_argument("query", nargs="?", help="the text to search for")
+    search.add_argument("query", nargs="?", type=_query, help="the text to search for (not empty)")
     search.add_argument(
         "--queries-file",
         type=_existing_file,
         help="search each line of FILE (`-`: standard input, answered line by line) in one process; prints one JSON "
-        "line per query",
+        "line per query; empty lines are skipped and counted on standard error",
     )
-    search.add_argument("--top-k", type=_int_at_least(1), default=10, help="results to show (>= 1)")
+    search.add_argument(
+        "--top-k", type=_int_at_least(1), default=10, help="results to show (>= 1; default: %(default)s)"
+    )
     search.add_argument(
         "--shortlist",
         type=_int_at_least(0),
         default=DEFAULT_SHORTLIST,
-        help="videos kept by the global-embedding pre-selection before full HBI scoring; 0 scores every video",
+        help="videos kept by the global-embedding pre-selection before full HBI scoring; 0 scores every video "
+        "(default: %(default)s)",
     )
     search.add_argument("--model", type=MODEL_FOLDER, help="model folder (default: the one stored in the index)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -101,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("video", type=_existing_file, help="video file")
     explain.add_argument("caption", help="caption to explain")
     explain.add_argument("--model", type=MODEL_FOLDER, required=True, help="saved HBI model folder with its processor")
-    explain.add_argument("--out", required=True, help="figure file (png, pdf, svg)")
+    explain.add_argument(
+        "--out", type=_figure_file, required=True, help="figure file: .png, .pdf or .svg, in an existing folder"
+    )
     explain.add_argument(
         "--teacher",
         choices=("monte_carlo", "estimator"),
@@ -118,20 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples",
         type=_int_at_least(1),
         default=1000,
-        help="Monte-Carlo coalitions per (word, frame) pair of the reference on levels too large to enumerate",
+        help="Monte-Carlo coalitions per (word, frame) pair of the reference on levels too large to enumerate "
+        "(default: %(default)s)",
     )
-    explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples")
-    return parser
+    explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples (default: %(default)s)")
+    return parser, {"index": index, "search": search, "explain": explain}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the arguments; exits with a message naming the flag on a bad value."""
-    parser = build_parser()
+    """Parse and check the arguments; exits (status 2) with `hbi-hf COMMAND: error: ...` naming the flag on a bad
+    value."""
+    parser, commands = _build_parsers()
     args = parser.parse_args(argv)
     if args.command == "search" and (args.query is None) == (args.queries_file is None):
-        parser.error("search: give either a QUERY or --queries-file, not both or neither")
+        commands["search"].error("give either a QUERY or --queries-file, not both or neither")
     if args.command == "explain" and args.teacher == "monte_carlo" and args.estimator is not None:
-        parser.error("explain: --teacher monte_carlo takes no --estimator (it implies --teacher estimator)")
+        commands["explain"].error("--teacher monte_carlo takes no --estimator (it implies --teacher estimator)")
     return args
 
 
