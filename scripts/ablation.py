@@ -5,10 +5,16 @@ prints mean +- std of t2v R@1, t2v R@5 and Rsum and writes every run to <output_
 from transformers import HfArgumentParser
 
 from hbi_hf.ablation import HBIAblationArguments, format_table, run_ablation
+from hbi_hf.output_folder import claim_output_dir
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(HBIAblationArguments).parse_args_into_dataclasses()
+    parser = HfArgumentParser(HBIAblationArguments)
+    (args,) = parser.parse_args_into_dataclasses()
+    try:
+        claim_output_dir(args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     results = run_ablation(args)
     print(
         f"\n{results['train_rows']} training rows, {results['test_rows']} test rows, seeds {args.seeds}, "

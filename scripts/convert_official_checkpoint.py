@@ -23,6 +23,7 @@ from hbi_hf.conversion import (
     convert_official_checkpoint,
     convert_official_estimator_checkpoint,
 )
+from hbi_hf.output_folder import claim_output_dir
 
 
 @dataclass
@@ -56,7 +57,12 @@ class ConversionArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    (args,) = HfArgumentParser(ConversionArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(ConversionArguments)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        claim_output_dir(args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     if args.kind == "estimator":
         model = convert_official_estimator_checkpoint(args.checkpoint, args.output_dir)
     else:

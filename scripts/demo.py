@@ -3,10 +3,16 @@
 from transformers import HfArgumentParser
 
 from hbi_hf.demo import HBIDemoArguments, run_demo
+from hbi_hf.output_folder import claim_output_dir
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(HBIDemoArguments).parse_args_into_dataclasses()
+    parser = HfArgumentParser(HBIDemoArguments)
+    (args,) = parser.parse_args_into_dataclasses()
+    try:
+        claim_output_dir(args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     metrics, chance = run_demo(args)
     print(f"\n{'metric':<12} {'HBI':>8} {'chance':>8}")
     for direction in ("t2v", "v2t"):

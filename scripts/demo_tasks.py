@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hbi_hf.demo import HBIDemoArguments, run_captioning_demo, run_videoqa_demo
+from hbi_hf.output_folder import claim_output_dir
 
 
 @dataclass
@@ -25,7 +26,12 @@ class TaskDemoArguments:
 
 
 def main() -> None:
-    task_args, args = HfArgumentParser((TaskDemoArguments, HBIDemoArguments)).parse_args_into_dataclasses()
+    parser = HfArgumentParser((TaskDemoArguments, HBIDemoArguments))
+    task_args, args = parser.parse_args_into_dataclasses()
+    try:
+        claim_output_dir(args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     if task_args.task == "qa":
         results = run_videoqa_demo(args)
     elif task_args.task == "captioning":

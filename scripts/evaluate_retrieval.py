@@ -15,6 +15,7 @@ import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
+from hbi_hf.output_folder import claim_output_dir
 from hbi_hf.retrieval_data import build_retrieval_processor, load_retrieval_dataset, select_split
 from hbi_hf.retrieval_evaluation import evaluate_retrieval
 from hbi_hf.training import HBIDataArguments, HBIModelArguments, build_retrieval_model, write_eval_results
@@ -30,7 +31,9 @@ def main() -> None:
     parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, EvaluationArguments))
     try:
         model_args, data_args, eval_args = parser.parse_args_into_dataclasses()
-    except ValueError as error:
+        if eval_args.output_dir is not None:
+            claim_output_dir(eval_args.output_dir)
+    except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     if model_args.model_name_or_path is None:
         parser.error("--model_name_or_path (a saved HBI checkpoint) is required")

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from hbi_hf import HBIForCaptioning
 from hbi_hf.data import HBICaptioningCollator, load_synthetic_captioning
 from hbi_hf.demo import HBIDemoArguments, demo_config
+from hbi_hf.output_folder import claim_output_dir
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.task_training import CAPTIONING_RECIPE, load_rows, train_task_model
 from hbi_hf.training import HBITrainingArguments
@@ -35,6 +36,10 @@ def main() -> None:
     parser = HfArgumentParser((CaptioningArguments, HBITrainingArguments))
     parser.set_defaults(**CAPTIONING_RECIPE)
     args, training_args = parser.parse_args_into_dataclasses()
+    try:
+        claim_output_dir(training_args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     train = load_synthetic_captioning()["train"] if args.embedded else load_rows(args.train_file)
     if args.embedded:
         model = HBIForCaptioning(demo_config(HBIDemoArguments(), caption_loss_weight=args.caption_loss_weight))

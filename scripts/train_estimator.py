@@ -35,6 +35,7 @@ from hbi_hf.estimator_training import (
     synthetic_similarity_matrices,
     train_estimator,
 )
+from hbi_hf.output_folder import claim_output_dir
 
 DEFAULTS = [
     "--use_cpu",
@@ -104,6 +105,10 @@ def load_matrices(args: EstimatorDataArguments, seed: int) -> HBIBanzhafMatrices
 def main() -> None:
     parser = HfArgumentParser((EstimatorDataArguments, EstimatorModelArguments, TrainingArguments))
     data_args, model_args, training_args = parser.parse_args_into_dataclasses(args=DEFAULTS + sys.argv[1:])
+    try:
+        claim_output_dir(training_args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     matrices = load_matrices(data_args, training_args.seed)
     if data_args.save_matrices:
         matrices.save(data_args.save_matrices)

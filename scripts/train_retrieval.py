@@ -9,6 +9,7 @@
 
 from transformers import HfArgumentParser
 
+from hbi_hf.output_folder import claim_output_dir
 from hbi_hf.training import HBIDataArguments, HBIModelArguments, HBITrainingArguments, train_retrieval
 
 
@@ -16,7 +17,8 @@ def main() -> None:
     parser = HfArgumentParser((HBIModelArguments, HBIDataArguments, HBITrainingArguments))
     try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    except ValueError as error:
+        claim_output_dir(training_args.output_dir)
+    except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     train_retrieval(model_args, data_args, training_args)
 

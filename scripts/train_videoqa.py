@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from hbi_hf import HBIForVideoQA
 from hbi_hf.data import HBIVideoQACollator, build_answer_vocabulary, load_synthetic_qa
 from hbi_hf.demo import HBIDemoArguments, demo_config
+from hbi_hf.output_folder import claim_output_dir
 from hbi_hf.retrieval_data import build_retrieval_processor
 from hbi_hf.task_training import (
     VIDEOQA_RECIPE,
@@ -44,6 +45,10 @@ def main() -> None:
     parser = HfArgumentParser((VideoQAArguments, HBITrainingArguments))
     parser.set_defaults(**VIDEOQA_RECIPE)
     args, training_args = parser.parse_args_into_dataclasses()
+    try:
+        claim_output_dir(training_args.output_dir)
+    except FileExistsError as error:
+        parser.error(str(error))
     train = load_synthetic_qa()["train"] if args.embedded else load_rows(args.train_file)
     vocabulary = build_answer_vocabulary(train["answer"], args.max_answers)
     train = add_answer_labels(train, {answer: index for index, answer in enumerate(vocabulary)})
