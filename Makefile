@@ -1,7 +1,7 @@
 # Set-up and everyday commands. Everything installs into ./.venv, exactly as pinned in requirements/lock.txt.
 #   make test         create the environment (first time) and run the test suite
 #   make demo         create the environment, then train + evaluate retrieval on the embedded dataset
-#   make ablation     the paper's ablation in miniature on the embedded dataset (docs/banzhaf.md; 41 min on 2 cores)
+#   make ablation     the paper's ablation in miniature on the embedded dataset (docs/banzhaf.md; 30-41 min on 2 cores)
 #   make lock         re-resolve requirements/lock.txt to the newest releases in pyproject.toml's ranges
 #   make test-latest  run the suite in .venv-latest, built from the newest releases in the ranges (not the lock)
 #   make test-oldest  run the suite in .venv-oldest, built from the oldest releases the ranges allow
