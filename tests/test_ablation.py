@@ -56,7 +56,7 @@ def test_each_variant_differs_from_full_hbi_exactly_as_intended():
         assert differing_fields(model.config, full.config) == fields, variant
     assert models["no_banzhaf"].config.banzhaf_loss_weight == 0.0
     assert models["no_distillation"].config.distillation_loss_weight == 0.0
-    assert full.config.banzhaf_teacher == "monte_carlo" and full.config.banzhaf_loss_weight > 0
+    assert full.config.banzhaf_teacher == "exact" and full.config.banzhaf_loss_weight > 0
     # every variant of a seed starts from the same weights; another seed starts elsewhere
     reference = full.state_dict()
     for variant, model in models.items():

@@ -1,5 +1,5 @@
-"""The teacher of the Banzhaf-interaction loss (Eq. 8): an explicit choice, never a silent random network; the online
-Monte-Carlo teacher is the game's Banzhaf interaction in expectation; the term reaches the encoder; coarser levels
+"""The teacher of the Banzhaf-interaction loss (Eq. 8): an explicit choice, never a silent random network; the default
+teacher is the game's exact Banzhaf interaction and the online Monte-Carlo teacher is it in expectation; the term reaches the encoder; coarser levels
 merge real-length captions."""
 
 import pytest
@@ -28,9 +28,9 @@ def features(model: HBIForRetrieval, batch: dict):
 def test_a_never_trained_estimator_is_refused_with_the_fix_named(tmp_path):
     HBIBanzhafEstimator(HBIBanzhafEstimatorConfig(hidden_size=8)).save_pretrained(tmp_path / "untrained")
     model = seeded_retrieval()
-    with pytest.raises(ValueError, match="never trained.*train_estimator.py.*monte_carlo"):
+    with pytest.raises(ValueError, match="never trained.*train_estimator.py.*banzhaf_teacher='exact'"):
         model.load_banzhaf_teacher(str(tmp_path / "untrained"))
-    assert model.config.banzhaf_teacher == "monte_carlo"
+    assert model.config.banzhaf_teacher == "exact"
 
     # a model configured for an estimator teacher whose estimator was never trained refuses to train
     model = seeded_retrieval(banzhaf_teacher="estimator").train()
@@ -81,15 +81,43 @@ def test_invalid_teacher_settings_are_rejected(overrides, message):
         HBIConfig(**overrides)
 
 
-# ----- the online Monte-Carlo teacher -----------------------------------------------------------------------------
+# ----- the online teachers ------------------------------------------------------------------------------------------
+
+
+def level_game(model: HBIForRetrieval, level: int):
+    """The matched-pair similarity of a level of the tiny batch, and the game the teacher plays on it."""
+    with torch.no_grad():
+        text, video = features(model, tiny_batch())
+        similarity = model.hbi.matched_token_similarity(text, video, level)
+    return similarity, text, video
 
 
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_the_online_teacher_is_the_exact_banzhaf_interaction_in_expectation(level):
-    """On small games (padding included) the teacher's interactions are those of exact enumeration of the same game:
-    the level's matched-pair similarity, WTI weight logits, masks and game scale. The entity level (10 words + 6
-    frames) is sampled and converges to it; the coarser levels (at most 12 positions) are enumerated exactly."""
-    model = seeded_retrieval(banzhaf_num_samples=20000, banzhaf_game_scale=1000.0)
+def test_the_default_teacher_is_the_exact_banzhaf_interaction_at_every_level(level):
+    """The default teacher gives, for every matched pair, the interactions that enumerating all 2^n coalitions of the
+    level's game gives (its similarity, WTI weight logits, masks and game scale; padding included): no noise."""
+    model = seeded_retrieval(banzhaf_game_scale=1000.0)
+    assert model.config.banzhaf_teacher == "exact"
+    similarity, text, video = level_game(model, level)
+    with torch.no_grad():
+        teacher = model.alignment.teacher_interaction(similarity, text, video, level)
+    exact = exact_banzhaf_interaction(  # enumerated in float64; the teacher returns float32
+        similarity.double(),
+        text.level_weight_logits[level].double(),
+        video.level_weight_logits[level].double(),
+        text.level_masks[level],
+        video.level_masks[level],
+        logit_scale=1000.0,
+    )
+    assert exact.abs().max() > 0.1  # a non-trivial game
+    torch.testing.assert_close(teacher.double(), exact, rtol=1e-6, atol=1e-6 * exact.abs().max().item())
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_the_monte_carlo_teacher_is_the_exact_banzhaf_interaction_in_expectation(level):
+    """With `banzhaf_teacher="monte_carlo"` the entity level (10 words + 6 frames) is sampled and converges to exact
+    enumeration; the coarser levels (at most 12 positions) are enumerated exactly."""
+    model = seeded_retrieval(banzhaf_teacher="monte_carlo", banzhaf_num_samples=20000, banzhaf_game_scale=1000.0)
     batch = tiny_batch()
     with torch.no_grad():
         text, video = features(model, batch)
@@ -123,8 +151,9 @@ def test_the_online_teacher_is_the_exact_banzhaf_interaction_in_expectation(leve
     assert (noisy - exact).abs().mean() > 3 * (online - exact).abs().mean()
 
 
-def test_the_online_teacher_scales_with_the_game_scale():
-    model = seeded_retrieval(banzhaf_num_samples=64, banzhaf_game_scale=1.0)
+@pytest.mark.parametrize("teacher", ["exact", "monte_carlo"])
+def test_the_online_teacher_scales_with_the_game_scale(teacher):
+    model = seeded_retrieval(banzhaf_teacher=teacher, banzhaf_num_samples=64, banzhaf_game_scale=1.0)
     with torch.no_grad():
         text, video = features(model, tiny_batch())
         similarity = model.hbi.matched_token_similarity(text, video, 0)
@@ -150,7 +179,7 @@ def encoder_gradient_ratio(head_input_scale: float) -> float:
     args = HBIDemoArguments(quick=True)
     torch.manual_seed(0)
     model = HBIForRetrieval(demo_config(args, banzhaf_head_input_scale=head_input_scale)).train()
-    assert model.config.banzhaf_teacher == "monte_carlo"
+    assert model.config.banzhaf_teacher == "exact"
     generator = torch.Generator().manual_seed(0)
     batch_size, words = 8, args.max_words
     input_ids = torch.randint(1, 40000, (batch_size, words), generator=generator)
@@ -284,9 +313,9 @@ def test_the_estimator_is_measured_again_at_every_evaluation_and_refitted_below_
     assert state.log_history[-1]["estimator_level0_pearson"] == metrics["estimator_level0_pearson"]
     assert refits == [model]  # a Pearson of at most 1 is below 1.01
 
-    monte_carlo = seeded_retrieval()  # a model without an estimator teacher is left alone
+    without_estimator = seeded_retrieval()  # a model without an estimator teacher is left alone
     metrics = {}
-    callback.on_evaluate(None, TrainerState(), TrainerControl(), model=monte_carlo, metrics=metrics)
+    callback.on_evaluate(None, TrainerState(), TrainerControl(), model=without_estimator, metrics=metrics)
     assert metrics == {} and refits == [model]
 
 

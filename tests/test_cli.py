@@ -307,33 +307,35 @@ def model_game(model_dir, video_dir, caption: str):
 
 
 def test_explain_draws_the_exact_interaction_of_the_model_game_on_small_games(video_dir, model_dir):
-    """4 words + 2 special tokens and 6 frames: 12 players, enumerated exactly. The drawn word rows are the exact
-    Banzhaf interactions of the model's own game (padding as dummy players, special-token rows not drawn)."""
+    """4 words + 2 special tokens and 6 frames: 12 players, small enough to check against enumeration. The drawn word
+    rows are the exact Banzhaf interactions of the model's own game (padding as dummy players, special-token rows not
+    drawn)."""
     from hbi_hf.banzhaf import exact_banzhaf_interaction
 
     explanation = explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir)
     games, scale = model_game(model_dir, video_dir, "a red square moves")
     drawn = drawn_heatmaps(explanation)
-    assert [level.source for level in explanation.levels] == ["exact enumeration"] * 3
+    assert [level.source for level in explanation.levels] == ["exact"] * 3
     for level, ((values, _, _, units), game) in enumerate(zip(drawn, games)):
         similarity, text_logits, video_logits, text_mask, video_mask = game
         exact = exact_banzhaf_interaction(
-            similarity, text_logits, video_logits, text_mask, video_mask, logit_scale=scale
-        )[0][text_mask[0]][:, video_mask[0]]
+            similarity.double(), text_logits.double(), video_logits.double(), text_mask, video_mask, logit_scale=scale
+        )[0][text_mask[0]][:, video_mask[0]].float()
         word_rows = [k for k, group in enumerate(explanation.levels[level].text_groups) if set(group) & {1, 2, 3, 4}]
         np.testing.assert_allclose(values, exact[word_rows].numpy(), rtol=1e-4, atol=1e-5 * scale)
         assert units == f"Banzhaf interaction\n[cosine similarity x s = {scale:g}]"
     assert drawn[0][1] == ["a", "red", "square", "moves"]
 
 
-def test_explain_monte_carlo_reference_agrees_with_exact_enumeration(video_dir, model_dir, monkeypatch):
-    """Past EXACT_EXPLAIN_PLAYERS the reference is the Monte-Carlo sampler: its drawn values scatter around the exact
-    interactions no more than two independent runs scatter around each other."""
+def test_explain_monte_carlo_reference_agrees_with_exact_enumeration(video_dir, model_dir):
+    """With teacher="monte_carlo" the drawn values scatter around the exact interactions no more than two independent
+    runs scatter around each other."""
     from hbi_hf.banzhaf import exact_banzhaf_interaction
 
-    monkeypatch.setattr(explain_module, "EXACT_EXPLAIN_PLAYERS", 0)
     runs = [
-        explain_module.explain_video(video_dir / "red.mp4", "a red square moves", model_dir, num_samples=40000, seed=s)
+        explain_module.explain_video(
+            video_dir / "red.mp4", "a red square moves", model_dir, teacher="monte_carlo", num_samples=40000, seed=s
+        )
         for s in (0, 1)
     ]
     assert runs[0].levels[0].source == "Monte-Carlo, 40000 samples"
@@ -351,7 +353,7 @@ def test_explain_monte_carlo_reference_agrees_with_exact_enumeration(video_dir, 
 
 def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp_path, capsys):
     """A never-trained estimator is refused with an error naming the fix (given, or the model's own teacher); the
-    Monte-Carlo / exact reference is the default; a trained estimator is used when asked for, and the title says so."""
+    exact reference is the default; a trained estimator is used when asked for, and the title says so."""
     model, _ = load_hbi_model(model_dir)
     untrained = tmp_path / "untrained"
     HBIBanzhafEstimator(model.config.estimator_config).save_pretrained(untrained)
@@ -360,7 +362,7 @@ def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp
 
     assert main([*command, "--estimator", str(untrained)]) == 1
     error = capsys.readouterr().err
-    assert "never trained" in error and "--teacher monte_carlo" in error and "--estimator PATH" in error
+    assert "never trained" in error and "--teacher exact" in error and "--estimator PATH" in error
     assert main([*command, "--teacher", "estimator"]) == 1  # the model's teacher slot was never trained
     assert "never trained" in capsys.readouterr().err
     with pytest.raises(ValueError, match="never trained"):
@@ -370,7 +372,7 @@ def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp
     assert not figure.exists()
 
     default = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir)
-    assert default.source.startswith("the reference, exact enumeration")
+    assert default.source.startswith("the reference, exact")
 
     trained = tmp_path / "trained"
     config = model.config.estimator_config.to_dict() | {"is_trained": True}  # a stand-in for a trained estimator

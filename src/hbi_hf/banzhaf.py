@@ -34,6 +34,8 @@ Functions:
 * [`sampled_banzhaf_interaction`]: the unbiased Monte-Carlo estimate of Eq. 1 for games of any size.
 """
 
+import math
+
 import torch
 
 from .modeling_hbi import weighted_token_interaction
@@ -140,6 +142,120 @@ def exact_banzhaf_interaction(
         total += torch.einsum("bc,cw,cf->bwf", values, signs[:, :words], signs[:, words:])
     interaction = total / 2 ** (players - 2)
     return interaction * _cell_mask(text_mask, video_mask)
+
+
+def closed_form_banzhaf_interaction(
+    similarity: torch.Tensor,
+    text_weight_logits: torch.Tensor | None = None,
+    video_weight_logits: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
+    video_mask: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+) -> torch.Tensor:
+    r"""
+    The exact Banzhaf interaction (Eq. 1) of every (word, frame) pair of HBI's game, in polynomial time.
+
+    Writing `I(i, j) = 2^-(n-2) sum_S s_i(S) s_j(S) phi(S)` as `4 E[s_i s_j phi(T, F)]` over uniform random word sets
+    T and frame sets F (`s = +1` inside, -1 outside; see [`exact_banzhaf_interaction`]), each half of Eq. 12 is a sum
+    of products of a factor that depends only on T and one that depends only on F, and T and F are independent:
+
+        I(i, j) = 2 * [ sum_w K_t(i, w) M_t(j, w) + sum_f M_v(i, f) K_v(j, f) ]
+
+    * `M_v(i, f) = E_T[s_i(T) max_{w in T} a_wf]` (and `M_t(j, w) = E_F[s_j(F) max_{f in F} a_wf]`): with the words
+      sorted by `a_wf`, the maximum over T is the first sorted word in T, which is the k-th with probability `2^-k`,
+      so `M_v(i, f) = 2^-r a_(r) - sum_{k > r} 2^-k a_(k)` for i of rank r ([`_expected_signed_maximum`]);
+    * `K_t(i, w) = E_T[s_i(T) [w in T] u_w / sum_{k in T} u_k]` (WTI weights `u = exp(logit)`; `K_v` alike over
+      frames) depends on the weights only; `1 / x = int_0^inf exp(-t x) dt` turns the expectation over T into a
+      one-dimensional integral of a product over the players, computed by the trapezoidal rule in `log t`
+      ([`_expected_signed_weight_share`]; its error is below 1e-12 of the weights' scale).
+
+    The same numbers as full enumeration (tested against [`exact_banzhaf_interaction`]) for games of any size, in
+    `O(words * frames * (words + frames))` per matrix instead of `2^(words + frames)`, and without the Monte-Carlo
+    noise of [`sampled_banzhaf_interaction`]. Valid for this game only (Eq. 12 restricted to the coalition's players,
+    0 without a word or a frame). Computed in float64.
+
+    Args:
+        similarity (`torch.Tensor` of shape `(batch, words, frames)`): token cosine similarities of each pair.
+        text_weight_logits (`(batch, words)`), video_weight_logits (`(batch, frames)`), *optional*: WTI weight
+            logits; uniform weights if omitted.
+        text_mask (`(batch, words)`), video_mask (`(batch, frames)`), *optional*: valid words and frames. Padded
+            players never join a coalition and their cells are 0.
+        logit_scale (`float`, *optional*, defaults to 1.0): multiplies the similarities (and so the interactions).
+
+    Returns:
+        `torch.Tensor` of shape `(batch, words, frames)` in the dtype of `similarity`: the interactions, 0 on padded
+        cells.
+    """
+    dtype = similarity.dtype
+    similarity, text_weight_logits, video_weight_logits, text_mask, video_mask = _prepare_game(
+        similarity.double(), text_weight_logits, video_weight_logits, text_mask, video_mask
+    )
+    similarity = logit_scale * similarity.masked_fill(~_cell_mask(text_mask, video_mask), 0.0)
+    word_share = _expected_signed_weight_share(text_weight_logits)  # (batch, words i, words w)
+    frame_share = _expected_signed_weight_share(video_weight_logits)  # (batch, frames j, frames f)
+    best_frame = _expected_signed_maximum(similarity.transpose(1, 2), video_mask)  # (batch, frames j, words w)
+    best_word = _expected_signed_maximum(similarity, text_mask)  # (batch, words i, frames f)
+    interaction = 2 * (word_share @ best_frame.transpose(1, 2) + best_word @ frame_share.transpose(1, 2))
+    return (interaction * _cell_mask(text_mask, video_mask)).to(dtype)
+
+
+def _expected_signed_maximum(values: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
+    r"""
+    `E_R[s_r(R) max_{r' in R} values[r', c]]` for every valid row r and column c, over uniform random sets R of the
+    valid rows (the maximum of an empty set is 0, as a coalition without a word or a frame is worth 0).
+
+    Args:
+        values (`(batch, rows, columns)`), row_mask (`(batch, rows)`, bool).
+
+    Returns:
+        `(batch, rows, columns)`, 0 on padded rows.
+    """
+    rows = values.shape[1]
+    ordered, order = values.masked_fill(~row_mask.unsqueeze(-1), float("-inf")).sort(dim=1, descending=True)
+    rank = torch.arange(1, rows + 1, device=values.device)
+    first_present = torch.where(
+        rank.unsqueeze(0) <= row_mask.sum(-1, keepdim=True), torch.pow(0.5, rank.to(values.dtype)), 0.0
+    ).unsqueeze(-1)  # probability that the sorted row of this rank is the best present one
+    expected = torch.where(first_present > 0, first_present * ordered, 0.0)
+    after = expected.flip(1).cumsum(1).flip(1) - expected
+    return torch.zeros_like(values).scatter(1, order, expected - after) * row_mask.unsqueeze(-1)
+
+
+_QUADRATURE_STEP = 0.125
+"""Step in `log t` of the trapezoidal rule of [`_expected_signed_weight_share`] (error about exp(-pi^2 / step))."""
+
+
+def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
+    r"""
+    `K(i, w) = E_T[s_i(T) [w in T] u_w / sum_{k in T} u_k]` over uniform random sets T of the valid players, with
+    `u = exp(logits)` (padded players have logit -inf and never play).
+
+    With `E_R[exp(-t sum_{k in R} u_k)] = prod_k (1 + exp(-t u_k)) / 2` over the players k that R may hold:
+    `K(w, w) = 1/2 int u_w exp(-t u_w) prod_{k != w} dt` and, for i != w,
+    `K(i, w) = 1/4 int u_w exp(-t u_w) (exp(-t u_i) - 1) prod_{k != i, w} dt`, integrated over `t = exp(y)` with the
+    trapezoidal rule in y (the integrands are analytic in a strip of half-width pi/2 around the real axis, hence the
+    geometric convergence).
+
+    Args:
+        weight_logits (`(batch, players)`, float64): WTI logits, -inf on padded players.
+
+    Returns:
+        `(batch, players, players)` indexed `[i, w]`.
+    """
+    top = weight_logits.amax(-1, keepdim=True)
+    weights = torch.exp(weight_logits - torch.where(top.isfinite(), top, torch.zeros_like(top)))  # in (0, 1], 0 padded
+    smallest = weights.masked_fill(weights == 0, 1.0).amin().clamp_min(math.exp(-80.0)).item()
+    log_t = torch.arange(-30.0, math.log(60.0 / smallest), _QUADRATURE_STEP, dtype=weights.dtype)
+    t = torch.exp(log_t).to(weights.device)  # (points,)
+    decay = torch.exp(-t * weights.unsqueeze(-1))  # (batch, players, points)
+    log_half_factor = torch.log1p(decay) - math.log(2.0)  # log (1 + exp(-t u_k)) / 2; 0 for padded players
+    measure = _QUADRATURE_STEP * t * torch.exp(log_half_factor.sum(1))  # (batch, points)
+    without = torch.exp(-log_half_factor)
+    present = weights.unsqueeze(-1) * decay * without  # u_w exp(-t u_w), own factor removed
+    joins = (decay - 1.0) * without  # exp(-t u_i) - 1, own factor removed
+    share = 0.25 * torch.einsum("bp,bip,bwp->biw", measure, joins, present)
+    own = 0.5 * torch.einsum("bp,bwp->bw", measure, present)
+    return share * ~torch.eye(weights.shape[1], dtype=torch.bool, device=weights.device) + torch.diag_embed(own)
 
 
 def sampled_banzhaf_interaction(
@@ -359,6 +475,7 @@ def _cell_mask(text_mask: torch.Tensor, video_mask: torch.Tensor) -> torch.Tenso
 
 __all__ = [
     "banzhaf_characteristic_function",
+    "closed_form_banzhaf_interaction",
     "exact_banzhaf_interaction",
     "sample_coalitions",
     "sampled_banzhaf_interaction",

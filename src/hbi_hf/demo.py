@@ -6,8 +6,8 @@ and processor.
 No real CLIP weights are available offline, so the CLIP towers are small and random (width 128, 2 layers, 64 px
 frames by default) and learn from scratch: CLIP parameters train at the full learning rate (`coef_lr=1.0`), unlike
 fine-tuning a pretrained CLIP (`coef_lr=1e-3`). The figures show the pipeline learns; they say nothing about the
-paper's numbers. The Banzhaf loss L_I is taught by the config's default teacher, online Monte-Carlo interactions of
-each batch (`banzhaf_teacher="monte_carlo"`, docs/banzhaf.md), and logged as `banzhaf_loss`. As the towers start
+paper's numbers. The Banzhaf loss L_I is taught by the config's default teacher, the exact interactions of each
+batch (`banzhaf_teacher="exact"`, docs/banzhaf.md), and logged as `banzhaf_loss`. As the towers start
 without structure in their similarities, alpha ramps up over the first 20 % of the steps and the Banzhaf heads read
 20 x the similarity, so that L_I reaches the encoder without stalling the contrastive loss (measured settings in
 docs/banzhaf.md).

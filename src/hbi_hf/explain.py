@@ -5,10 +5,10 @@ the pair in the game whose characteristic function is the similarity of Eq. 12 (
 `banzhaf_game_scale` s: large when the two tokens add to the match together more than separately, in units of
 cosine similarity x s. It follows the teacher rules of training (`banzhaf_teacher` of [`HBIConfig`]):
 
-* `"monte_carlo"` (the default, the reference): exact enumeration of the game
-  ([`~hbi_hf.banzhaf.exact_banzhaf_interaction`]) for levels of at most `EXACT_EXPLAIN_PLAYERS` words + frames, else
-  the unbiased Monte-Carlo estimate ([`~hbi_hf.banzhaf.sampled_banzhaf_interaction`], `DEFAULT_EXPLAIN_SAMPLES`
-  coalitions per pair unless told otherwise);
+* `"exact"` (the default, the reference): the exact interactions of the game at every level
+  ([`~hbi_hf.banzhaf.closed_form_banzhaf_interaction`]);
+* `"monte_carlo"`: the unbiased Monte-Carlo estimate ([`~hbi_hf.banzhaf.sampled_banzhaf_interaction`],
+  `DEFAULT_EXPLAIN_SAMPLES` coalitions per pair unless told otherwise);
 * `"estimator"`: a trained [`HBIBanzhafEstimator`] (given, or the model's own teacher when it trained with one); a
   never-trained estimator is refused.
 
@@ -33,11 +33,10 @@ from .search_index import encode_text, encode_video_batch, load_hbi_model, load_
 
 logger = logging.get_logger(__name__)
 
-EXPLAIN_TEACHERS = ("monte_carlo", "estimator")
+EXPLAIN_TEACHERS = ("exact", "monte_carlo", "estimator")
 """Where explained interactions come from (the `banzhaf_teacher` choices of training that have interactions)."""
 DEFAULT_EXPLAIN_SAMPLES = 1000
-"""Monte-Carlo coalitions per pair of the reference (the 1000-sample labels of docs/banzhaf.md)."""
-EXACT_EXPLAIN_PLAYERS = 16
+"""Monte-Carlo coalitions per pair of `teacher="monte_carlo"` (the 1000-sample labels of docs/banzhaf.md)."""
 """Levels with at most this many words + frames (special tokens included) are enumerated exactly instead."""
 TEXT_TOKEN_NAMES = ("word", "phrase", "paragraph")
 VIDEO_TOKEN_NAMES = ("frame", "clip", "segment")
@@ -117,32 +116,33 @@ def reference_interaction(
     text_weight_logits: torch.Tensor,
     video_weight_logits: torch.Tensor,
     game_scale: float,
-    num_samples: int = DEFAULT_EXPLAIN_SAMPLES,
+    num_samples: int | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, str]:
     r"""
-    The reference Banzhaf interaction of one game at `game_scale` (from [`hbi_hf.banzhaf`]): exact enumeration when
-    it has at most `EXACT_EXPLAIN_PLAYERS` words + frames, else `num_samples` sampled coalitions per pair.
+    The Banzhaf interaction of one game at `game_scale` (from [`hbi_hf.banzhaf`]): exact
+    ([`~hbi_hf.banzhaf.closed_form_banzhaf_interaction`]) without `num_samples`, else the Monte-Carlo estimate with
+    `num_samples` sampled coalitions per pair.
 
     Args:
         similarity (`torch.Tensor` of shape `(words, frames)`): the matched token similarities of the valid tokens.
         text_weight_logits (`(words,)`), video_weight_logits (`(frames,)`): the level's WTI weight logits.
         game_scale (`float`): the model's `banzhaf_game_scale`.
-        num_samples (`int`), seed (`int`): the Monte-Carlo coalitions (unused when enumerating).
+        num_samples (`int`, *optional*), seed (`int`): the Monte-Carlo coalitions; `None`: the exact values.
 
     Returns:
-        `(interaction, source)`: `(words, frames)` in cosine-similarity units x `game_scale`, and
-        `"exact enumeration"` or `"Monte-Carlo, N samples"`.
+        `(interaction, source)`: `(words, frames)` in cosine-similarity units x `game_scale`, and `"exact"` or
+        `"Monte-Carlo, N samples"`.
     """
-    from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
+    from .banzhaf import closed_form_banzhaf_interaction, sampled_banzhaf_interaction
 
     game = dict(
         text_weight_logits=text_weight_logits.float()[None],
         video_weight_logits=video_weight_logits.float()[None],
         logit_scale=game_scale,
     )
-    if sum(similarity.shape) <= EXACT_EXPLAIN_PLAYERS:
-        return exact_banzhaf_interaction(similarity.float()[None], **game)[0], "exact enumeration"
+    if num_samples is None:
+        return closed_form_banzhaf_interaction(similarity.float()[None], **game)[0], "exact"
     generator = torch.Generator(device=similarity.device).manual_seed(seed)
     sampled = sampled_banzhaf_interaction(similarity.float()[None], num_samples, generator=generator, **game)
     return sampled[0], f"Monte-Carlo, {num_samples} samples"
@@ -234,7 +234,7 @@ def explain_features(
     text_features: HBITextFeatures,
     video_features: HBIVideoFeatures,
     estimator: HBIBanzhafEstimator | None = None,
-    num_samples: int = DEFAULT_EXPLAIN_SAMPLES,
+    num_samples: int | None = None,
     seed: int = 0,
 ) -> list[HBILevelExplanation]:
     r"""
@@ -243,7 +243,8 @@ def explain_features(
     Args:
         estimator ([`HBIBanzhafEstimator`], *optional*): a trained estimator; without it, the reference
             ([`reference_interaction`]) at the model's `banzhaf_game_scale`.
-        num_samples (`int`, *optional*, defaults to 1000), seed (`int`): the Monte-Carlo coalitions of the reference.
+        num_samples (`int`, *optional*), seed (`int`): Monte-Carlo coalitions per pair of the reference; `None`:
+            its exact values.
 
     Raises:
         [`HBIInputError`]: `estimator` was never trained (`is_trained` is false in its config).
@@ -285,8 +286,8 @@ def explain_features(
 _NEVER_TRAINED = (
     "{what} was never trained (is_trained is false in its config): its interactions would be random. Give a trained "
     "one (estimator_name_or_path, --estimator PATH: from scripts/train_estimator.py, the training scripts' "
-    "--fit_estimator or a converted official estimator), or use teacher='monte_carlo' (--teacher monte_carlo: the "
-    "Monte-Carlo / exact reference)"
+    "--fit_estimator or a converted official estimator), or use teacher='exact' (--teacher exact: the exact "
+    "interactions of the model's game)"
 )
 
 
@@ -297,28 +298,28 @@ def resolve_explain_teacher(
     model_teacher: HBIBanzhafEstimator | None,
 ) -> HBIBanzhafEstimator | None:
     r"""
-    The estimator that explains, following the teacher rules of training; `None` means the Monte-Carlo / exact
-    reference.
+    The estimator that explains, following the teacher rules of training; `None` means the reference (`"exact"`
+    or `"monte_carlo"`).
 
     Args:
-        teacher (`str`, *optional*): `"monte_carlo"` or `"estimator"`; `None`: `"estimator"` when
-            `estimator_name_or_path` is given, else `"monte_carlo"`.
+        teacher (`str`, *optional*): `"exact"`, `"monte_carlo"` or `"estimator"`; `None`: `"estimator"` when
+            `estimator_name_or_path` is given, else `"exact"`.
         estimator_name_or_path (`str` or `os.PathLike`, *optional*): a saved, trained [`HBIBanzhafEstimator`];
             without it `"estimator"` uses the model's own teacher.
         model ([`HBIModel`]), model_teacher ([`HBIBanzhafEstimator`], *optional*): from [`load_hbi_model`].
 
     Raises:
-        [`HBIInputError`]: an unknown `teacher`; `"monte_carlo"` with an estimator path; an estimator that was never
+        [`HBIInputError`]: an unknown `teacher`; `"exact"` or `"monte_carlo"` with an estimator path; an estimator that was never
             trained; `"estimator"` for a model without a teacher or one that did not train with its estimator.
     """
     if teacher is None:
-        teacher = "estimator" if estimator_name_or_path is not None else "monte_carlo"
+        teacher = "estimator" if estimator_name_or_path is not None else "exact"
     if teacher not in EXPLAIN_TEACHERS:
         raise HBIInputError(f"teacher must be one of {EXPLAIN_TEACHERS}; got {teacher!r}")
-    if teacher == "monte_carlo":
+    if teacher != "estimator":
         if estimator_name_or_path is not None:
             raise HBIInputError(
-                "teacher='monte_carlo' takes no estimator; leave out --estimator or use --teacher estimator"
+                f"teacher={teacher!r} takes no estimator; leave out --estimator or use --teacher estimator"
             )
         return None
     if estimator_name_or_path is not None:
@@ -329,14 +330,14 @@ def resolve_explain_teacher(
     if model_teacher is None:
         raise HBIInputError(
             "teacher='estimator' but the model folder holds an HBIModel without a Banzhaf teacher: give a trained "
-            "estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
+            "estimator (estimator_name_or_path, --estimator PATH), or use teacher='exact'"
         )
     if not model_teacher.config.is_trained:
         raise HBIInputError(_NEVER_TRAINED.format(what="the model's Banzhaf teacher"))
     if model.config.banzhaf_teacher != "estimator":
         raise HBIInputError(
             f"the model trained with banzhaf_teacher={model.config.banzhaf_teacher!r}, not with its estimator: give "
-            "a trained estimator (estimator_name_or_path, --estimator PATH), or use teacher='monte_carlo'"
+            "a trained estimator (estimator_name_or_path, --estimator PATH), or use teacher='exact'"
         )
     return model_teacher
 
@@ -352,8 +353,8 @@ def explain_video(
 ) -> HBIExplanation:
     r"""
     Load the model and its processor, encode `video` and `caption`, and compute their interactions at every level
-    (see [`explain_features`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the Monte-Carlo /
-    exact reference).
+    (see [`explain_features`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the exact
+    interactions; `num_samples` and `seed` are those of `teacher="monte_carlo"`).
 
     Raises:
         [`HBIInputError`]: see [`resolve_explain_teacher`]; a video without a decodable frame.
@@ -376,7 +377,8 @@ def explain_video(
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
     text_features = text_features.map(lambda tensor: tensor.cpu())
-    levels = explain_features(model, text_features, video_features, estimator, num_samples, seed)
+    sampled = teacher == "monte_carlo"
+    levels = explain_features(model, text_features, video_features, estimator, num_samples if sampled else None, seed)
     tokenizer = processor.tokenizer
     valid_ids = input_ids[0].cpu()[text_features.level_masks[0][0]].tolist()
     tokens = _decode_pieces(tokenizer, tokenizer.convert_ids_to_tokens(valid_ids))

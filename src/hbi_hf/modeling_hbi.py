@@ -1175,7 +1175,7 @@ class HBIPreTrainedModel(PreTrainedModel):
         if config_overrides.get("banzhaf_teacher") == "estimator" and estimator_path is None:
             raise ValueError(
                 "banzhaf_teacher='estimator' needs estimator_name_or_path (a trained HBIBanzhafEstimator, e.g. from "
-                "scripts/train_estimator.py); or use banzhaf_teacher='monte_carlo'"
+                "scripts/train_estimator.py); or use banzhaf_teacher='exact'"
             )
         clip = CLIPModel.from_pretrained(clip_name_or_path)
         clip_config = clip.config
@@ -1207,7 +1207,7 @@ class HBIPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"the estimator {estimator_name_or_path} was never trained (is_trained is false in its config.json): "
                 "as a teacher it would give random targets. Train one with scripts/train_estimator.py (or the "
-                "training scripts' --fit_estimator), convert an official one, or use banzhaf_teacher='monte_carlo'"
+                "training scripts' --fit_estimator), convert an official one, or use banzhaf_teacher='exact'"
             )
         different = [
             f"{name}: saved {getattr(estimator.config, name)!r}, model {getattr(self.config.estimator_config, name)!r}"
@@ -1772,11 +1772,7 @@ class HBIAlignmentLoss(nn.Module):
         else:
             banzhaf = contrastive.new_zeros(())
         local = slice(offset, offset + len(text_features))
-        loss = (
-            contrastive
-            + self.banzhaf_weight() * banzhaf
-            + self.config.distillation_loss_weight * distillation
-        )
+        loss = contrastive + self.banzhaf_weight() * banzhaf + self.config.distillation_loss_weight * distillation
         return HBIAlignmentLossOutput(
             loss=loss,
             contrastive_loss=contrastive,
@@ -1808,7 +1804,8 @@ class HBIAlignmentLoss(nn.Module):
     ) -> torch.Tensor:
         r"""
         The teacher's Banzhaf interactions I of Eq. 8 for matched pairs at `level`, in the units of the game scaled by
-        `config.banzhaf_game_scale` (what the softmaxes of Eq. 8 read as logits). The `"monte_carlo"` teacher
+        `config.banzhaf_game_scale` (what the softmaxes of Eq. 8 read as logits). The `"exact"` teacher computes them
+        in closed form ([`~hbi_hf.banzhaf.closed_form_banzhaf_interaction`]); the `"monte_carlo"` teacher
         enumerates games of at most `ONLINE_EXACT_PLAYERS` positions exactly (e.g. the event level, cheaper than
         sampling and without its noise) and samples `config.banzhaf_num_samples` coalitions per pair otherwise.
 
@@ -1827,8 +1824,12 @@ class HBIAlignmentLoss(nn.Module):
         """
         text_mask, video_mask = text_features.level_masks[level], video_features.level_masks[level]
         similarity = similarity.detach().float()
-        if self.config.banzhaf_teacher == "monte_carlo":
-            from .banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
+        if self.config.banzhaf_teacher in ("exact", "monte_carlo"):
+            from .banzhaf import (
+                closed_form_banzhaf_interaction,
+                exact_banzhaf_interaction,
+                sampled_banzhaf_interaction,
+            )
 
             game = dict(
                 text_weight_logits=text_features.level_weight_logits[level].detach().float(),
@@ -1837,6 +1838,8 @@ class HBIAlignmentLoss(nn.Module):
                 video_mask=video_mask,
                 logit_scale=self.config.banzhaf_game_scale,
             )
+            if self.config.banzhaf_teacher == "exact":
+                return closed_form_banzhaf_interaction(similarity, **game)
             if sum(similarity.shape[1:]) <= ONLINE_EXACT_PLAYERS:
                 return exact_banzhaf_interaction(similarity, **game)
             return sampled_banzhaf_interaction(similarity, self.config.banzhaf_num_samples, **game)
@@ -1844,7 +1847,7 @@ class HBIAlignmentLoss(nn.Module):
             self.check_estimator_teacher()
             cell_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)
             return self.banzhaf_teacher.estimate(similarity.to(self.banzhaf_teacher.dtype), cell_mask).float()
-        raise ValueError("banzhaf_teacher='none' has no interactions; choose 'monte_carlo' or 'estimator'")
+        raise ValueError("banzhaf_teacher='none' has no interactions; choose 'exact', 'monte_carlo' or 'estimator'")
 
     def check_estimator_teacher(self) -> None:
         """Refuse a never-trained estimator as the teacher, naming the fixes."""
@@ -1853,7 +1856,7 @@ class HBIAlignmentLoss(nn.Module):
                 "banzhaf_teacher='estimator' but the model's Banzhaf estimator was never trained "
                 "(estimator_config.is_trained is False): its targets would be random. Load a trained one with "
                 "estimator_name_or_path=... (scripts/train_estimator.py, the training scripts' --fit_estimator, or "
-                "a converted official estimator), or use banzhaf_teacher='monte_carlo' (no estimator needed)"
+                "a converted official estimator), or use banzhaf_teacher='exact' (no estimator needed)"
             )
 
 

@@ -92,7 +92,7 @@ class HBIModelArguments:
         default=None, metadata={"help": "A trained HBIBanzhafEstimator, the frozen teacher of Eq. 8."}
     )
     banzhaf_teacher: str | None = field(
-        default=None, metadata={"help": "Teacher of Eq. 8: 'monte_carlo' (default), 'estimator' or 'none'."}
+        default=None, metadata={"help": "Teacher of Eq. 8: 'exact' (default), 'monte_carlo', 'estimator' or 'none'."}
     )
     banzhaf_num_samples: int | None = field(
         default=None, metadata={"help": "Monte-Carlo coalitions per pair of the online teacher (default 200)."}

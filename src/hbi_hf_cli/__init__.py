@@ -3,7 +3,7 @@
 hbi-hf index VIDEO_DIR --model MODEL --out INDEX
 hbi-hf search INDEX "a query" --top-k 10 [--shortlist N] [--json]
 hbi-hf search INDEX --queries-file FILE     (one query per line, `-` for stdin; one JSON line per query)
-hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--teacher monte_carlo|estimator] [--estimator PATH]
+hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--teacher exact|monte_carlo|estimator] [--estimator PATH]
 
 This module parses and checks the arguments only, and lives outside the `hbi_hf` package on purpose: importing
 `hbi_hf` registers the HBI classes with the transformers Auto classes, which imports torch and transformers (seconds).
@@ -169,10 +169,11 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     )
     explain.add_argument(
         "--teacher",
-        choices=("monte_carlo", "estimator"),
-        help="where the interactions come from, as banzhaf_teacher in training: monte_carlo, the reference (exact "
-        "enumeration for levels of at most 16 words + frames, else --num-samples coalitions per pair; the default "
-        "without --estimator), or estimator (--estimator PATH, else the model's own trained teacher)",
+        choices=("exact", "monte_carlo", "estimator"),
+        help="where the interactions come from, as banzhaf_teacher in training: exact, the reference (the exact "
+        "interactions of the model's game at every level; the default without --estimator), monte_carlo "
+        "(--num-samples sampled coalitions per pair), or estimator (--estimator PATH, else the model's own trained "
+        "teacher)",
     )
     explain.add_argument(
         "--estimator",
@@ -183,8 +184,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         "--num-samples",
         type=_int_at_least(1),
         default=1000,
-        help="Monte-Carlo coalitions per (word, frame) pair of the reference on levels too large to enumerate "
-        "(default: %(default)s)",
+        help="Monte-Carlo coalitions per (word, frame) pair of --teacher monte_carlo (default: %(default)s)",
     )
     explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples (default: %(default)s)")
     return parser, {"index": index, "search": search, "explain": explain}
@@ -197,8 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "search" and (args.query is None) == (args.queries_file is None):
         commands["search"].error("give either a QUERY or --queries-file, not both or neither")
-    if args.command == "explain" and args.teacher == "monte_carlo" and args.estimator is not None:
-        commands["explain"].error("--teacher monte_carlo takes no --estimator (it implies --teacher estimator)")
+    if args.command == "explain" and args.teacher in ("exact", "monte_carlo") and args.estimator is not None:
+        commands["explain"].error(f"--teacher {args.teacher} takes no --estimator (it implies --teacher estimator)")
     return args
 
 
