@@ -1,10 +1,10 @@
-"""Banzhaf interaction: Monte-Carlo labelling vs the estimator, and Monte-Carlo error against exact values.
+"""Banzhaf interaction: the exact closed form, Monte-Carlo labelling and the estimator.
 
 Prints, for 32 words x 12 frames: Monte-Carlo time per matrix at 100 and 1000 samples (matrices labelled 128 at a
-time and one at a time; vectorised incremental sampler and the per-coalition reference path), the estimator's time
-per matrix (batch 128 and one at a time; the paper's network and the `row_column` one without attention with 3x3 and
-with 1x1 kernels, or the `--estimator` given), the speed-ups with like batching on both sides, and the relative error
-of the Monte-Carlo estimate against exact enumeration on small (8 x 6) games.
+time and one at a time; vectorised incremental sampler and the per-coalition reference path), the closed form's time
+per matrix, the estimator's time per matrix (batch 128 and one at a time; the paper's network and the `row_column`
+one without attention with 3x3 and with 1x1 kernels, or the `--estimator` given), the speed-ups with like batching on
+both sides, and the relative error of the Monte-Carlo estimate against exact enumeration on small (8 x 6) games.
 
 Times are the best of several rounds, and the rounds interleave the sampler and the estimators (every function is
 timed once per round), so that a slow spell of a shared machine hits both sides of a ratio alike.
@@ -13,10 +13,12 @@ timed once per round), so that a slow spell of a shared machine hits both sides 
 
 With `--model DIR` (a saved HBIForRetrieval trained on the embedded dataset, e.g. `make demo`'s outputs/demo) it
 instead measures the teachers on that model's own held-out matched pairs (the test split), each level separately,
-against 1000-sample Monte-Carlo labels of the model's game: Pearson, and the KL of the row (over words) and column
-(over frames) distributions of Eq. 8 next to a uniform teacher's; for the online Monte-Carlo teacher at the config's
-sample count and, with `--estimator`, an estimator. It also prints how the game scale sets the teacher's sharpness
-(mean top probability and entropy of its distributions at scales 10, 100 and 1000).
+against the exact interactions of the model's game and against 1000-sample Monte-Carlo labels: Pearson, and the KL
+of the row (over words) and column (over frames) distributions of Eq. 8 next to a uniform teacher's; for the exact
+teacher (the default), Monte-Carlo at the config's sample count and at 1000 samples and, with `--estimator`, an
+estimator. It also prints the exact teacher's time, the encoder-gradient ratio of alpha x L_I to L_C, and how the
+game scale sets the teacher's sharpness (mean top probability and entropy of its distributions at scales 10, 100 and
+1000).
 
     PYTHONPATH=src python benchmarks/banzhaf.py --model outputs/demo [--estimator DIR] [--data-root DIR]
 """
@@ -29,14 +31,13 @@ from functools import partial
 import torch
 
 from hbi_hf import HBIBanzhafEstimator, HBIBanzhafEstimatorConfig
-from hbi_hf.banzhaf import MAX_EXACT_PLAYERS, exact_banzhaf_interaction, sampled_banzhaf_interaction
+from hbi_hf.banzhaf import closed_form_banzhaf_interaction, exact_banzhaf_interaction, sampled_banzhaf_interaction
 from hbi_hf.estimator_training import (
     banzhaf_labels,
     matrices_from_batches,
     synthetic_similarity_matrices,
     teacher_agreement,
 )
-from hbi_hf.modeling_hbi import ONLINE_EXACT_PLAYERS
 
 BATCH = 128
 
@@ -107,6 +108,11 @@ def main() -> None:
             partial(sampled_banzhaf_interaction, similarity[:1], samples, logit_scale=1e3),
             3,
         )
+    functions["closed form batch"] = (
+        partial(closed_form_banzhaf_interaction, similarity, text_mask=full[0], video_mask=full[1], logit_scale=1e3),
+        3,
+    )
+    functions["closed form single"] = (partial(closed_form_banzhaf_interaction, similarity[:1], logit_scale=1e3), 20)
     for name, estimator in estimators.items():
         estimator.eval()
         # the paper's network takes ~0.15 s per batch: fewer calls per round
@@ -133,6 +139,12 @@ def main() -> None:
             f"Monte-Carlo {samples:>4} samples: {1e3 * batched:8.2f} ms/matrix (batch {BATCH}), "
             f"{1e3 * single:8.2f} ms/matrix (one at a time)"
         )
+    closed_form = seconds["closed form batch"] / BATCH, seconds["closed form single"]
+    print(
+        f"Exact interactions in closed form: {1e3 * closed_form[0]:8.3f} ms/matrix (batch {BATCH}), "
+        f"{1e3 * closed_form[1]:8.3f} ms/matrix (one at a time); "
+        f"{min(monte_carlo[1000]) / min(closed_form):.0f}x faster than 1000-sample Monte-Carlo"
+    )
     direct_per_sample = direct / 10
     print(
         f"Monte-Carlo, direct evaluation of the 4 coalitions (per-coalition reference path): "
@@ -238,6 +250,17 @@ def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str |
     estimator = HBIBanzhafEstimator.from_pretrained(estimator_dir).eval() if estimator_dir else None
     scale, samples = config.banzhaf_game_scale, config.banzhaf_num_samples
     print(f"{model_dir}: {len(rows)} held-out matched pairs; game scale {scale:g}")
+    start = time.perf_counter()
+    for matrices in per_level:
+        closed_form_banzhaf_interaction(
+            matrices.similarity,
+            matrices.text_weight_logits,
+            matrices.video_weight_logits,
+            matrices.text_mask,
+            matrices.video_mask,
+            logit_scale=scale,
+        )
+    print(f"exact teacher, all three levels of the {len(rows)} pairs: {1e3 * (time.perf_counter() - start):.1f} ms")
     for level, matrices in enumerate(per_level):
         words, frames = matrices.similarity.shape[1:]
         game = dict(
@@ -247,38 +270,34 @@ def teacher_accuracy(model_dir: str, estimator_dir: str | None, data_root: str |
             video_mask=matrices.video_mask,
             logit_scale=scale,
         )
-        if words + frames <= MAX_EXACT_PLAYERS:
-            reference, reference_name = exact_banzhaf_interaction(matrices.similarity, **game), "exact enumeration"
-        else:
-            reference = banzhaf_labels(matrices, num_samples=1000, logit_scale=scale, seed=1)
-            reference_name = "1000-sample labels"
-        if words + frames <= ONLINE_EXACT_PLAYERS:
-            teachers = {"online teacher (exact enumeration)": exact_banzhaf_interaction(matrices.similarity, **game)}
-        else:
-            teachers = {
-                f"online Monte-Carlo, {samples} samples": banzhaf_labels(
-                    matrices, num_samples=samples, logit_scale=scale, seed=2
-                ),
-                "Monte-Carlo, 1000 samples (another draw)": banzhaf_labels(
-                    matrices, num_samples=1000, logit_scale=scale, seed=3
-                ),
-            }
+        exact = closed_form_banzhaf_interaction(matrices.similarity, **game)
+        labels = banzhaf_labels(matrices, num_samples=1000, logit_scale=scale, seed=1)
+        teachers = {
+            "exact (closed form; the default teacher)": exact,
+            f"Monte-Carlo, {samples} samples (banzhaf_teacher='monte_carlo' without enumeration)": banzhaf_labels(
+                matrices, num_samples=samples, logit_scale=scale, seed=2
+            ),
+            "Monte-Carlo, 1000 samples (another draw)": banzhaf_labels(
+                matrices, num_samples=1000, logit_scale=scale, seed=3
+            ),
+        }
         if estimator is not None:
             teachers[f"estimator {estimator_dir}"] = estimator(
                 matrices.similarity, matrices.text_mask, matrices.video_mask
             ).interaction
         valid = matrices.text_mask.sum(-1).float().mean().item(), matrices.video_mask.sum(-1).float().mean().item()
-        print(
-            f"level {level} ({words} x {frames} positions, {valid[0]:.1f} x {valid[1]:.1f} valid on average; "
-            f"reference: {reference_name}):"
-        )
-        for name, prediction in teachers.items():
-            agreement = teacher_agreement(prediction, reference, matrices.text_mask, matrices.video_mask)
-            print(
-                f"  {name}: Pearson {agreement['pearson']:.3f}; KL over frames {agreement['kl_over_frames']:.4f} "
-                f"(uniform teacher {agreement['uniform_kl_over_frames']:.4f}), KL over words "
-                f"{agreement['kl_over_words']:.4f} (uniform teacher {agreement['uniform_kl_over_words']:.4f})"
-            )
+        print(f"level {level} ({words} x {frames} positions, {valid[0]:.1f} x {valid[1]:.1f} valid on average):")
+        for reference_name, reference in (("exact interactions", exact), ("1000-sample labels (seed 1)", labels)):
+            print(f"  against the {reference_name}:")
+            for name, prediction in teachers.items():
+                agreement = teacher_agreement(prediction, reference, matrices.text_mask, matrices.video_mask)
+                print(
+                    f"    {name}: Pearson {agreement['pearson']:.3f}; KL over frames "
+                    f"{agreement['kl_over_frames']:.4f} (uniform teacher {agreement['uniform_kl_over_frames']:.4f}), "
+                    f"KL over words {agreement['kl_over_words']:.4f} (uniform teacher "
+                    f"{agreement['uniform_kl_over_words']:.4f})"
+                )
+        reference = exact
         for game_scale in (10.0, 100.0, 1000.0):
             labels = reference * (game_scale / scale)  # the interactions are linear in the game scale
             print(

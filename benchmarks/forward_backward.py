@@ -1,11 +1,11 @@
 """Parameter count and one training step (forward + backward) of HBIForRetrieval at ViT-B/32 shapes.
 
 Random weights (no download): CLIP ViT-B/32 text and image towers, 12 frames x 32 words, batch 8 by default.
-Also prints the time the Banzhaf teacher (`--teacher`, default the config's online Monte-Carlo) takes inside the
+Also prints the time the Banzhaf teacher (`--teacher`, default the config's exact teacher) takes inside the
 step, at every level, as a fraction of the step.
 
     python benchmarks/forward_backward.py [--batch-size 8] [--repeats 3] [--no-reconstruction]
-        [--teacher monte_carlo|none] [--banzhaf-samples N]
+        [--teacher exact|monte_carlo|none] [--banzhaf-samples N]
 """
 
 import argparse
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-reconstruction", action="store_true", help="HBI (CVPR) instead of HBI V2")
-    parser.add_argument("--teacher", default="monte_carlo", choices=["monte_carlo", "none"])
+    parser.add_argument("--teacher", default="exact", choices=["exact", "monte_carlo", "none"])
     parser.add_argument("--banzhaf-samples", type=int, default=HBIConfig().banzhaf_num_samples)
     args = parser.parse_args()
 
