@@ -1,4 +1,5 @@
-"""Train the Banzhaf-interaction estimator (spec §2.3) on Monte-Carlo labels and report its held-out agreement.
+"""Train the Banzhaf-interaction estimator (spec §2.3) on Monte-Carlo labels (the paper's; --exact_labels: the exact
+interactions) and report its held-out agreement with the exact interactions (--eval_num_samples N: N-sample labels).
 
 Matrices come from exactly one source:
   --matrices FILE.safetensors           stored matrices (see hbi_hf.estimator_training.HBIBanzhafMatrices.load)
@@ -64,7 +65,13 @@ class EstimatorDataArguments:
     dataset_path: str | None = field(default=None, metadata={"help": "processed dataset (save_to_disk folder)"})
     save_matrices: str | None = field(default=None, metadata={"help": "also write the matrices to this file"})
     num_samples: int = field(default=100, metadata={"help": "Monte-Carlo samples per pair of the training labels"})
-    eval_num_samples: int = field(default=1000, metadata={"help": "Monte-Carlo samples of the held-out labels"})
+    exact_labels: bool = field(
+        default=False, metadata={"help": "train on the exact interactions (closed form) instead of Monte-Carlo labels"}
+    )
+    eval_num_samples: int | None = field(
+        default=None,
+        metadata={"help": "Monte-Carlo samples of the held-out labels (default: their exact values, closed form)"},
+    )
     logit_scale: float = field(default=1000.0, metadata={"help": "similarity scale of the game (official 1000)"})
     eval_fraction: float = field(default=0.1, metadata={"help": "held-out share of the matrices"})
     label_cache_dir: str = field(default="~/.cache/hbi_hf/banzhaf_labels", metadata={"help": "label cache"})
@@ -115,7 +122,8 @@ def main() -> None:
     num_eval = max(1, round(len(matrices) * data_args.eval_fraction))
     train, held_out = matrices[num_eval:], matrices[:num_eval]
     cache_dir = os.path.expanduser(data_args.label_cache_dir)
-    train_labels = banzhaf_labels(train, data_args.num_samples, data_args.logit_scale, training_args.seed, cache_dir)
+    train_samples = None if data_args.exact_labels else data_args.num_samples
+    train_labels = banzhaf_labels(train, train_samples, data_args.logit_scale, training_args.seed, cache_dir)
     eval_labels = banzhaf_labels(
         held_out, data_args.eval_num_samples, data_args.logit_scale, training_args.seed + 1, cache_dir
     )

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel
 
 from hbi_hf import HBIBanzhafEstimator, HBIModel, estimator_training
-from hbi_hf.banzhaf import sampled_banzhaf_interaction
+from hbi_hf.banzhaf import exact_banzhaf_interaction, sampled_banzhaf_interaction
 from hbi_hf.estimator_training import (
     HBIBanzhafMatrices,
     banzhaf_labels,
@@ -137,6 +137,16 @@ def test_evaluation_reports_perfect_agreement_for_a_perfect_estimator():
     [[], ["--input_features", "row_column", "--use_attention", "false", "--kernel_size", "1"]],
     ids=["paper", "row-column-1x1"],
 )
+def test_exact_labels_are_the_enumerated_interactions_and_bypass_the_cache(tmp_path):
+    matrices = synthetic_similarity_matrices(3, words=6, frames=4, min_words=3, min_frames=2)
+    labels = banzhaf_labels(matrices, num_samples=None, logit_scale=10.0, cache_dir=tmp_path)
+    expected = exact_banzhaf_interaction(
+        matrices.similarity.double(), text_mask=matrices.text_mask, video_mask=matrices.video_mask, logit_scale=10.0
+    )
+    torch.testing.assert_close(labels.double(), expected, rtol=1e-5, atol=1e-5)
+    assert not list(tmp_path.glob("banzhaf-labels-*"))
+
+
 def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(
     tmp_path, monkeypatch, capsys, architecture
 ):

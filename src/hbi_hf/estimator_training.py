@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 from transformers import AutoModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
-from .banzhaf import sampled_banzhaf_interaction
+from .banzhaf import closed_form_banzhaf_interaction, sampled_banzhaf_interaction
 from .configuration_hbi import ESTIMATOR_ARCHITECTURE_FIELDS, NUM_LEVELS, HBIBanzhafEstimatorConfig
 from .modeling_hbi import HBIBanzhafEstimator, HBIModel, _distribution_kl
 
@@ -317,20 +317,23 @@ def teacher_agreement(
 
 def banzhaf_labels(
     matrices: HBIBanzhafMatrices,
-    num_samples: int = 100,
+    num_samples: int | None = 100,
     logit_scale: float = 1000.0,
     seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> torch.Tensor:
     r"""
-    Monte-Carlo Banzhaf interactions of every matrix ([`sampled_banzhaf_interaction`]), the estimator's targets.
+    Banzhaf interactions of every matrix, the estimator's targets: Monte-Carlo estimates
+    ([`sampled_banzhaf_interaction`], as the paper's labels) or, with `num_samples=None`, the exact values
+    ([`closed_form_banzhaf_interaction`]; not cached, they take about a millisecond per matrix).
 
-    With `cache_dir`, the labels are stored in `cache_dir/banzhaf-labels-<key>.safetensors`, the key hashing the
+    With `cache_dir`, Monte-Carlo labels are stored in `cache_dir/banzhaf-labels-<key>.safetensors`, the key hashing the
     matrices (every tensor) and the sampler settings, and read back instead of recomputed on the next call.
 
     Args:
         matrices ([`HBIBanzhafMatrices`])
-        num_samples (`int`, *optional*, defaults to 100): Monte-Carlo samples per pair (official labels: 100).
+        num_samples (`int`, *optional*, defaults to 100): Monte-Carlo samples per pair (official labels: 100);
+            `None`: the exact interactions.
         logit_scale (`float`, *optional*, defaults to 1000.0): scale of the similarities, hence of the labels
             (official: 1000; the teacher's outputs are the logits of the distributions of Eq. 8).
         seed (`int`, *optional*, defaults to 0): seed of the coalitions.
@@ -339,6 +342,22 @@ def banzhaf_labels(
     Returns:
         `torch.FloatTensor` of shape `(num_matrices, words, frames)`, 0 on padded cells.
     """
+    if num_samples is None:
+        return torch.cat(
+            [
+                closed_form_banzhaf_interaction(
+                    part.similarity,
+                    part.text_weight_logits,
+                    part.video_weight_logits,
+                    part.text_mask,
+                    part.video_mask,
+                    logit_scale=logit_scale,
+                )
+                for part in (
+                    matrices[start : start + LABEL_BATCH_SIZE] for start in range(0, len(matrices), LABEL_BATCH_SIZE)
+                )
+            ]
+        )
     settings = {"num_samples": num_samples, "logit_scale": logit_scale, "seed": seed, "batch": LABEL_BATCH_SIZE}
     cache_file = None
     if cache_dir is not None:
@@ -558,20 +577,21 @@ def estimator_agreement(
     estimator: HBIBanzhafEstimator,
     level_matrices: list[HBIBanzhafMatrices],
     game_scale: float,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     seed: int = 1,
 ) -> dict[str, float]:
     r"""
-    Agreement of an estimator with Monte-Carlo labels of a model's own matrices, level by level
-    ([`teacher_agreement`]).
+    Agreement of an estimator with the Banzhaf interactions of a model's own matrices (exact by default), level by
+    level ([`teacher_agreement`]).
 
     Args:
         estimator ([`HBIBanzhafEstimator`])
         level_matrices (`list` of [`HBIBanzhafMatrices`]): a model's matched-pair matrices per level
             ([`matrices_from_batches`]).
         game_scale (`float`): the model's `banzhaf_game_scale`.
-        num_samples (`int`, *optional*, defaults to 1000): samples of the reference labels.
-        seed (`int`, *optional*, defaults to 1): seed of the reference labels.
+        num_samples (`int`, *optional*): Monte-Carlo samples of the reference labels; `None` (default): the exact
+            interactions.
+        seed (`int`, *optional*, defaults to 1): seed of Monte-Carlo reference labels.
 
     Returns:
         `dict` with `level{l}_pearson`, `level{l}_kl_over_frames`, ... for every level.
@@ -594,8 +614,8 @@ def fit_estimator_to_model(
     train_batches: Iterable[dict],
     eval_batches: Iterable[dict],
     output_dir: str | Path,
-    num_samples: int = 100,
-    eval_num_samples: int = 1000,
+    num_samples: int | None = 100,
+    eval_num_samples: int | None = None,
     config: HBIBanzhafEstimatorConfig | None = None,
     training_args: TrainingArguments | None = None,
 ) -> tuple[HBIBanzhafEstimator, dict[str, float]]:
@@ -603,15 +623,17 @@ def fit_estimator_to_model(
     The paper's recipe for the teacher, on the model it will teach: the model's matched-pair matrices at every level
     (each with its real shapes, masks and WTI weight logits), Monte-Carlo labels at the model's game scale, one
     estimator trained on all levels with MSE ([`train_estimator`]) and saved to `output_dir` (marked trained), and
-    its agreement with `eval_num_samples`-sample labels on the held-out pairs, level by level
+    its agreement with the exact interactions (or `eval_num_samples`-sample labels) on the held-out pairs, level by level
     ([`estimator_agreement`]).
 
     Args:
         model ([`HBIForRetrieval`] or another HBI model with `.hbi`): the model to teach (not changed).
         train_batches, eval_batches (iterables of `dict`): model inputs of training and held-out matched pairs.
         output_dir (`str` or `Path`): where the estimator is saved.
-        num_samples (`int`, *optional*, defaults to 100): Monte-Carlo samples of the training labels (official).
-        eval_num_samples (`int`, *optional*, defaults to 1000): samples of the held-out reference labels.
+        num_samples (`int`, *optional*, defaults to 100): Monte-Carlo samples of the training labels (official);
+            `None`: train on the exact interactions.
+        eval_num_samples (`int`, *optional*): Monte-Carlo samples of the held-out reference; `None` (default):
+            the exact interactions.
         config ([`HBIBanzhafEstimatorConfig`], *optional*): the architecture; defaults to the model's
             `estimator_config` architecture (the teacher slot it must load into).
         training_args (`TrainingArguments`, *optional*): defaults to 20 epochs at learning rate 1e-2 (cosine),
@@ -665,10 +687,11 @@ class HBIEstimatorAgreementCallback(TrainerCallback):
         eval_batches (`Callable[[], Iterable[dict]]`): fresh held-out model inputs at each call.
         refit (`Callable[[torch.nn.Module], None]`, *optional*): re-fits and reloads the teacher.
         refit_below (`float`, *optional*): Pearson under which `refit` runs.
-        num_samples (`int`, *optional*, defaults to 1000): samples of the reference labels.
+        num_samples (`int`, *optional*): Monte-Carlo samples of the reference; `None` (default): the exact
+            interactions.
     """
 
-    def __init__(self, eval_batches, refit=None, refit_below: float | None = None, num_samples: int = 1000):
+    def __init__(self, eval_batches, refit=None, refit_below: float | None = None, num_samples: int | None = None):
         if refit_below is not None and refit is None:
             raise ValueError("refit_below needs a refit function")
         self.eval_batches, self.refit, self.refit_below, self.num_samples = (
