@@ -132,11 +132,6 @@ def test_evaluation_reports_perfect_agreement_for_a_perfect_estimator():
     assert metrics["pearson"] == pytest.approx(1.0) and metrics["spearman"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(
-    "architecture",
-    [[], ["--input_features", "row_column", "--use_attention", "false", "--kernel_size", "1"]],
-    ids=["paper", "row-column-1x1"],
-)
 def test_exact_labels_are_the_enumerated_interactions_and_bypass_the_cache(tmp_path):
     matrices = synthetic_similarity_matrices(3, words=6, frames=4, min_words=3, min_frames=2)
     labels = banzhaf_labels(matrices, num_samples=None, logit_scale=10.0, cache_dir=tmp_path)
@@ -147,6 +142,11 @@ def test_exact_labels_are_the_enumerated_interactions_and_bypass_the_cache(tmp_p
     assert not list(tmp_path.glob("banzhaf-labels-*"))
 
 
+@pytest.mark.parametrize(
+    "architecture",
+    [[], ["--input_features", "row_column", "--use_attention", "false", "--kernel_size", "1"]],
+    ids=["paper", "row-column-1x1"],
+)
 def test_training_script_on_synthetic_matrices_writes_an_auto_model_folder(
     tmp_path, monkeypatch, capsys, architecture
 ):
