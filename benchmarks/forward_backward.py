@@ -78,8 +78,9 @@ def main() -> None:
     )
     fractions = sorted(t / s for t, s in zip(teacher_seconds[1:], timings[1:]))
     teacher_steady = sorted(teacher_seconds[1:])
+    samples = f", {args.banzhaf_samples} samples" if args.teacher == "monte_carlo" else ""
     print(
-        f"  Banzhaf teacher ({args.teacher}, {args.banzhaf_samples} samples, 3 levels) inside the step: median "
+        f"  Banzhaf teacher ({args.teacher}{samples}, 3 levels) inside the step: median "
         f"{teacher_steady[len(teacher_steady) // 2] * 1000:.0f} ms = {100 * fractions[len(fractions) // 2]:.2f} % "
         f"of the step (range {100 * fractions[0]:.2f}-{100 * fractions[-1]:.2f} %)"
     )

@@ -86,6 +86,14 @@ class HBIDemoArguments:
             "at which L_I barely reaches the encoder; docs/banzhaf.md has the measured settings)."
         },
     )
+    banzhaf_teacher: str = field(
+        default="exact",
+        metadata={"help": "HBIConfig.banzhaf_teacher: 'exact' (default), 'monte_carlo', 'estimator' or 'none'."},
+    )
+    banzhaf_game_scale: float = field(
+        default=1000.0,
+        metadata={"help": "HBIConfig.banzhaf_game_scale: the teacher's inverse temperature (official 1000)."},
+    )
     banzhaf_loss_warmup_steps: float = field(
         default=0.2,
         metadata={
@@ -144,6 +152,8 @@ def demo_config(args: HBIDemoArguments, **overrides) -> HBIConfig:
         text_cluster_counts=[max(1, args.max_words // 2), max(1, args.max_words // 8)],
         representation_reconstruction=args.representation_reconstruction,
         banzhaf_head_input_scale=args.banzhaf_head_input_scale,
+        banzhaf_teacher=args.banzhaf_teacher,
+        banzhaf_game_scale=args.banzhaf_game_scale,
         temperature=args.temperature,
         learnable_temperature=args.learnable_temperature,
         estimator_config=dict(hidden_size=16),
