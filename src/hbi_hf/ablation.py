@@ -172,7 +172,7 @@ class HBIAblationArguments(HBIDemoArguments):
     output_dir: str = field(
         default="outputs/ablation", metadata={"help": "Where the per-run and summary results (JSON) go."}
     )
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Training epochs of every run."})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Training epochs of every run (the demo's)."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset (the same for every run)."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Training seeds of each variant."})
     variants: list[str] = field(
