@@ -372,7 +372,10 @@ def test_explain_follows_the_teacher_rules_of_training(video_dir, model_dir, tmp
     assert not figure.exists()
 
     default = explain_module.explain_video(video_dir / "red.mp4", "red", model_dir)
-    assert default.source.startswith("the reference, exact")
+    assert (
+        default.source
+        == f"the exact interactions of the model's game at scale s = {model.config.banzhaf_game_scale:g}"
+    )
 
     trained = tmp_path / "trained"
     config = model.config.estimator_config.to_dict() | {"is_trained": True}  # a stand-in for a trained estimator

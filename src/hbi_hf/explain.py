@@ -387,7 +387,7 @@ def explain_video(
     game_scale = model.config.banzhaf_game_scale
     if estimator is None:
         used = sorted({level.source for level in levels})
-        source = f"the reference, {used[0]}" if len(used) == 1 else f"the reference ({' / '.join(used)}: per level)"
+        source = "the exact interactions" if used == ["exact"] else f"the reference, {' / '.join(used)},"
         source += f" of the model's game at scale s = {game_scale:g}"
         units = f"Banzhaf interaction\n[cosine similarity x s = {game_scale:g}]"
     else:
