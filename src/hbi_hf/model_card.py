@@ -160,7 +160,7 @@ RELEASES: dict[str, HBIRelease] = {
             "Trained on entity-level (word x frame) matrices only; HBI applies it to all three levels.",
             "Its targets are Monte-Carlo estimates, so its outputs are approximations of the Banzhaf interaction.",
             "hbi-hf computes the exact interactions of the model's game in closed form in a few milliseconds per "
-            "training batch (`banzhaf_teacher=\"exact\"`, the default), so training needs no estimator; this one is for "
+            'training batch (`banzhaf_teacher="exact"`, the default), so training needs no estimator; this one is for '
             "reproducing the paper's recipe.",
         ),
         paper_table=None,
