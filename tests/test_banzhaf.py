@@ -124,11 +124,20 @@ def test_padded_players_are_ignored_and_their_cells_are_zero(method):
 
 @pytest.mark.parametrize(
     "words, frames, masked, weight_spread",
-    [(1, 1, False, 1.0), (2, 2, False, 0.0), (5, 4, False, 1.0), (8, 6, True, 3.0), (12, 6, True, 20.0)],
+    [
+        (1, 1, False, 1.0),
+        (2, 2, False, 0.0),
+        (5, 4, False, 1.0),
+        (8, 6, True, 3.0),
+        (12, 6, True, 20.0),
+        (6, 3, False, 100.0),
+        (6, 3, True, 400.0),
+    ],
 )
 def test_the_closed_form_is_exact_enumeration(words, frames, masked, weight_spread):
     """The closed form gives every pair's interaction as enumerating all 2^n coalitions does, for games of every shape,
-    with uniform (spread 0) or very uneven WTI weights (logits spread over +-60 at spread 20) and with padding."""
+    with uniform (spread 0) or very uneven WTI weights (logits of spread 400 differ by hundreds: a word of weight
+    exp(-800) relative to the others still holds the whole share when it is alone) and with padding."""
     generator = torch.Generator().manual_seed(words * 100 + frames)
     similarity = torch.rand(3, words, frames, generator=generator, dtype=torch.float64) * 0.7 - 0.2
     text_logits = weight_spread * torch.randn(3, words, generator=generator, dtype=torch.float64)
@@ -151,6 +160,13 @@ def test_the_closed_form_handles_tied_similarities():
     logits = torch.tensor([[0.5, -1.0, 2.0, 0.0]], dtype=torch.float64), torch.tensor([[0.0, 1.0, -2.0]])
     exact = exact_banzhaf_interaction(similarity, logits[0], logits[1].double())
     torch.testing.assert_close(closed_form_banzhaf_interaction(similarity, logits[0], logits[1].double()), exact)
+
+
+def test_the_closed_form_refuses_nan_weights_and_accepts_empty_batches():
+    similarity = torch.rand(2, 3, 2)
+    with pytest.raises(ValueError, match="text_weight_logits contains NaN"):
+        closed_form_banzhaf_interaction(similarity, torch.tensor([[0.0, float("nan"), 1.0], [0.0, 0.0, 0.0]]))
+    assert closed_form_banzhaf_interaction(torch.rand(0, 3, 2)).shape == (0, 3, 2)
 
 
 def test_the_closed_form_of_a_lone_pair_is_its_cosine_and_it_keeps_the_input_dtype():

@@ -30,6 +30,7 @@ The official code uses 1000.
 
 Functions:
 
+* [`closed_form_banzhaf_interaction`]: the exact values for games of any size in polynomial time (the default teacher);
 * [`exact_banzhaf_interaction`]: every pair by full enumeration of the `2^n` coalitions (small games, the ground truth);
 * [`sampled_banzhaf_interaction`]: the unbiased Monte-Carlo estimate of Eq. 1 for games of any size.
 """
@@ -167,7 +168,8 @@ def closed_form_banzhaf_interaction(
     * `K_t(i, w) = E_T[s_i(T) [w in T] u_w / sum_{k in T} u_k]` (WTI weights `u = exp(logit)`; `K_v` alike over
       frames) depends on the weights only; `1 / x = int_0^inf exp(-t x) dt` turns the expectation over T into a
       one-dimensional integral of a product over the players, computed by the trapezoidal rule in `log t`
-      ([`_expected_signed_weight_share`]; its error is below 1e-12 of the weights' scale).
+      ([`_expected_signed_weight_share`]; over a grid that spans the logits' whole range, so any spread of the WTI
+      logits is exact to rounding).
 
     The same numbers as full enumeration (tested against [`exact_banzhaf_interaction`]) for games of any size, in
     `O(words * frames * (words + frames))` per matrix instead of `2^(words + frames)`, and without the Monte-Carlo
@@ -185,11 +187,19 @@ def closed_form_banzhaf_interaction(
     Returns:
         `torch.Tensor` of shape `(batch, words, frames)` in the dtype of `similarity`: the interactions, 0 on padded
         cells.
+
+    Raises:
+        `ValueError`: bad shapes (as [`exact_banzhaf_interaction`]), or NaN WTI weight logits.
     """
     dtype = similarity.dtype
     similarity, text_weight_logits, video_weight_logits, text_mask, video_mask = _prepare_game(
         similarity.double(), text_weight_logits, video_weight_logits, text_mask, video_mask
     )
+    for name, logits in (("text_weight_logits", text_weight_logits), ("video_weight_logits", video_weight_logits)):
+        if logits.isnan().any():
+            raise ValueError(f"{name} contains NaN; the WTI weights of the game are undefined")
+    if similarity.numel() == 0:
+        return similarity.to(dtype)
     similarity = logit_scale * similarity.masked_fill(~_cell_mask(text_mask, video_mask), 0.0)
     word_share = _expected_signed_weight_share(text_weight_logits)  # (batch, words i, words w)
     frame_share = _expected_signed_weight_share(video_weight_logits)  # (batch, frames j, frames f)
@@ -234,7 +244,9 @@ def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
     `K(w, w) = 1/2 int u_w exp(-t u_w) prod_{k != w} dt` and, for i != w,
     `K(i, w) = 1/4 int u_w exp(-t u_w) (exp(-t u_i) - 1) prod_{k != i, w} dt`, integrated over `t = exp(y)` with the
     trapezoidal rule in y (the integrands are analytic in a strip of half-width pi/2 around the real axis, hence the
-    geometric convergence).
+    geometric convergence). The grid runs from `t u_max = exp(-40)` to `t u_min = 60`, so it spans the logits' whole
+    range (a player of tiny weight still holds the whole share when it is alone), and every factor is formed from
+    logarithms, so no weight underflows.
 
     Args:
         weight_logits (`(batch, players)`, float64): WTI logits, -inf on padded players.
@@ -243,19 +255,27 @@ def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
         `(batch, players, players)` indexed `[i, w]`.
     """
     top = weight_logits.amax(-1, keepdim=True)
-    weights = torch.exp(weight_logits - torch.where(top.isfinite(), top, torch.zeros_like(top)))  # in (0, 1], 0 padded
-    smallest = weights.masked_fill(weights == 0, 1.0).amin().clamp_min(math.exp(-80.0)).item()
-    log_t = torch.arange(-30.0, math.log(60.0 / smallest), _QUADRATURE_STEP, dtype=weights.dtype)
-    t = torch.exp(log_t).to(weights.device)  # (points,)
-    decay = torch.exp(-t * weights.unsqueeze(-1))  # (batch, players, points)
-    log_half_factor = torch.log1p(decay) - math.log(2.0)  # log (1 + exp(-t u_k)) / 2; 0 for padded players
-    measure = _QUADRATURE_STEP * t * torch.exp(log_half_factor.sum(1))  # (batch, points)
-    without = torch.exp(-log_half_factor)
-    present = weights.unsqueeze(-1) * decay * without  # u_w exp(-t u_w), own factor removed
-    joins = (decay - 1.0) * without  # exp(-t u_i) - 1, own factor removed
-    share = 0.25 * torch.einsum("bp,bip,bwp->biw", measure, joins, present)
-    own = 0.5 * torch.einsum("bp,bwp->bw", measure, present)
-    return share * ~torch.eye(weights.shape[1], dtype=torch.bool, device=weights.device) + torch.diag_embed(own)
+    relative = weight_logits - torch.where(top.isfinite(), top, torch.zeros_like(top))  # <= 0; -inf on padded
+    valid = relative.isfinite()
+    lowest = relative[valid].min().item() if valid.any() else 0.0
+    log_t = torch.arange(-40.0, math.log(60.0) - lowest + _QUADRATURE_STEP, _QUADRATURE_STEP, dtype=relative.dtype)
+    log_t = log_t.to(relative.device)  # (points,)
+    batch, players = relative.shape
+    share = relative.new_zeros(batch, players, players)
+    own = relative.new_zeros(batch, players)
+    chunk = max(1, _CELLS_PER_CHUNK // max(1, batch * players))
+    for start in range(0, len(log_t), chunk):
+        log_tu = log_t[start : start + chunk] + relative.unsqueeze(-1)  # log(t u_k): (batch, players, points)
+        tu = torch.exp(log_tu)
+        log_half_factor = torch.log1p(torch.exp(-tu)) - math.log(2.0)  # log (1 + exp(-t u_k)) / 2; 0 if padded
+        log_others = log_half_factor.sum(1, keepdim=True) - log_half_factor  # the product over k != w, as a log
+        # u_w exp(-t u_w) prod_{k != w} (1 + exp(-t u_k)) / 2 times the Jacobian dt = t dy, formed in logs
+        present = torch.exp(log_tu - tu + log_others)
+        joins = torch.expm1(-tu) * torch.exp(-log_half_factor)  # (exp(-t u_i) - 1) / ((1 + exp(-t u_i)) / 2)
+        share += torch.einsum("bip,bwp->biw", joins, present)
+        own += present.sum(-1)
+    eye = torch.eye(players, dtype=torch.bool, device=relative.device)
+    return _QUADRATURE_STEP * (0.25 * share * ~eye + 0.5 * torch.diag_embed(own))
 
 
 def sampled_banzhaf_interaction(
