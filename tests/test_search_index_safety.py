@@ -545,6 +545,13 @@ def test_usage_errors_name_the_command_and_help_shows_the_defaults(index_dir, mo
     with pytest.raises(SystemExit):
         main([*command, "--teacher", "monte_carlo", "--estimator", str(model_dir)])
     assert "hbi-hf explain: error: --teacher monte_carlo takes no --estimator" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--num-samples", "5"])  # the default teacher is exact: samples would be ignored
+    assert "hbi-hf explain: error: --num-samples is for --teacher monte_carlo" in capsys.readouterr().err
+    blank = [*command[:2], "  ", *command[3:]]
+    with pytest.raises(SystemExit):
+        main(blank)
+    assert "hbi-hf explain: error: argument caption: the caption is empty" in capsys.readouterr().err
 
     expected = {
         "index": ["(>= 1; default: 8)", "(>= 1; default: 64)", "(default: cpu)"],

@@ -357,8 +357,10 @@ def explain_video(
     interactions; `num_samples` and `seed` are those of `teacher="monte_carlo"`).
 
     Raises:
-        [`HBIInputError`]: see [`resolve_explain_teacher`]; a video without a decodable frame.
+        [`HBIInputError`]: see [`resolve_explain_teacher`]; an empty caption; a video without a decodable frame.
     """
+    if not caption.strip():
+        raise HBIInputError(f"the caption is empty: give the words to explain; got {caption!r}")
     model, model_teacher = load_hbi_model(model_name_or_path)
     estimator = resolve_explain_teacher(teacher, estimator_name_or_path, model, model_teacher)
     processor = load_processor(model_name_or_path)
@@ -387,7 +389,7 @@ def explain_video(
     game_scale = model.config.banzhaf_game_scale
     if estimator is None:
         used = sorted({level.source for level in levels})
-        source = "the exact interactions" if used == ["exact"] else f"the reference, {' / '.join(used)},"
+        source = "the exact interactions" if used == ["exact"] else f"{' / '.join(used)} estimates"
         source += f" of the model's game at scale s = {game_scale:g}"
         units = f"Banzhaf interaction\n[cosine similarity x s = {game_scale:g}]"
     else:

@@ -98,6 +98,12 @@ def _query(text: str) -> str:
     return text
 
 
+def _caption(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the caption is empty: give the words to explain; got {text!r}")
+    return text
+
+
 MODEL_FOLDER = _existing_folder("expected a folder written by save_pretrained holding the model and its processor")
 
 
@@ -162,7 +168,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
 
     explain = commands.add_parser("explain", help="draw the word x frame Banzhaf interaction of a video and caption")
     explain.add_argument("video", type=_existing_file, help="video file")
-    explain.add_argument("caption", help="caption to explain")
+    explain.add_argument("caption", type=_caption, help="caption to explain (not empty)")
     explain.add_argument("--model", type=MODEL_FOLDER, required=True, help="saved HBI model folder with its processor")
     explain.add_argument(
         "--out", type=_figure_file, required=True, help="figure file: .png, .pdf or .svg, in an existing folder"
@@ -183,8 +189,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     explain.add_argument(
         "--num-samples",
         type=_int_at_least(1),
-        default=1000,
-        help="Monte-Carlo coalitions per (word, frame) pair of --teacher monte_carlo (default: %(default)s)",
+        help="Monte-Carlo coalitions per (word, frame) pair of --teacher monte_carlo (default: 1000)",
     )
     explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples (default: %(default)s)")
     return parser, {"index": index, "search": search, "explain": explain}
@@ -199,6 +204,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         commands["search"].error("give either a QUERY or --queries-file, not both or neither")
     if args.command == "explain" and args.teacher in ("exact", "monte_carlo") and args.estimator is not None:
         commands["explain"].error(f"--teacher {args.teacher} takes no --estimator (it implies --teacher estimator)")
+    if args.command == "explain" and args.num_samples is not None and args.teacher != "monte_carlo":
+        commands["explain"].error("--num-samples is for --teacher monte_carlo (the exact values need no samples)")
+    if args.command == "explain" and args.num_samples is None:
+        args.num_samples = 1000
     return args
 
 
