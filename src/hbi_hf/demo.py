@@ -15,6 +15,7 @@ the training of these random towers with the exact teacher (docs/banzhaf.md, "Ab
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from datasets import Dataset
@@ -87,9 +88,8 @@ class HBIDemoArguments:
             "slowed training: docs/banzhaf.md has the measured settings)."
         },
     )
-    banzhaf_teacher: str = field(
-        default="exact",
-        metadata={"help": "HBIConfig.banzhaf_teacher: 'exact' (default), 'monte_carlo', 'estimator' or 'none'."},
+    banzhaf_teacher: Literal["exact", "monte_carlo", "estimator", "none"] = field(
+        default="exact", metadata={"help": "HBIConfig.banzhaf_teacher: where the targets of L_I (Eq. 8) come from."}
     )
     banzhaf_game_scale: float = field(
         default=1000.0,

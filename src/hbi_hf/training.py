@@ -27,6 +27,7 @@ import struct
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from datasets import Dataset
@@ -91,8 +92,8 @@ class HBIModelArguments:
     estimator_name_or_path: str | None = field(
         default=None, metadata={"help": "A trained HBIBanzhafEstimator, the frozen teacher of Eq. 8."}
     )
-    banzhaf_teacher: str | None = field(
-        default=None, metadata={"help": "Teacher of Eq. 8: 'exact' (default), 'monte_carlo', 'estimator' or 'none'."}
+    banzhaf_teacher: Literal["exact", "monte_carlo", "estimator", "none"] | None = field(
+        default=None, metadata={"help": "Teacher of Eq. 8 (default: the config's, 'exact')."}
     )
     banzhaf_num_samples: int | None = field(
         default=None, metadata={"help": "Monte-Carlo coalitions per pair of the online teacher (default 200)."}
