@@ -1717,9 +1717,9 @@ class HBIAlignmentLoss(nn.Module):
     estimator teacher. Under `torch.distributed`, negatives come from every process (the local slice keeps its
     gradient).
 
-    The teacher of Eq. 8 is `config.banzhaf_teacher` ([`HBIConfig`]): Monte-Carlo interactions of the detached
-    matched-pair similarity of each level (with the level's WTI weight logits and masks, game scale
-    `config.banzhaf_game_scale`), a trained estimator, or none. With `banzhaf_loss_weight=0` or `"none"` no teacher
+    The teacher of Eq. 8 is `config.banzhaf_teacher` ([`HBIConfig`]): the exact (default) or Monte-Carlo
+    interactions of the detached matched-pair similarity of each level (with the level's WTI weight logits and masks,
+    game scale `config.banzhaf_game_scale`), a trained estimator, or none. With `banzhaf_loss_weight=0` or `"none"` no teacher
     runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale`, which sets how
     strongly L_I reaches the encoder (docs/banzhaf.md). `banzhaf_loss_factor` (runtime, not saved; default 1)
     multiplies alpha: [`~hbi_hf.training.HBITrainer`] ramps it from 0 to 1 over
