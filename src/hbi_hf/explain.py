@@ -378,6 +378,12 @@ def explain_video(
         logger.warning(f"{video}: the processor gave no frame times (no frame rate); frames are labelled f1, f2, ...")
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
+    full_length = len(processor.tokenizer(caption)["input_ids"])
+    if full_length > input_ids.shape[1]:
+        logger.warning(
+            f"the caption has {full_length} tokens (start and end included); the model reads the first "
+            f"{input_ids.shape[1]} (max_words), and only their words are drawn"
+        )
     text_features = text_features.map(lambda tensor: tensor.cpu())
     sampled = teacher == "monte_carlo"
     levels = explain_features(model, text_features, video_features, estimator, num_samples if sampled else None, seed)
