@@ -378,7 +378,8 @@ def explain_video(
         logger.warning(f"{video}: the processor gave no frame times (no frame rate); frames are labelled f1, f2, ...")
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
     text_features, input_ids = encode_text(model, processor, caption)
-    full_length = len(processor.tokenizer(caption)["input_ids"])
+    tokenize = getattr(processor, "tokenizer", None)
+    full_length = len(tokenize(caption)["input_ids"]) if callable(tokenize) else 0
     if full_length > input_ids.shape[1]:
         logger.warning(
             f"the caption has {full_length} tokens (start and end included); the model reads the first "
