@@ -487,3 +487,15 @@ def test_commands_run_with_the_processor_saved_in_the_model_folder(video_dir, tm
     np.testing.assert_allclose(entity[0][1], explanation.levels[0].interaction[2:4].sum(0), rtol=1e-6)
     assert not any("<|" in label for _, rows, _, _ in coarser for label in rows)
     assert all(label.endswith(" s") for label in entity[2])  # the real processor's frame times
+
+
+def test_explain_labels_words_decoded_from_their_pieces_together():
+    """CLIP's byte-level BPE splits an emoji or an accented letter into byte symbols, sometimes across pieces; the
+    figure's word labels are the decoded text, special tokens left out."""
+    from hbi_hf.data.tokenizer import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer()
+    ids = tokenizer("a red 🎉🎉 circle café, naïve")["input_ids"]
+    tokens, words, word_tokens = explain_module.caption_word_labels(tokenizer, ids)
+    assert words == ["a", "red", "🎉🎉", "circle", "café", ",", "naïve"]
+    assert len(tokens) == len(ids) and sum(len(pieces) for pieces in word_tokens) == len(ids) - 2

@@ -197,10 +197,39 @@ def caption_words(tokens: list[str], special: list[bool]) -> tuple[list[str], li
     return words, word_tokens
 
 
+def caption_word_labels(tokenizer, token_ids: list[int]) -> tuple[list[str], list[str], list[list[int]]]:
+    r"""
+    The labels of a caption's valid tokens for the figure: each piece as text, and the words ([`caption_words`]), each
+    decoded from its pieces together (a character's bytes may span pieces: emoji, accented letters).
+
+    Args:
+        tokenizer: the processor's tokenizer.
+        token_ids (`list[int]`): the valid token ids, special tokens included.
+
+    Returns:
+        `(tokens, words, word_tokens)`: the pieces as text, the words, and the indices of each word's pieces.
+    """
+    raw_tokens = tokenizer.convert_ids_to_tokens(token_ids)
+    tokens = _decode_pieces(tokenizer, raw_tokens)
+    special_ids = set(getattr(tokenizer, "all_special_ids", ()))
+    words, word_tokens = caption_words(tokens, [token_id in special_ids for token_id in token_ids])
+    if callable(getattr(tokenizer, "convert_tokens_to_string", None)):
+        words = [
+            tokenizer.convert_tokens_to_string([raw_tokens[i] for i in pieces])
+            .removesuffix(_END_OF_WORD)
+            .replace(_END_OF_WORD, " ")
+            .strip()
+            for pieces in word_tokens
+        ]
+    return tokens, words, word_tokens
+
+
 def _decode_pieces(tokenizer, tokens: list[str]) -> list[str]:
     """CLIP's byte-level BPE writes bytes as printable symbols; map them back to text where the tokenizer says how."""
     byte_decoder = getattr(tokenizer, "byte_decoder", None)
     if not byte_decoder:
+        if callable(getattr(tokenizer, "convert_tokens_to_string", None)):  # fast tokenizers decode bytes themselves
+            return [tokenizer.convert_tokens_to_string([token]) for token in tokens]
         return tokens
     decoded = []
     for token in tokens:
@@ -390,9 +419,7 @@ def explain_video(
     levels = explain_features(model, text_features, video_features, estimator, num_samples if sampled else None, seed)
     tokenizer = processor.tokenizer
     valid_ids = input_ids[0].cpu()[text_features.level_masks[0][0]].tolist()
-    tokens = _decode_pieces(tokenizer, tokenizer.convert_ids_to_tokens(valid_ids))
-    special_ids = set(getattr(tokenizer, "all_special_ids", ()))
-    words, word_tokens = caption_words(tokens, [token_id in special_ids for token_id in valid_ids])
+    tokens, words, word_tokens = caption_word_labels(tokenizer, valid_ids)
     game_scale = model.config.banzhaf_game_scale
     if estimator is None:
         used = sorted({level.source for level in levels})
@@ -570,6 +597,7 @@ __all__ = [
     "explain_video",
     "explanation_displays",
     "plot_explanation",
+    "caption_word_labels",
     "reference_interaction",
     "resolve_explain_teacher",
 ]
