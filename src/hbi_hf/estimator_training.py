@@ -342,21 +342,14 @@ def banzhaf_labels(
     Returns:
         `torch.FloatTensor` of shape `(num_matrices, words, frames)`, 0 on padded cells.
     """
-    if num_samples is None:
-        return torch.cat(
-            [
-                closed_form_banzhaf_interaction(
-                    part.similarity,
-                    part.text_weight_logits,
-                    part.video_weight_logits,
-                    part.text_mask,
-                    part.video_mask,
-                    logit_scale=logit_scale,
-                )
-                for part in (
-                    matrices[start : start + LABEL_BATCH_SIZE] for start in range(0, len(matrices), LABEL_BATCH_SIZE)
-                )
-            ]
+    if num_samples is None:  # the closed form bounds its own working memory
+        return closed_form_banzhaf_interaction(
+            matrices.similarity,
+            matrices.text_weight_logits,
+            matrices.video_weight_logits,
+            matrices.text_mask,
+            matrices.video_mask,
+            logit_scale=logit_scale,
         )
     settings = {"num_samples": num_samples, "logit_scale": logit_scale, "seed": seed, "batch": LABEL_BATCH_SIZE}
     cache_file = None
