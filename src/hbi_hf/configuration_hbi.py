@@ -347,6 +347,17 @@ class HBIConfig(PreTrainedConfig):
             self.temporal_intermediate_size = self.projection_dim * text.intermediate_size // text.hidden_size
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As `PreTrainedConfig.from_dict`, then the same checks as a new config: transformers sets the keyword
+        overrides of `from_pretrained` (e.g. `num_frames=100`) after construction, which would skip them."""
+        result = super().from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        config._validate_hbi_fields()
+        config._validate_task_fields()
+        config._validate_against_text_tower()
+        return result
+
+    @classmethod
     def from_clip_config(cls, clip_config: CLIPConfig, **overrides) -> "HBIConfig":
         r"""
         The configuration of an HBI model around a CLIP of any size: its towers, joint-space width and logit scale,
@@ -381,8 +392,9 @@ class HBIConfig(PreTrainedConfig):
             raise ValueError("similarity_level_weights must give at least one level a non-zero weight")
         if not 1 <= self.num_frames <= self.temporal_max_position_embeddings:
             raise ValueError(
-                f"num_frames must be in [1, temporal_max_position_embeddings={self.temporal_max_position_embeddings}]; "
-                f"got {self.num_frames}"
+                f"num_frames ({self.num_frames}) must be in [1, temporal_max_position_embeddings="
+                f"{self.temporal_max_position_embeddings}], the rows of the frame position table: sample fewer frames "
+                "or give the table more rows (temporal_max_position_embeddings)"
             )
         if self.max_words < 2:
             raise ValueError(f"max_words must leave room for the start and end tokens (>= 2); got {self.max_words}")

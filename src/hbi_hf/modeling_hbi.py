@@ -487,8 +487,10 @@ class HBITemporalTransformer(nn.Module):
             hidden_act="quick_gelu",
         )
         # the layers dispatch through transformers' attention interface with the model's implementation
-        # (`HBIPreTrainedModel.set_attn_implementation` keeps it in step)
-        layer_config._attn_implementation = config._attn_implementation
+        # (`HBIPreTrainedModel.set_attn_implementation` keeps it in step). A config that names none (one built
+        # outside a model) gets what a model would choose, SDPA: with no implementation the padding mask would be
+        # dropped and padded frames attended to
+        layer_config._attn_implementation = config._attn_implementation or "sdpa"
         self.config = layer_config
         self.frame_position_embeddings = nn.Embedding(config.temporal_max_position_embeddings, config.projection_dim)
         self.layers = nn.ModuleList([CLIPEncoderLayer(layer_config) for _ in range(config.temporal_num_layers)])
@@ -501,8 +503,17 @@ class HBITemporalTransformer(nn.Module):
 
         Returns:
             `torch.Tensor` of shape `(batch, frames, dim)`: the frame tokens V_f^s.
+
+        Raises:
+            `ValueError`: more frames than the rows of the frame position table (`temporal_max_position_embeddings`).
         """
-        positions = torch.arange(frame_embeddings.shape[1], device=frame_embeddings.device)
+        frames, table = frame_embeddings.shape[1], self.frame_position_embeddings.num_embeddings
+        if frames > table:
+            raise ValueError(
+                f"frame_embeddings has {frames} frames, more than the {table} rows of the frame position table "
+                f"(temporal_max_position_embeddings={table}); sample at most {table} frames (num_frames)"
+            )
+        positions = torch.arange(frames, device=frame_embeddings.device)
         hidden = frame_embeddings + self.frame_position_embeddings(positions)
         # padded frames are never attended to, in the form the attention implementation takes (None: no padding)
         key_mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=video_mask)
@@ -1269,7 +1280,7 @@ class HBIModel(HBIPreTrainedModel):
     def initialize_temporal_from_clip(self) -> None:
         """Copy the first CLIP text layers and text positions into the temporal transformer (official init). A
         temporal transformer of another shape than the text layers (width, feed-forward width) keeps its random
-        initialisation, with a warning."""
+        initialisation, with a warning; so do frame positions past CLIP's text positions."""
         text_model = self.clip.text_model
         text_shape = (text_model.config.hidden_size, text_model.config.intermediate_size)
         temporal_shape = (self.config.projection_dim, self.config.temporal_intermediate_size)
@@ -1284,7 +1295,17 @@ class HBIModel(HBIPreTrainedModel):
         for layer, source in zip(self.temporal.layers, text_model.encoder.layers):
             layer.load_state_dict(source.state_dict())
         positions = text_model.embeddings.position_embedding.weight
-        rows = min(positions.shape[0], self.temporal.frame_position_embeddings.num_embeddings)
+        table = self.temporal.frame_position_embeddings.num_embeddings
+        rows = min(positions.shape[0], table)
+        if table > rows:
+            logger.warning(
+                "the frame position table has %d rows (temporal_max_position_embeddings) and CLIP's text positions "
+                "%d: frame positions %d to %d keep their random init and learn only from fine-tuning.",
+                table,
+                rows,
+                rows,
+                table - 1,
+            )
         with torch.no_grad():
             self.temporal.frame_position_embeddings.weight[:rows].copy_(positions[:rows])
 
@@ -1391,8 +1412,9 @@ class HBIModel(HBIPreTrainedModel):
         batch, frames = pixel_values.shape[:2]
         if frames > self.config.temporal_max_position_embeddings:
             raise ValueError(
-                f"pixel_values has {frames} frames; at most temporal_max_position_embeddings="
-                f"{self.config.temporal_max_position_embeddings} are supported"
+                f"pixel_values has {frames} frames, more than temporal_max_position_embeddings="
+                f"{self.config.temporal_max_position_embeddings} (the rows of the frame position table); sample at "
+                f"most that many frames (the model's num_frames is {self.config.num_frames})"
             )
         if video_mask is None:
             video_mask = torch.ones(batch, frames, dtype=torch.long, device=pixel_values.device)
