@@ -437,3 +437,44 @@ def test_ids_that_leave_the_video_folder_are_refused(tmp_path, video):
     write_json(tmp_path / "test_data.json", [{"video": "ok.mp4", "description": "d"}])
     with pytest.raises(ValueError, match=r"train_data.json, item 0: video .* is not inside the video folder"):
         load_didemo_retrieval(tmp_path, tmp_path / "videos")
+
+
+@pytest.mark.parametrize("answer", [3, 2.0])
+def test_a_numeric_qa_answer_is_refused_naming_file_item_and_field(tmp_path, answer):
+    """A number is not taken as the text class "3": it may be a choice's index, and 2 and 2.0 would be two classes."""
+    good = {"answer": "man", "question": "how many?", "video_id": 1, "id": 0}
+    write_json(tmp_path / "train_qa.json", [good, {**good, "answer": answer, "id": 1}])
+    write_json(tmp_path / "val_qa.json", [good])
+    write_json(tmp_path / "test_qa.json", [good])
+    with pytest.raises(
+        ValueError, match=rf"train_qa.json, item 1: field 'answer' is the number {answer}; expected the answer's text"
+    ):
+        load_msrvtt_qa(tmp_path, "/v")
+    write_json(tmp_path / "train_qa.json", [good, {**good, "answer": str(answer), "id": 1}])
+    assert load_msrvtt_qa(tmp_path, "/v")["train"]["answer"] == ["man", str(answer)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"timestamps": [[0.0, 4.0]], "sentences": ["A man runs.", "He jumps."]},
+            r"train.json, key 'v_b': field 'timestamps' holds 1 segments and field 'sentences' 2 sentences",
+        ),
+        (
+            {"timestamps": [[0.0, 4.0], [4.0, 6.0], [6.0, 9.0]], "sentences": ["A man runs.", "He jumps."]},
+            r"train.json, key 'v_b': field 'timestamps' holds 3 segments and field 'sentences' 2 sentences",
+        ),
+        ({"sentences": ["A man runs."]}, r"train.json, key 'v_b': field 'timestamps' is missing"),
+        (
+            {"timestamps": "0-4", "sentences": ["A man runs."]},
+            r"train.json, key 'v_b': field 'timestamps' is the string '0-4'; expected a list of \[start, end\]",
+        ),
+    ],
+)
+def test_activitynet_timestamps_that_do_not_pair_with_the_sentences_are_refused(tmp_path, entry, message):
+    good = {"duration": 9.0, "timestamps": [[0.0, 4.0]], "sentences": ["One."]}
+    write_json(tmp_path / "train.json", {"v_a": good, "v_b": {"duration": 9.0, **entry}})
+    write_json(tmp_path / "val_1.json", {"v_c": good})
+    with pytest.raises(ValueError, match=message):
+        load_activitynet_retrieval(tmp_path, tmp_path)

@@ -79,6 +79,8 @@ ROW = {"video_id": "v1", "video_path": "/videos/v1.mp4", "question": "what colou
     [
         ({"answer": None}, r"line 2: field 'answer' is null; expected the answer"),
         ({"answer": " "}, r"line 2: field 'answer' is an empty string"),
+        ({"answer": 3}, r"line 2: field 'answer' is the number 3; expected the answer's text"),
+        ({"answer": 2.0}, r"line 2: field 'answer' is the number 2.0; expected the answer's text"),
         ({"video_path": None}, r"line 2: field 'video_path' is null"),
         ({"question": ["what"]}, r"line 2: field 'question' is list"),
         ({"references": "a red circle"}, r"line 2: field 'references' is the string 'a red circle'; expected a list"),
@@ -95,7 +97,7 @@ def test_row_files_with_a_byte_order_mark_or_as_a_json_list_are_read_and_an_empt
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(ROW) + "\n").encode())
     assert load_rows(str(path))["answer"] == ["red"]
-    path.write_text(json.dumps([ROW, {**ROW, "answer": 3}]))
+    path.write_text(json.dumps([ROW, {**ROW, "answer": "3"}]))
     assert load_rows(str(path))["answer"] == ["red", "3"]
     path.write_text("\n")
     with pytest.raises(ValueError, match="rows.jsonl: no rows"):

@@ -79,6 +79,15 @@ def test_answer_vocabulary_keeps_the_most_frequent_answers_and_labels_the_rest_m
     assert add_answer_labels(rows, fields["label2id"])["label"] == [1, -1, 0]
 
 
+def test_answer_labels_refuse_numeric_answers_instead_of_counting_them_outside_the_vocabulary():
+    from datasets import Dataset
+
+    label2id = answer_vocabulary_fields(["1", "2"])["label2id"]
+    with pytest.raises(ValueError, match=r"row 0: field 'answer' is 2; expected the answer's text"):
+        add_answer_labels(Dataset.from_list([{"answer": 2}, {"answer": 1}]), label2id)
+    assert add_answer_labels(Dataset.from_list([{"answer": "2"}, {"answer": "1"}]), label2id)["label"] == [1, 0]
+
+
 def test_training_steps_lower_the_loss_on_a_fixed_batch(batch):
     model = seeded_qa_model()
     labels = torch.tensor([0, 1, 2, 3])

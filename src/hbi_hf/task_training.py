@@ -52,7 +52,17 @@ def answer_vocabulary_fields(vocabulary: list[str]) -> dict[str, dict]:
 
 def add_answer_labels(dataset: Dataset, label2id: dict[str, int]) -> Dataset:
     """`dataset` (QA rows with `answer`) with its `label` column (re)computed from `label2id`: the answer's index, or
-    -1 for an answer outside the vocabulary (the collator turns it into the ignored label -100)."""
+    -1 for an answer outside the vocabulary (the collator turns it into the ignored label -100).
+
+    Raises:
+        `ValueError`: an answer that is not a non-blank string (a number may be a choice's index, not the answer's
+            text), naming its row."""
+    for row, answer in enumerate(dataset["answer"]):
+        if not isinstance(answer, str) or not answer.strip():
+            raise ValueError(
+                f"row {row}: field 'answer' is {answer!r}; expected the answer's text (a non-empty string). A number "
+                "may be the index of a choice rather than the answer: write the answer itself"
+            )
     if "label" in dataset.column_names:
         dataset = dataset.remove_columns("label")
     return dataset.map(lambda row: {"label": label2id.get(row["answer"], -1)})
@@ -61,7 +71,7 @@ def add_answer_labels(dataset: Dataset, label2id: dict[str, int]) -> Dataset:
 def load_rows(path: str) -> Dataset:
     """A JSON-lines file (or a JSON list) of rows in the QA or captioning format as a `datasets.Dataset`. Every row
     needs `video_id` and `video_path`; the fields present are type-checked: `question` and `caption` a string (or
-    null, left to the collator's bad-input policy), `answer` a non-blank string or number, `references` and
+    null, left to the collator's bad-input policy), `answer` a non-blank string (a number is refused, naming its line), `references` and
     `captions` lists of strings.
 
     Raises:

@@ -69,10 +69,15 @@ class _Record(dict):
         return value.strip()
 
     def answer(self, name: str = "answer") -> str:
-        """A QA answer: a non-blank string or a number (written as a string); null is not an answer."""
+        """A QA answer: a non-blank string. A number is refused as a caption is: it may be the index of a choice
+        (multiple-choice files) rather than the answer's text, and `2` and `2.0` would be different classes."""
         value = self.field(name, "the answer (a non-empty string)")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+            raise ValueError(
+                f"{self.where}: field {name!r} is the number {value!r}; expected the answer's text (a non-empty "
+                f"string). A number here may be the index of a choice rather than the answer: write the answer "
+                f"itself, e.g. {str(value)!r} if that is what it says"
+            )
         if not isinstance(value, str) or not value.strip():
             raise ValueError(
                 f"{self.where}: field {name!r} is {_describe(value)}; expected the answer (a non-empty string)"
@@ -417,8 +422,9 @@ def load_activitynet_retrieval(
     paragraph. "train" (10,009 videos) from `train.json`, "test" ("val1", 4,917 videos) from `val_1.json`.
 
     Raises:
-        `ValueError`: naming the file, the video key and the field (e.g. `sentences` that is not a list of strings);
-            a key repeated in the file; an id outside `videos_dir`.
+        `ValueError`: naming the file, the video key and the field (e.g. `sentences` that is not a list of strings,
+            `timestamps` missing or holding another number of segments than `sentences` has sentences); a key
+            repeated in the file; an id outside `videos_dir`.
     """
     annotations_dir = Path(annotations_dir)
     result = {}
@@ -439,15 +445,25 @@ def load_activitynet_retrieval(
 
 
 def _activitynet_paragraph(record: _Record) -> str:
+    """The segment sentences of one video in time order: every sentence needs its `[start, end]` in `timestamps`."""
     sentences = record.texts("sentences", "a list of strings (the segment sentences)")
+    segments = record.field("timestamps", "a list of [start, end] segments, one per sentence")
+    if not isinstance(segments, list):
+        raise ValueError(
+            f"{record.where}: field 'timestamps' is {_describe(segments)}; expected a list of [start, end]"
+        )
     starts = []
-    for segment in record.get("timestamps") or []:
+    for segment in segments:
         if not isinstance(segment, list) or not segment or not isinstance(segment[0], (int, float)):
             raise ValueError(f"{record.where}: field 'timestamps' holds {_describe(segment)}; expected [start, end]")
         starts.append(segment[0])
-    if len(starts) == len(sentences):
-        sentences = [sentence for _, sentence in sorted(zip(starts, sentences, strict=True), key=lambda pair: pair[0])]
-    return " ".join(sentence.strip() for sentence in sentences)
+    if len(starts) != len(sentences):
+        raise ValueError(
+            f"{record.where}: field 'timestamps' holds {len(starts)} segments and field 'sentences' "
+            f"{len(sentences)} sentences; expected one [start, end] per sentence (the paragraph is joined in time order)"
+        )
+    ordered = sorted(zip(starts, sentences, strict=True), key=lambda pair: pair[0])
+    return " ".join(sentence.strip() for _, sentence in ordered)
 
 
 def load_didemo_retrieval(
