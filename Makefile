@@ -34,7 +34,7 @@ define install_locked
 	$(1)/bin/python -m pip install -q --no-deps --require-hashes -r $(CLIP_VOCAB)
 	$(call check_requirements,$(1))
 endef
-UV_COMPILE = $(PY) -m uv pip compile pyproject.toml requirements/build.in --extra dev -c $(TORCH_CPU) \
+UV_COMPILE = $(PY) -m uv pip compile pyproject.toml requirements/build.in --extra dev --extra serve -c $(TORCH_CPU) \
 	--find-links $(TORCH_FIND_LINKS) --generate-hashes --python-version 3.11 --no-emit-package torch \
 	--custom-compile-command "make lock"
 

@@ -17,12 +17,17 @@ special tokens out, joins CLIP's BPE pieces into words (a word's row is the sum 
 with their time in the video.
 """
 
+import functools
 import math
 import os
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 from transformers.utils import logging
 
@@ -45,6 +50,17 @@ MAX_TICK_LABELS = 64
 many rows / columns and 40 inches wide)."""
 MAX_THUMBNAILS = 16
 """The frame strip shows at most this many frames, evenly spread (each with its time)."""
+MAX_ANNOTATED_CELLS = 150
+"""A heatmap with at most this many cells prints each cell's value in it."""
+MAX_TITLE_CHARACTERS = 110
+"""The caption in the figure's title is wrapped at this many characters a line (fewer in a narrow figure) ..."""
+MAX_TITLE_LINES = 3
+"""... on at most this many lines; the rest is elided, and the title says how many words were left out."""
+MAX_LABEL_CHARACTERS = 28
+"""A row or column label longer than this is cut, ending in '…'."""
+REPLACEMENT_CHARACTER = "\ufffd"
+"""Drawn in place of a character that no installed font has a glyph for (an emoji without a colour-emoji font that
+matplotlib can draw, a script without its font): matplotlib would draw an empty box and warn."""
 _END_OF_WORD = "</w>"
 
 
@@ -80,6 +96,12 @@ class HBIExplanation:
         levels (`list[HBILevelExplanation]`): entity, action and event levels.
         source (`str`): how the interaction was obtained (the figure's title names it).
         units (`str`): what the values measure (the colour bars' label).
+        level_similarities (`list[float]`, *optional*): S of Eq. 12 of the pair at each level (entity, action,
+            event), in cosine-similarity units.
+        level_weights (`list[float]`, *optional*): the model's `similarity_level_weights`; the match score is
+            `sum(w * s)` ([`HBIModel.score`]).
+        tokens_not_read (`int`, *optional*, defaults to 0): tokens of the caption past the model's `max_words`, which
+            the model does not read (the figure says so).
     """
 
     caption: str
@@ -92,6 +114,24 @@ class HBIExplanation:
     levels: list[HBILevelExplanation]
     source: str
     units: str
+    level_similarities: list[float] | None = None
+    level_weights: list[float] | None = None
+    tokens_not_read: int = 0
+
+    @property
+    def score(self) -> float | None:
+        """The match score `sum_l w_l S_l` the search ranks by ([`HBIModel.score`]); `None` when unknown."""
+        if self.level_similarities is None or self.level_weights is None:
+            return None
+        return float(sum(w * s for w, s in zip(self.level_weights, self.level_similarities)))
+
+    def level_shares(self) -> list[float] | None:
+        """Each level's share `w_l S_l / score` of the match score (they sum to 1); `None` when the score is unknown
+        or 0."""
+        score = self.score
+        if score is None or score == 0:
+            return None
+        return [w * s / score for w, s in zip(self.level_weights, self.level_similarities)]
 
 
 @dataclass
@@ -382,7 +422,7 @@ def explain_video(
 ) -> HBIExplanation:
     r"""
     Load the model and its processor, encode `video` and `caption`, and compute their interactions at every level
-    (see [`explain_features`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the exact
+    (see [`explain_with_model`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the exact
     interactions; `num_samples` and `seed` are those of `teacher="monte_carlo"`).
 
     Raises:
@@ -393,6 +433,44 @@ def explain_video(
     model, model_teacher = load_hbi_model(model_name_or_path)
     estimator = resolve_explain_teacher(teacher, estimator_name_or_path, model, model_teacher)
     processor = load_processor(model_name_or_path)
+    if estimator is not None:
+        name = estimator_name_or_path if estimator_name_or_path is not None else "the model's teacher"
+        estimator_name = f"trained Banzhaf estimator ({name})"
+    else:
+        estimator_name = None
+    sampled = teacher == "monte_carlo"
+    return explain_with_model(
+        model, processor, video, caption, estimator, num_samples if sampled else None, seed, estimator_name
+    )
+
+
+@torch.no_grad()
+def explain_with_model(
+    model: HBIModel,
+    processor,
+    video: str | os.PathLike,
+    caption: str,
+    estimator: HBIBanzhafEstimator | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    estimator_name: str | None = None,
+) -> HBIExplanation:
+    r"""
+    [`explain_video`] with a model and processor already loaded (`hbi-hf serve` loads them once): decode `video`,
+    encode it and `caption`, compute the interactions at every level ([`explain_features`]) and the pair's match
+    score with each level's similarity.
+
+    Args:
+        model ([`HBIModel`]), processor: from [`load_hbi_model`] / [`load_processor`].
+        estimator ([`HBIBanzhafEstimator`], *optional*): a trained estimator (see [`resolve_explain_teacher`]);
+            `None`: the exact values, or with `num_samples` the Monte-Carlo estimate.
+        estimator_name (`str`, *optional*): how the figure names the estimator.
+
+    Raises:
+        [`HBIInputError`]: an empty caption; a video without a decodable frame.
+    """
+    if not caption.strip():
+        raise HBIInputError(f"the caption is empty: give the words to explain; got {caption!r}")
     inputs = processor(videos=[str(video)], return_tensors="pt", return_metadata=True)
     pixel_values = inputs["pixel_values"][0]
     video_mask = inputs.get("video_mask")
@@ -409,14 +487,18 @@ def explain_video(
     text_features, input_ids = encode_text(model, processor, caption)
     tokenize = getattr(processor, "tokenizer", None)
     full_length = len(tokenize(caption)["input_ids"]) if callable(tokenize) else 0
-    if full_length > input_ids.shape[1]:
+    tokens_not_read = max(0, full_length - input_ids.shape[1])
+    if tokens_not_read:
         logger.warning(
             f"the caption has {full_length} tokens (start and end included); the model reads the first "
             f"{input_ids.shape[1]} (max_words), and only their words are drawn"
         )
     text_features = text_features.map(lambda tensor: tensor.cpu())
-    sampled = teacher == "monte_carlo"
-    levels = explain_features(model, text_features, video_features, estimator, num_samples if sampled else None, seed)
+    video_features = video_features.map(lambda tensor: tensor.to(model.device))
+    levels = explain_features(
+        model, text_features.map(lambda t: t.to(model.device)), video_features, estimator, num_samples, seed
+    )
+    per_level = model.similarity_per_level(text_features.map(lambda t: t.to(model.device)), video_features)
     tokenizer = processor.tokenizer
     valid_ids = input_ids[0].cpu()[text_features.level_masks[0][0]].tolist()
     tokens, words, word_tokens = caption_word_labels(tokenizer, valid_ids)
@@ -427,8 +509,7 @@ def explain_video(
         source += f" of the model's game at scale s = {game_scale:g}"
         units = f"Banzhaf interaction\n[cosine similarity x s = {game_scale:g}]"
     else:
-        name = estimator_name_or_path if estimator_name_or_path is not None else "the model's teacher"
-        source = f"trained Banzhaf estimator ({name})"
+        source = estimator_name or "trained Banzhaf estimator"
         units = "Banzhaf interaction, estimated\n[units of the estimator's labels]"
     return HBIExplanation(
         caption=caption,
@@ -441,6 +522,9 @@ def explain_video(
         levels=levels,
         source=source,
         units=units,
+        level_similarities=[float(similarity[0, 0]) for similarity in per_level],
+        level_weights=[float(w) for w in model.config.similarity_level_weights],
+        tokens_not_read=tokens_not_read,
     )
 
 
@@ -514,25 +598,174 @@ def _set_ticks(axis, labels: list[str], which: str, fontsize: float, axis_width:
     """Label every token, or every k-th past `MAX_TICK_LABELS`; x labels wider than their column stand upright."""
     step = max(1, math.ceil(len(labels) / MAX_TICK_LABELS))
     positions = list(range(0, len(labels), step))
+    shown = [_elide(drawable_text(labels[i]), MAX_LABEL_CHARACTERS) for i in positions]
     if which == "x":
-        text_width = 0.6 * fontsize / 72 * max((len(labels[i]) for i in positions), default=0)
+        text_width = 0.6 * fontsize / 72 * max((len(label) for label in shown), default=0)
         rotation = 0 if text_width < 0.9 * axis_width / max(1, len(positions)) else 90
         axis.set_xticks(positions)
-        axis.set_xticklabels([labels[i] for i in positions], fontsize=fontsize, rotation=rotation)
+        axis.set_xticklabels(shown, fontsize=fontsize, rotation=rotation)
     else:
         axis.set_yticks(positions)
-        axis.set_yticklabels([labels[i] for i in positions], fontsize=fontsize)
+        axis.set_yticklabels(shown, fontsize=fontsize)
+
+
+def _elide(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@functools.cache
+def _font_coverage() -> tuple[tuple[str, frozenset[int]], ...]:
+    """`(family, characters)` of each font matplotlib can draw with: its default sans-serif first (DejaVu Sans), then
+    the other installed fonts by name. A font FreeType cannot size (colour-bitmap emoji fonts) is left out."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    default = font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]), fallback_to_default=True)
+    entries = sorted(font_manager.fontManager.ttflist, key=lambda entry: (entry.fname != default, entry.name))
+    coverage, seen = [], set()
+    for entry in entries:
+        if entry.name in seen:
+            continue
+        try:
+            font = FT2Font(entry.fname)
+            font.set_size(10, 72)
+            characters = frozenset(font.get_charmap())
+        except (OSError, RuntimeError, ValueError):
+            continue
+        seen.add(entry.name)
+        coverage.append((entry.name, characters))
+    return tuple(coverage)
+
+
+def drawable_text(text: str) -> str:
+    """`text` with every character that no installed font can draw replaced by `REPLACEMENT_CHARACTER` (line breaks
+    and spaces are kept)."""
+    covered = _font_coverage()
+    return "".join(
+        character
+        if character in "\n\t " or any(ord(character) in characters for _, characters in covered)
+        else REPLACEMENT_CHARACTER
+        for character in text
+    )
+
+
+def _font_families(texts: list[str]) -> list[str]:
+    """The default family, then the installed families needed for the characters of `texts` it lacks (matplotlib
+    falls back along the list, glyph by glyph)."""
+    covered = _font_coverage()
+    if not covered:
+        return ["sans-serif"]
+    missing = {ord(c) for text in texts for c in text} - covered[0][1]
+    families = [covered[0][0]]
+    for name, characters in covered[1:]:
+        if missing & characters:
+            families.append(name)
+            missing -= characters
+    return families
+
+
+def level_colour_scale(values: np.ndarray) -> tuple[str, mcolors.Normalize]:
+    r"""
+    The colour map and normalisation that show one level's differences: values of both signs get the diverging
+    `RdBu_r` with 0 white and each side stretched to its own extreme (red: the pair adds to the match together, blue:
+    it takes away); values that all share a sign get a sequential map over their own range (`Reds` from the smallest
+    to the largest positive value, `Blues_r` likewise for negative values), so that a level whose values are all
+    positive is not drawn as one block of a single colour.
+
+    Returns:
+        `(colour map name, matplotlib normalisation)`.
+    """
+    finite = values[np.isfinite(values)] if values.size else values
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if low == high:
+        bound = abs(high) or 1.0
+        return "RdBu_r", mcolors.Normalize(-bound, bound)
+    if low >= 0:
+        return "Reds", mcolors.Normalize(low, high)
+    if high <= 0:
+        return "Blues_r", mcolors.Normalize(low, high)
+    return "RdBu_r", mcolors.TwoSlopeNorm(vcenter=0.0, vmin=low, vmax=high)
+
+
+def format_value(value: float) -> str:
+    """A cell's value as printed in the figure and sent to the page: 3 significant digits."""
+    return f"{value:.3g}"
+
+
+def _annotate_cells(axis, values: np.ndarray, image) -> None:
+    """Print each value in its cell, black or white whichever reads better on the cell's colour."""
+    colours = image.cmap(image.norm(values))
+    for (row, column), value in np.ndenumerate(values):
+        red, green, blue, _ = colours[row, column]
+        luminance = 0.299 * red + 0.587 * green + 0.114 * blue
+        axis.text(
+            column,
+            row,
+            format_value(value),
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="black" if luminance > 0.55 else "white",
+        )
+
+
+def _caption_title(explanation: HBIExplanation, line_length: int) -> str:
+    """The caption wrapped at `line_length` characters on at most `MAX_TITLE_LINES` lines, saying what was left out
+    (words elided from the title, tokens the model does not read)."""
+    caption = " ".join(drawable_text(explanation.caption).split())
+    lines = textwrap.wrap(f'"{caption}"', line_length, break_long_words=True) or ['""']
+    notes = []
+    if len(lines) > MAX_TITLE_LINES:
+        shown_characters = len(" ".join(lines[:MAX_TITLE_LINES])) - 1  # less the opening quote
+        lines = lines[:MAX_TITLE_LINES]
+        lines[-1] = lines[-1][: line_length - 2] + " …"
+        notes.append(f"caption cut here: {len(caption[shown_characters:].split())} more words not shown")
+    if explanation.tokens_not_read:
+        notes.append(
+            f"the model reads the first {len(explanation.tokens)} tokens; {explanation.tokens_not_read} more are not read"
+        )
+    if any(REPLACEMENT_CHARACTER in text for text in [caption, *explanation.words]):
+        notes.append(f"{REPLACEMENT_CHARACTER}: a character no installed font can draw")
+    return "\n".join(lines + (textwrap.wrap(f"({'; '.join(notes)})", line_length) if notes else []))
+
+
+def _score_line(explanation: HBIExplanation) -> str:
+    """`match score 0.41 = entity 0.41 x 1 (100 %) + action ...`: the score and each level's share, when known."""
+    score, shares = explanation.score, explanation.level_shares()
+    if score is None:
+        return ""
+    parts = []
+    for level, (similarity, weight) in enumerate(zip(explanation.level_similarities, explanation.level_weights)):
+        share = f" ({100 * shares[level]:.0f} %)" if shares is not None else ""
+        parts.append(f"{LEVEL_NAMES[level]} {format_value(similarity)} x {weight:g}{share}")
+    return f"match score {format_value(score)} = " + " + ".join(parts) + " (level similarity x weight, share)"
 
 
 def draw_explanation(explanation: HBIExplanation) -> Figure:
     r"""
     The explanation as a figure: a strip of frames (at most `MAX_THUMBNAILS`, each with its time, clip and segment)
-    above one heatmap per level ([`explanation_displays`]: words x frames, phrases x clips, paragraphs x segments),
-    each with a colour bar labelled with the units, symmetric about 0 (red: the pair adds to the match together,
-    blue: it takes away). The figure grows with the numbers of words and frames; past `MAX_TICK_LABELS` an axis
-    labels every k-th token.
+    above one heatmap per level ([`explanation_displays`]: words x frames, phrases x clips, paragraphs x segments).
+    Each heatmap has its own colour scale ([`level_colour_scale`]) with a colour bar labelled with the units, and
+    prints its values in the cells when it has at most `MAX_ANNOTATED_CELLS`. The title gives the caption (wrapped,
+    at most `MAX_TITLE_LINES` lines, so a long caption cannot widen the figure), the match score and each level's
+    share of it; characters no installed font has are drawn as `REPLACEMENT_CHARACTER`, and the title says so. The
+    figure grows with the numbers of words and frames up to 40 inches; past `MAX_TICK_LABELS` an axis labels every
+    k-th token.
     """
-    displays = explanation_displays(explanation)
+    import matplotlib
+
+    with matplotlib.rc_context(_font_settings(explanation)):
+        return _draw(explanation, explanation_displays(explanation))
+
+
+def _font_settings(explanation: HBIExplanation) -> dict:
+    """matplotlib settings whose font list draws every character of the explanation's texts that some installed
+    font has."""
+    texts = [explanation.caption, Path(explanation.video).name, *explanation.words, *explanation.tokens]
+    return {"font.family": _font_families([drawable_text(text) for text in texts])}
+
+
+def _draw(explanation: HBIExplanation, displays: list[HBILevelDisplay]) -> Figure:
     num_frames = len(explanation.frames)
     cell_width, cell_height, label_width = 0.32, 0.24, 2.6
     columns = min(num_frames, 4 * MAX_TICK_LABELS)
@@ -542,7 +775,7 @@ def draw_explanation(explanation: HBIExplanation) -> Figure:
     heights = [min(1.6, thumbnail + 0.5)] + [
         max(1.8, cell_height * min(len(d.values), 4 * MAX_TICK_LABELS) + 1.0) for d in displays
     ]
-    figure = Figure(figsize=(width, sum(heights) + 0.8), layout="constrained")
+    figure = Figure(figsize=(width, sum(heights) + 1.2), layout="constrained")
     grid = figure.add_gridspec(1 + NUM_LEVELS, 1, height_ratios=heights)
     strip = grid[0].subgridspec(1, len(shown), wspace=0.08)
     cluster_of = [
@@ -555,11 +788,13 @@ def draw_explanation(explanation: HBIExplanation) -> Figure:
         clusters = f"clip {cluster_of[1].get(frame, '-')} seg {cluster_of[2].get(frame, '-')}"
         time = _time_label([frame], explanation.frame_times, _time_decimals(explanation.frame_times))
         axis.set_title(f"{time}\n{clusters}", fontsize=7)
+    shares = explanation.level_shares()
     for level, display in enumerate(displays):
         axis = figure.add_subplot(grid[1 + level])
-        bound = float(np.abs(display.values).max()) if display.values.size else 0.0
-        bound = bound or 1.0
-        image = axis.imshow(display.values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        colour_map, norm = level_colour_scale(display.values)
+        image = axis.imshow(display.values, cmap=colour_map, norm=norm, aspect="auto")
+        if 0 < display.values.size <= MAX_ANNOTATED_CELLS:
+            _annotate_cells(axis, display.values, image)
         _set_ticks(axis, display.row_labels, "y", 8)
         _set_ticks(axis, display.column_labels, "x", 7, axis_width=width - label_width - 1.5)
         axis.set_xlabel(
@@ -568,23 +803,88 @@ def draw_explanation(explanation: HBIExplanation) -> Figure:
             else f"{VIDEO_TOKEN_NAMES[level]}s",
             fontsize=8,
         )
-        axis.set_title(
+        title = (
             f"{LEVEL_NAMES[level]} level: {TEXT_TOKEN_NAMES[level]}s x {VIDEO_TOKEN_NAMES[level]}s "
-            f"({explanation.levels[level].source})",
-            fontsize=9,
+            f"({explanation.levels[level].source})"
         )
+        if explanation.level_similarities is not None:
+            title += f"; level similarity {format_value(explanation.level_similarities[level])}"
+            title += f", weight {explanation.level_weights[level]:g}"
+            if shares is not None:
+                title += f", {100 * shares[level]:.0f} % of the match score"
+        axis.set_title(title, fontsize=9)
         colour_bar = figure.colorbar(image, ax=axis, fraction=0.04, pad=0.01)
         colour_bar.set_label(explanation.units, fontsize=7)
         colour_bar.ax.tick_params(labelsize=7)
-    figure.suptitle(f'"{explanation.caption}"\nBanzhaf interaction: {explanation.source}', fontsize=10)
+    line_length = min(MAX_TITLE_CHARACTERS, int(width * 72 / 8))  # characters of a 10 pt title in the figure's width
+    lines = [
+        _caption_title(explanation, line_length),
+        _elide(drawable_text(Path(explanation.video).name), line_length),
+    ]
+    lines += textwrap.wrap(f"Banzhaf interaction: {explanation.source}", line_length)
+    if explanation.score is not None:
+        lines += textwrap.wrap(_score_line(explanation), line_length)
+    figure.suptitle("\n".join(lines), fontsize=10)
     return figure
 
 
 def plot_explanation(explanation: HBIExplanation, out: str | os.PathLike, dpi: int = 120) -> str:
     """Draw the explanation ([`draw_explanation`]) and save it to `out` (png, pdf, svg). Returns the path written."""
+    import matplotlib
+
     out = str(out)
-    draw_explanation(explanation).savefig(out, dpi=dpi, bbox_inches="tight")
+    with matplotlib.rc_context(_font_settings(explanation)):  # tick labels are laid out when the figure is drawn
+        draw_explanation(explanation).savefig(out, dpi=dpi, bbox_inches="tight")
     return out
+
+
+def explanation_to_dict(explanation: HBIExplanation) -> dict:
+    r"""
+    The data of the figure as JSON-ready values (what `hbi-hf serve`'s explain endpoint returns): the caption, the
+    video, the words, the frame times, the match score with each level's similarity, weight and share, and per level
+    the drawn matrix ([`explanation_displays`]) with its row and column labels and colour scale.
+
+    Returns:
+        `dict` with keys `caption`, `video`, `words`, `frame_times`, `source`, `units`, `score`,
+        `tokens_not_read` and `levels` (a list of 3 dicts: `name`, `rows`, `columns`, `row_labels`,
+        `column_labels`, `values` (`rows x columns` nested lists), `source`, `similarity`, `weight`, `share`,
+        `colour_map`, `vmin`, `vmax`, `vcenter` (0 for a diverging scale, else `None`), `colours` (each cell's colour
+        in the figure, `"#rrggbb"`)).
+    """
+    shares = explanation.level_shares()
+    levels = []
+    for level, display in enumerate(explanation_displays(explanation)):
+        colour_map, norm = level_colour_scale(display.values)
+        levels.append(
+            dict(
+                name=LEVEL_NAMES[level],
+                rows=TEXT_TOKEN_NAMES[level],
+                columns=VIDEO_TOKEN_NAMES[level],
+                row_labels=list(display.row_labels),
+                column_labels=list(display.column_labels),
+                values=[[float(v) for v in row] for row in display.values],
+                source=explanation.levels[level].source,
+                similarity=None if explanation.level_similarities is None else explanation.level_similarities[level],
+                weight=None if explanation.level_weights is None else explanation.level_weights[level],
+                share=None if shares is None else shares[level],
+                colour_map=colour_map,
+                vmin=float(norm.vmin),
+                vmax=float(norm.vmax),
+                vcenter=float(norm.vcenter) if isinstance(norm, mcolors.TwoSlopeNorm) else None,
+                colours=[[mcolors.to_hex(c) for c in row] for row in colormaps[colour_map](norm(display.values))],
+            )
+        )
+    return dict(
+        caption=explanation.caption,
+        video=explanation.video,
+        words=list(explanation.words),
+        frame_times=explanation.frame_times,
+        source=explanation.source,
+        units=explanation.units,
+        score=explanation.score,
+        tokens_not_read=explanation.tokens_not_read,
+        levels=levels,
+    )
 
 
 __all__ = [
@@ -595,7 +895,11 @@ __all__ = [
     "draw_explanation",
     "explain_features",
     "explain_video",
+    "explain_with_model",
     "explanation_displays",
+    "explanation_to_dict",
+    "drawable_text",
+    "level_colour_scale",
     "plot_explanation",
     "caption_word_labels",
     "reference_interaction",
