@@ -356,12 +356,23 @@ def sample_coalitions(
 
     Returns:
         text_coalitions (`(batch, num_samples, words)`), video_coalitions (`(batch, num_samples, frames)`), bool.
+
+    The k-th valid word (frame) of an item takes the k-th word (frame) draw, so the coalitions that a generator state
+    gives do not depend on how far the items are padded, nor where the padding sits.
     """
-    batch, words = text_mask.shape
+    batch = text_mask.shape[0]
+    text_players = max(int(text_mask.sum(1).max()), 1) if batch else 1
+    video_players = max(int(video_mask.sum(1).max()), 1) if batch else 1
     draws = (
-        torch.rand(batch, num_samples, words + video_mask.shape[1], generator=generator, device=text_mask.device) < 0.5
+        torch.rand(batch, num_samples, text_players + video_players, generator=generator, device=text_mask.device)
+        < 0.5
     )
-    return draws[..., :words] & text_mask.unsqueeze(1), draws[..., words:] & video_mask.unsqueeze(1)
+
+    def by_rank(player_draws: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rank = (mask.long().cumsum(1) - 1).clamp_min(0).clamp_max(player_draws.shape[-1] - 1)
+        return player_draws.gather(2, rank.unsqueeze(1).expand(batch, num_samples, mask.shape[1])) & mask.unsqueeze(1)
+
+    return by_rank(draws[..., :text_players], text_mask), by_rank(draws[..., text_players:], video_mask)
 
 
 def _direct_pair_terms(similarity, text_weight_logits, video_weight_logits, text_coalitions, video_coalitions):

@@ -187,7 +187,9 @@ class HBIConfig(PreTrainedConfig):
             `max_words` / `num_frames` at the action level and the action count at the event level. The paper's 16
             phrases were meant for 32 positions, padding included; with padding excluded, fixed counts would give a
             12-token caption one phrase per word (nothing merges). See [`HBIConfig.merged_token_counts`].
-            `"ratio"`: they have `max(ceil(n * ratio), 1)` tokens for an input of `n` padded tokens (official code).
+            `"ratio"`: they have `max(ceil(n * ratio), 1)` tokens, `n` being `max_words` / `num_frames` at the action
+            level (the length the official code pads every input to) and the action count at the event level; an
+            input padded to another length keeps these counts, so its scores do not depend on its padding.
         video_cluster_counts (`list[int]`, *optional*, defaults to `[6, 2]`):
             Clips (action level) and segments (event level) per video in `"count"` mode.
         text_cluster_counts (`list[int]`, *optional*, defaults to `[16, 4]`):
@@ -437,8 +439,8 @@ class HBIConfig(PreTrainedConfig):
             )
 
     def num_merged_tokens(self, modality: str, level: int, num_input_tokens: int) -> int:
-        """Token count of `level` (1 = action, 2 = event) for `modality` ("text" or "video"), given the padded
-        token count of the level below."""
+        """Token count of `level` (1 = action, 2 = event) for `modality` ("text" or "video"), given the token count
+        of the level below (the model passes `max_words` / `num_frames` at the action level, whatever the padding)."""
         if self.cluster_mode == "count":
             counts = self.text_cluster_counts if modality == "text" else self.video_cluster_counts
             return counts[level - 1]
@@ -448,13 +450,13 @@ class HBIConfig(PreTrainedConfig):
     def merged_token_counts(self, modality: str, level: int, valid_tokens, num_input_tokens: int):
         r"""
         Tokens of `level` (1 = action, 2 = event) for each item: in `"count"` mode the paper's count scaled by the
-        item's valid length (see `cluster_mode`), in `"ratio"` mode the official count of the padded length.
+        item's valid length (see `cluster_mode`), in `"ratio"` mode the official count of `num_input_tokens`.
 
         Args:
             modality (`str`): `"text"` or `"video"`.
             level (`int`): 1 (action) or 2 (event).
             valid_tokens (`torch.LongTensor` of shape `(batch,)`): valid tokens of each item at the level below.
-            num_input_tokens (`int`): padded token count of the level below.
+            num_input_tokens (`int`): token count of the level below (see [`num_merged_tokens`]).
 
         Returns:
             `torch.LongTensor` of shape `(batch,)`, each in `[1, num_merged_tokens(...)]`.

@@ -1460,11 +1460,13 @@ class HBIModel(HBIPreTrainedModel):
     def _build_levels(self, tokens, mask, global_embeddings, modality, output_class):
         merges = self.text_merges if modality == "text" else self.video_merges
         level_tokens, level_masks, assignments = [tokens], [mask], []
+        # the merged token counts follow the configured length (`max_words` / `num_frames`, to which the official
+        # code pads every input), never the padded width of a batch: padding an input further changes no score
+        reference_length = self.config.max_words if modality == "text" else self.config.num_frames
         for level, merge in enumerate(merges, start=1):
-            num_clusters = self.config.num_merged_tokens(modality, level, level_tokens[-1].shape[1])
-            item_clusters = self.config.merged_token_counts(
-                modality, level, level_masks[-1].sum(-1), level_tokens[-1].shape[1]
-            )
+            num_clusters = self.config.num_merged_tokens(modality, level, reference_length)
+            item_clusters = self.config.merged_token_counts(modality, level, level_masks[-1].sum(-1), reference_length)
+            reference_length = num_clusters
             merged, merged_mask, assignment = merge(level_tokens[-1], level_masks[-1], num_clusters, item_clusters)
             level_tokens.append(merged)
             level_masks.append(merged_mask)
