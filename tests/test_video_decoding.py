@@ -7,14 +7,19 @@ GOP), VP9 webm, MJPEG and variable frame rate.
 """
 
 import importlib.util
+import struct
 import tracemalloc
+from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
+import torch
 
-from hbi_hf import video_processing_hbi
+from hbi_hf import HBIProcessor, video_processing_hbi
+from hbi_hf.data import HBIBadInputError, HBIVideoCollator, build_clip_tokenizer
 from hbi_hf.data.painted_video import (
+    marked_corner,
     paint_frame_index,
     painted_frame_times,
     read_painted_index,
@@ -203,3 +208,218 @@ def test_a_file_that_is_not_a_video_gives_a_decode_error_naming_it(tmp_path, bac
 def test_unknown_backend_is_refused_when_the_processor_is_built():
     with pytest.raises(ValueError, match="video_backend"):
         HBIVideoProcessor(video_backend="opencv")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Display metadata: the frames as a player shows them (turned, mirrored, stretched)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def shown_as(frame: np.ndarray, rotation: int = 0, hflip: bool = False, vflip: bool = False) -> np.ndarray:
+    """The reference picture of a stored frame: turned `rotation` degrees counter-clockwise, then mirrored (numpy, so
+    independent of the decoder's code; checked against FFmpeg 5.1's `ffmpeg` autorotate for every case below)."""
+    frame = np.rot90(frame, rotation // 90)
+    return frame[:, ::-1] if hflip else frame[::-1] if vflip else frame
+
+
+def unturned(frame: np.ndarray, rotation: int = 0, hflip: bool = False, vflip: bool = False) -> np.ndarray:
+    """Inverse of `shown_as`: the stored frame back, to read its painted index."""
+    frame = frame[:, ::-1] if hflip else frame[::-1] if vflip else frame
+    return np.rot90(frame, -(rotation // 90))
+
+
+def check_shown_frames(path, backend, rotation=0, hflip=False, vflip=False, stored=(96, 128)):
+    frames, metadata = read_video(path, lambda m: [0, 7, 19], backend)
+    expected = shown_as(paint_frame_index(0, *stored, marker=True), rotation, hflip, vflip)
+    assert frames.shape[1:] == expected.shape, (frames.shape, expected.shape)
+    assert {marked_corner(frame) for frame in frames} == {marked_corner(expected)}
+    assert [read_painted_index(unturned(frame, rotation, hflip, vflip)) for frame in frames] == [0, 7, 19]
+    return metadata
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+@pytest.mark.parametrize(
+    "rotation, corner", [(90, "bottom left"), (180, "bottom right"), (270, "top right")], ids=["90", "180", "270"]
+)
+def test_a_rotated_phone_video_is_decoded_upright(tmp_path, backend, suffix, rotation, corner):
+    """A display matrix turning the stored 128x96 picture counter-clockwise: the frames come back turned as a player
+    turns them (shape, the corner of the orientation marker, and the painted index read after turning back)."""
+    path = tmp_path / f"rotated{suffix}"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=96, width=128,
+                        marker=True, display_rotation=rotation)  # fmt: skip
+    assert marked_corner(shown_as(paint_frame_index(0, 96, 128, marker=True), rotation)) == corner
+    check_shown_frames(path, backend, rotation)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clockwise, rotation", [("90", 270), ("180", 180), ("270", 90)])
+def test_the_legacy_rotate_tag_turns_frames_clockwise(tmp_path, backend, clockwise, rotation):
+    """A Matroska `rotate` tag (older FFmpeg's way, degrees clockwise) and no display matrix."""
+    path = tmp_path / "tagged.mkv"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=96, width=128,
+                        marker=True, rotate_tag=clockwise)  # fmt: skip
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].metadata.get("ROTATE") == clockwise
+    check_shown_frames(path, backend, rotation)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize(
+    "rotation, hflip, vflip, corner",
+    [(0, True, False, "top right"), (0, False, True, "bottom left"), (90, True, False, "bottom right"),
+     (270, False, True, "bottom right")],
+    ids=["hflip", "vflip", "90-hflip", "270-vflip"],
+)  # fmt: skip
+def test_a_mirrored_video_is_decoded_mirrored_as_a_player_shows_it(tmp_path, backend, suffix, rotation, hflip, vflip,
+                                                                   corner):  # fmt: skip
+    path = tmp_path / f"mirrored{suffix}"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=96, width=128,
+                        marker=True, display_rotation=rotation, hflip=hflip, vflip=vflip)  # fmt: skip
+    assert marked_corner(shown_as(paint_frame_index(0, 96, 128, marker=True), rotation, hflip, vflip)) == corner
+    check_shown_frames(path, backend, rotation, hflip, vflip)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("ratio, shown", [(Fraction(2), (96, 256)), (Fraction(1, 2), (192, 128))], ids=["2:1", "1:2"])
+def test_anamorphic_video_is_stretched_to_its_display_aspect_ratio(tmp_path, backend, suffix, ratio, shown):
+    """Stored 128x96 with pixels twice as wide (or tall) as high: a player shows 256x96 (or 128x192)."""
+    path = tmp_path / f"anamorphic{suffix}"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=96, width=128,
+                        marker=True, sample_aspect_ratio=ratio)  # fmt: skip
+    frames, _ = read_video(path, lambda m: [0, 7, 19], backend)
+    assert frames.shape[1:3] == shown
+    assert [read_painted_index(frame) for frame in frames] == [0, 7, 19]
+    assert {marked_corner(frame) for frame in frames} == {"top left"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_rotated_anamorphic_video_is_stretched_along_its_stored_width_then_turned(tmp_path, backend):
+    path = tmp_path / "both.mp4"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=96, width=128,
+                        marker=True, display_rotation=90, sample_aspect_ratio=Fraction(2))  # fmt: skip
+    frames, _ = read_video(path, lambda m: [0, 7, 19], backend)
+    assert frames.shape[1:3] == (256, 96)
+    assert [read_painted_index(unturned(frame, 90)) for frame in frames] == [0, 7, 19]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_codec_level_cropping_is_applied(tmp_path, backend):
+    """H.264 codes whole 16x16 macroblocks: a 64x40 picture is stored as 64x48 with a crop in its header."""
+    path = tmp_path / "cropped.mp4"
+    write_painted_video(path, 20, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=40, width=64)
+    frames, _ = read_video(path, lambda m: [0, 7, 19], backend)
+    assert frames.shape[1:3] == (40, 64)
+    assert [read_painted_index(frame) for frame in frames] == [0, 7, 19]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hidden", [1, 5])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_frames_an_edit_list_hides_are_not_counted(tmp_path, backend, hidden, suffix):
+    """The first `hidden` frames sit before the edit list's start: a player shows frame `hidden` first and
+    30 - hidden frames in all (decord lists all 30 and returns the last frame again in place of the hidden ones)."""
+    path = tmp_path / f"edit_list{suffix}"
+    write_painted_video(path, 30, "libx264", {"g": "10", "bf": "2", "threads": "1"}, fps=10,
+                        hidden_leading_frames=hidden)  # fmt: skip
+    frames, metadata = read_video(path, lambda m: np.arange(m.total_num_frames), backend)
+    assert metadata.total_num_frames == 30 - hidden
+    assert [read_painted_index(frame) for frame in frames] == list(range(hidden, 30))
+
+
+def overstate_avi_frame_count(path, extra: int = 1) -> None:
+    """Adds `extra` to the frame counts an AVI's headers list (`avih.dwTotalFrames`, `strh.dwLength`)."""
+    data = bytearray(path.read_bytes())
+    for chunk, offset in ((b"avih", 16), (b"strh", 32)):
+        at = data.index(chunk) + 8 + offset
+        struct.pack_into("<I", data, at, struct.unpack_from("<I", data, at)[0] + extra)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_container_that_over_counts_its_frames_gives_the_real_last_frame(tmp_path, backend):
+    """decord#54: the headers list 31 frames, the file holds 30. Every frame, the last one included, comes back once
+    and right (the previous PyAV reader took the header's count as a sign of a cut-off file and dropped 2)."""
+    path = tmp_path / "overcount.avi"
+    write_painted_video(path, 30, "mpeg4", {"qscale": "3"}, max_b_frames=2, gop_size=12)
+    overstate_avi_frame_count(path)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 31
+    frames, metadata = read_video(path, lambda m: np.arange(m.total_num_frames), backend)
+    assert metadata.total_num_frames == 30
+    assert [read_painted_index(frame) for frame in frames] == list(range(30))
+    processor = HBIVideoProcessor(num_frames=4, sampling_mode="uniform")
+    frames, metadata = read_video(path, processor.sample_frames, backend)
+    assert [read_painted_index(frame) for frame in frames] == metadata.frames_indices == [0, 10, 19, 29]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("width", [16, 24, 48])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
+def test_small_videos_give_their_frames(tmp_path, backend, width, suffix):
+    """Widths that are not a multiple of 32 (decord returns 4- or 6-channel garbage for them)."""
+    path = tmp_path / f"small{suffix}"
+    write_painted_video(path, 12, "libx264", {"g": "6", "bf": "2", "threads": "1"}, height=32, width=width)
+    frames, _ = read_video(path, lambda m: [0, 5, 11], backend)
+    assert frames.shape == (3, 32, width, 3)
+    assert [read_painted_index(frame) for frame in frames] == [0, 5, 11]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_lenient_collator_keeps_small_videos_and_skips_and_counts_a_corrupt_one(tmp_path, backend):
+    """Last month's behaviour on decord, kept on every backend: a small video is decoded (it used to fail the whole
+    batch with a bare `ValueError`), a corrupt one is skipped and counted."""
+    small, good, corrupt = tmp_path / "small.mp4", tmp_path / "good.mp4", tmp_path / "corrupt.mp4"
+    write_painted_video(small, 12, "libx264", {"g": "6", "bf": "2", "threads": "1"}, height=32, width=16)
+    write_painted_video(good, 12, "libx264", {"g": "6", "bf": "2", "threads": "1"})
+    corrupt.write_bytes(good.read_bytes()[:300])
+    processor = HBIProcessor(
+        HBIVideoProcessor(num_frames=2, size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
+                          video_backend=backend),
+        build_clip_tokenizer(),
+    )  # fmt: skip
+    collator = HBIVideoCollator(processor, return_ids=True)
+    rows = [{"video_id": path.stem, "video_path": str(path)} for path in (small, corrupt, good)]
+    batch = collator(rows)
+    assert batch["video_id"] == ["small", "good"] and batch["pixel_values"].shape == (2, 2, 3, 16, 16)
+    assert collator.skipped["unreadable video"] == 1 and sum(collator.skipped.values()) == 1
+    with pytest.raises(HBIBadInputError, match="corrupt.mp4: unreadable video"):
+        HBIVideoCollator(processor, strict=True)(rows)
+
+
+def test_float_frames_already_in_0_1_are_rescaled_as_clip_does_with_a_warning(caplog):
+    """CLIP's image processor multiplies float input by 1/255 whatever its range (transformers 5, silently); the
+    processor gives the same numbers and says, once, that `do_rescale=False` is wanted for frames in [0, 1]."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.utils import logging as transformers_logging
+
+    rng = np.random.default_rng(0)
+    unit = rng.random((2, 32, 32, 3), dtype=np.float32)
+    processor = HBIVideoProcessor(num_frames=2, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    clip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    transformers_logging.warning_once.cache_clear()
+    with caplog.at_level("WARNING"):
+        ours = processor(unit, return_tensors="pt")["pixel_values"][0]
+    assert "already rescaled" in caplog.text and "do_rescale=False" in caplog.text
+    torch.testing.assert_close(ours, clip(list(unit), return_tensors="pt")["pixel_values"], atol=1e-4, rtol=0)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rescaled = processor(unit, do_rescale=False, return_tensors="pt")["pixel_values"][0]
+        processor(unit * 255, return_tensors="pt")
+        processor((unit * 255).astype(np.uint8), return_tensors="pt")
+    assert "already rescaled" not in caplog.text
+    expected = processor((unit * 255).astype(np.float32), return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(rescaled, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frames_resized_as_they_are_decoded_equal_the_processors_resize_of_whole_frames(tmp_path, backend):
+    path = tmp_path / "clip.mp4"
+    write_painted_video(path, 30, "libx264", {"g": "10", "bf": "2", "threads": "1"}, height=144, width=176)
+    processor = HBIVideoProcessor(num_frames=3, video_backend=backend)
+    from_file = processor([path], return_tensors="pt")["pixel_values"]
+    frames, _ = read_video(path, processor.sample_frames, backend)
+    assert frames.shape[1:3] == (144, 176)  # no resize asked: stored size
+    torch.testing.assert_close(from_file, processor(frames, return_tensors="pt")["pixel_values"], atol=0, rtol=0)

@@ -9,8 +9,9 @@ ones.
 
 import importlib.util
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import partial
 from os import PathLike
 from pathlib import Path
@@ -130,24 +131,143 @@ def default_video_backend() -> str:
     return "pyav"
 
 
+_IDENTITY = (1, 0, 0, 1)
+# a sample aspect ratio outside this range is taken as damaged metadata (a player would show a sliver)
+_SANE_SAMPLE_ASPECT_RATIO = (Fraction(1, 8), Fraction(8))
+
+
+@dataclass(frozen=True)
+class HBIDisplayTransform:
+    """
+    What a player does to a decoded frame before showing it, from the stream's display metadata.
+
+    Args:
+        orientation (`tuple[int, int, int, int]`, *optional*, defaults to `(1, 0, 0, 1)`):
+            `(a, b, c, d)`, the signs of the 2x2 part of the display matrix in FFmpeg's layout (a stored pixel
+            `(x, y)` is shown at `(a x + c y, b x + d y)`, up to a translation): a rotation by a multiple of 90
+            degrees and / or a mirror. From the container's display matrix (mp4 / mov `tkhd`, Matroska projection),
+            else the legacy `rotate` tag (degrees clockwise), else none.
+        sample_aspect_ratio (`Fraction`, *optional*, defaults to 1): the width / height of a stored pixel; a player
+            shows a `height x width` frame as `height x width * sample_aspect_ratio` (anamorphic video). It applies
+            to the stored axes, so it is applied before the orientation.
+    """
+
+    orientation: tuple[int, int, int, int] = _IDENTITY
+    sample_aspect_ratio: Fraction = Fraction(1)
+
+    @classmethod
+    def from_metadata(
+        cls,
+        where: str,
+        display_matrix: Sequence[int] | None = None,
+        rotate_tag: str | None = None,
+        sample_aspect_ratio: Fraction | None = None,
+    ) -> "HBIDisplayTransform":
+        """The transform of a stream with this metadata. A matrix that is not a multiple of 90 degrees, a `rotate`
+        tag that is not a multiple of 90, and a sample aspect ratio outside [1/8, 8] are left out, with a warning
+        naming `where` (the file)."""
+        orientation = _IDENTITY
+        if display_matrix is not None:
+            a, b, _, c, d = (int(value) for value in display_matrix[:5])
+            if (b == c == 0 and a and d) or (a == d == 0 and b and c):
+                orientation = tuple(int(np.sign(value)) for value in (a, b, c, d))
+            else:
+                logger.warning_once(
+                    f"{where}: the display matrix is not a right-angle rotation; frames kept as stored"
+                )
+        elif rotate_tag:
+            try:
+                clockwise = float(rotate_tag)
+            except ValueError:
+                clockwise = float("nan")
+            if clockwise % 90 == 0:
+                turns = int(-clockwise // 90) % 4  # counter-clockwise quarter turns
+                cosine, sine = ((1, 0), (0, 1), (-1, 0), (0, -1))[turns]
+                orientation = (cosine, -sine, sine, cosine)
+            else:
+                logger.warning_once(
+                    f"{where}: rotate tag {rotate_tag!r} is not a multiple of 90; frames kept as stored"
+                )
+        ratio = Fraction(1)
+        if sample_aspect_ratio:
+            if _SANE_SAMPLE_ASPECT_RATIO[0] <= sample_aspect_ratio <= _SANE_SAMPLE_ASPECT_RATIO[1]:
+                ratio = Fraction(sample_aspect_ratio)
+            else:
+                logger.warning_once(f"{where}: sample aspect ratio {sample_aspect_ratio} ignored (outside [1/8, 8])")
+        return cls(orientation, ratio)
+
+    @property
+    def is_oriented(self) -> bool:
+        """Whether the frames are turned or mirrored."""
+        return self.orientation != _IDENTITY
+
+    def shown_size(self, height: int, width: int) -> tuple[int, int]:
+        """`(height, width)` of a stored `height x width` frame as a player shows it."""
+        if self.sample_aspect_ratio > 1:
+            width = round(width * self.sample_aspect_ratio)
+        elif self.sample_aspect_ratio < 1:
+            height = round(height / self.sample_aspect_ratio)
+        return (width, height) if self.orientation[0] == 0 else (height, width)
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """A stored `(height, width, 3)` uint8 frame as a player shows it: stretched to the display aspect ratio
+        (the short side of the pixel grid is stretched, bicubic, so no stored pixel is lost), then turned."""
+        if self.sample_aspect_ratio != 1:
+            height, width = frame.shape[:2]
+            stretched = HBIDisplayTransform(sample_aspect_ratio=self.sample_aspect_ratio).shown_size(height, width)
+            image = PIL.Image.fromarray(frame).resize(stretched[::-1], resample=PIL.Image.Resampling.BICUBIC)
+            frame = np.asarray(image)
+        a, b, c, d = self.orientation
+        if b == 0:
+            frame = frame[:, ::a, :][::d]
+        else:  # shown x comes from stored y, shown y from stored x
+            frame = frame.transpose(1, 0, 2)[::b][:, ::c]
+        return np.ascontiguousarray(frame)
+
+
+def _pyav_display(frame, stream_display: tuple[str | None, Fraction | None], where: str) -> HBIDisplayTransform:
+    """The display transform of a frame decoded by PyAV: its own display matrix side data (FFmpeg attaches the
+    stream's to every frame), else the stream's `rotate` tag; the stream's sample aspect ratio."""
+    import av.sidedata.sidedata
+
+    matrix = None
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
+    rotate_tag, sample_aspect_ratio = stream_display
+    return HBIDisplayTransform.from_metadata(where, matrix, rotate_tag, sample_aspect_ratio)
+
+
+def _stream_display(stream) -> tuple[str | None, Fraction | None]:
+    """`(rotate tag, sample aspect ratio)` of a PyAV stream: what [`_pyav_display`] needs besides the frame."""
+    rotate_tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
+    return rotate_tag, stream.sample_aspect_ratio
+
+
 class _HBIPacketIndex:
     """Where each frame of a video stream is, read from its packets without decoding them (demuxing is cheap).
 
-    Frames are counted as a player shows them: in presentation order, one per packet. A packet cut off by the end
-    of the file (a truncated download; when the container lists more frames than the file holds, the last packet
-    read counts as cut off) and the frames shown after it are left out, so a truncated file gives its good frames.
+    Frames are counted as a player shows them: in presentation order, one per packet, leaving out the packets the
+    demuxer marks as discarded (frames an edit list hides: they are decoded, as later frames may refer to them, but
+    not counted). A packet cut off by the end of the file (a truncated
+    download: it ends past the file's end, or at its end marked corrupt) and the frames shown after it are left out,
+    so a truncated file gives its good frames. The frame count a container's header lists is not used (it can be one
+    or more too high).
     `frame_pts` is None when the packets do not give every frame a distinct timestamp (then the reader decodes
     sequentially and counts the frames it gets).
     """
 
     def __init__(self, container, stream, file_size: int):
-        pts, dts, keyframe = [], [], []
+        pts, dts, keyframe, discarded = [], [], [], set()
         lost_pts = None
         try:
             for packet in container.demux(stream):
                 if not packet.size:
                     continue
-                if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size:
+                if packet.is_discard:  # decoded (later frames may refer to it), never shown
+                    discarded.add(packet.pts)
+                end = packet.pos + packet.size if packet.pos is not None and packet.pos >= 0 else None
+                if end is not None and (end > file_size or (packet.is_corrupt and end == file_size)):
                     lost_pts = packet.pts
                     break
                 pts.append(packet.pts)
@@ -157,20 +277,15 @@ class _HBIPacketIndex:
             if not pts:
                 raise
             logger.warning(f"{container.name}: container damaged after {len(pts)} packets ({error}); using those")
-        if lost_pts is None and pts and stream.frames and len(pts) < stream.frames:
-            # the container lists more frames than the file holds: the last packet read may be cut off too
-            lost_pts = pts.pop()
-            dts.pop()
-            keyframe.pop()
         self.pts, self.dts, self.keyframe = pts, dts, keyframe
         self.frame_pts = None
         if pts and None not in pts and len(set(pts)) == len(pts):
-            shown = sorted(pts)
+            shown = sorted(set(pts) - discarded)
             if lost_pts is not None:
                 shown = [value for value in shown if value < lost_pts]
             self.frame_pts = shown
             self.position = {value: position for position, value in enumerate(pts)}
-        self.total_num_frames = len(self.frame_pts) if self.frame_pts is not None else len(pts)
+        self.total_num_frames = len(self.frame_pts) if self.frame_pts is not None else len(pts) - len(discarded)
         self.time_base = stream.time_base
 
     def variable_frame_times(self) -> list[float] | None:
@@ -197,9 +312,11 @@ class _HBISeekFailed(Exception):
     """Seeking did not give the frames the packet index promised: decode sequentially instead."""
 
 
-def _frames_by_seeking(container, stream, index: _HBIPacketIndex, wanted_pts: list[int]) -> dict[int, np.ndarray]:
+def _frames_by_seeking(
+    container, stream, index: _HBIPacketIndex, wanted_pts: list[int], convert: Callable
+) -> dict[int, np.ndarray]:
     """RGB frames `{pts: (H, W, 3)}` for `wanted_pts`, seeking to a keyframe only where it skips decoding; only the
-    wanted frames are kept and converted."""
+    wanted frames are kept and converted (`convert(frame)`)."""
     frames: dict[int, np.ndarray] = {}
     wanted = set(wanted_pts)
     packets, position = None, -1
@@ -219,7 +336,7 @@ def _frames_by_seeking(container, stream, index: _HBIPacketIndex, wanted_pts: li
                 if frame.pts is None or (frame.pts > target and target not in frames):
                     raise _HBISeekFailed(f"frame at pts {target} not returned after seeking")
                 if frame.pts in wanted:
-                    frames[frame.pts] = frame.to_ndarray(format="rgb24")
+                    frames[frame.pts] = convert(frame)
             if target in frames:
                 found = True
                 break
@@ -246,9 +363,11 @@ def _seek_to(container, stream, index: _HBIPacketIndex, anchor: int):
     raise _HBISeekFailed(f"could not seek to the keyframe at decode position {anchor}")
 
 
-def _frames_sequentially(path: str, index: _HBIPacketIndex, wanted: list[int]) -> dict[int, np.ndarray]:
-    """RGB frames `{index: (H, W, 3)}` for the wanted frame indices, decoding from the start and counting frames in
-    presentation order (the reference: what a player shows); stops after the last wanted frame."""
+def _frames_sequentially(
+    path: str, index: _HBIPacketIndex, wanted: list[int], convert: Callable
+) -> dict[int, np.ndarray]:
+    """RGB frames `{index: (H, W, 3)}` for the wanted frame indices (`convert(frame)`), decoding from the start and
+    counting frames in presentation order (the reference: what a player shows); stops after the last wanted frame."""
     import av
 
     wanted_set, last = set(wanted), max(wanted)
@@ -265,14 +384,26 @@ def _frames_sequentially(path: str, index: _HBIPacketIndex, wanted: list[int]) -
                 if shown is not None and frame.pts not in shown:
                     continue
                 if count in wanted_set:
-                    frames[count] = frame.to_ndarray(format="rgb24")
+                    frames[count] = convert(frame)
                 count += 1
             if count > last:
                 break
     return frames
 
 
-def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
+def _pyav_converter(path: str, stream, resize: Callable | None) -> Callable:
+    """`convert(frame)`: a PyAV frame as a `(H, W, 3)` uint8 RGB array as a player shows it ([`HBIDisplayTransform`]),
+    then `resize`d; only the converted frame is kept, so a 4K frame is held once, briefly."""
+    stream_display = _stream_display(stream)
+
+    def convert(frame) -> np.ndarray:
+        image = _pyav_display(frame, stream_display, path).apply(frame.to_ndarray(format="rgb24"))
+        return resize(image) if resize is not None else image
+
+    return convert
+
+
+def _read_video_pyav(path: str, sample_indices, resize: Callable | None = None) -> tuple[np.ndarray, VideoMetadata]:
     import av
 
     try:
@@ -300,13 +431,14 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
         )
         indices = [int(i) for i in sample_indices(metadata)]
         _check_indices(path, indices, index.total_num_frames)
+        convert = _pyav_converter(path, stream, resize)
         frames = None
         if index.frame_pts is None:
             logger.info(f"{path}: decoding sequentially (the packets carry no distinct timestamps)")
         else:
             wanted_pts = [index.frame_pts[i] for i in indices]
             try:
-                by_pts = _frames_by_seeking(container, stream, index, wanted_pts)
+                by_pts = _frames_by_seeking(container, stream, index, wanted_pts, convert)
                 frames = [by_pts[pts] for pts in wanted_pts]
             except _HBISeekFailed as reason:
                 logger.info(f"{path}: decoding sequentially ({reason})")
@@ -314,7 +446,7 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
                 raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
     if frames is None:
         try:
-            by_index = _frames_sequentially(path, index, indices)
+            by_index = _frames_sequentially(path, index, indices, convert)
         except Exception as error:
             raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
         missing = sorted(set(indices) - set(by_index))
@@ -326,19 +458,71 @@ def _read_video_pyav(path: str, sample_indices) -> tuple[np.ndarray, VideoMetada
     return _finish(path, frames, indices, metadata)
 
 
-def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMetadata]:
+@dataclass
+class _HBIPyAVProbe:
+    """What PyAV reads of a file without decoding more than its first frame: the frames a player shows, their times
+    when the rate varies, the stored frame size and the display transform."""
+
+    total_num_frames: int
+    frame_times: list[float] | None
+    height: int
+    width: int
+    display: HBIDisplayTransform
+
+
+def _pyav_probe(path: str) -> _HBIPyAVProbe | None:
+    """[`_HBIPyAVProbe`] of a file, or None where PyAV cannot read it."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            index = _HBIPacketIndex(container, stream, Path(path).stat().st_size)
+            container.seek(0)
+            first = next(container.decode(stream))
+            display = _pyav_display(first, _stream_display(stream), path)
+            return _HBIPyAVProbe(
+                index.total_num_frames, index.variable_frame_times(), first.height, first.width, display
+            )
+    except Exception:  # decord may still read it
+        return None
+
+
+def _read_video_decord(path: str, sample_indices, resize: Callable | None = None) -> tuple[np.ndarray, VideoMetadata]:
     """decord, decoding sequentially from the first frame up to the last sampled one: its seeking (`get_batch` on
     non-consecutive indices, `seek_accurate`, `skip_frames`) returns other frames than the ones asked for on MPEG-4
-    Part 2 with B-frames and on HEVC. A file decord cannot open or decode is read with PyAV (logged). Frame times
-    (variable frame rate) come from PyAV's packet index, as decord's are wrong for AVI."""
+    Part 2 with B-frames and on HEVC.
+
+    The file is read with PyAV instead (logged) where decord would return other frames than a player shows: a file
+    decord cannot open or decode; a turned or mirrored one (decord turns 90 / 270 degrees into garbage when the
+    turned width is not a multiple of 32, mirrors as a 180-degree turn, and ignores a Matroska display matrix); one
+    where decord counts other frames than the player does (an edit list hiding frames: decord lists them and
+    returns the last frame again in their place); and one where decord returns a frame of another shape than the
+    video's (frames under 32 px wide, or not a multiple of 32, come back as 4- or 6-channel garbage). Frame times
+    (variable frame rate), the display transform and the frame count come from PyAV's packet index ([`_pyav_probe`]).
+    """
     import decord
 
+    probe = _pyav_probe(path)
+    if probe is not None and probe.display.is_oriented:
+        logger.info(
+            f"{path}: turned or mirrored by its display metadata, which decord misapplies; reading it with PyAV"
+        )
+        return _read_video_pyav(path, sample_indices, resize)
     try:
         reader = decord.VideoReader(path, num_threads=1)
         total = len(reader)
     except Exception as error:
         logger.warning(f"{path}: decord cannot read it ({type(error).__name__}); reading it with PyAV")
-        return _read_video_pyav(path, sample_indices)
+        return _read_video_pyav(path, sample_indices, resize)
+    if probe is not None and probe.total_num_frames != total:
+        del reader
+        logger.warning(
+            f"{path}: decord counts {total} frames, a player shows {probe.total_num_frames} (an edit list or a "
+            "damaged index); reading it with PyAV"
+        )
+        return _read_video_pyav(path, sample_indices, resize)
     if total == 0:
         raise HBIVideoDecodeError(path, ZERO_FRAMES)
     fps = float(reader.get_avg_fps()) or None
@@ -347,33 +531,33 @@ def _read_video_decord(path: str, sample_indices) -> tuple[np.ndarray, VideoMeta
         fps=fps,
         duration=total / fps if fps else None,
         video_backend="decord",
-        frame_times=_variable_frame_times(path, total),
+        frame_times=probe.frame_times if probe is not None else None,
     )
     indices = [int(i) for i in sample_indices(metadata)]
     _check_indices(path, indices, total)
+    display = probe.display if probe is not None else HBIDisplayTransform()
     wanted = set(indices)
     by_index = {}
+    problem = None
     try:
         for position in range(max(indices) + 1):
             frame = reader.next()
             if position in wanted:
-                by_index[position] = frame.asnumpy()
+                image = frame.asnumpy()
+                stored = (probe.height, probe.width, 3) if probe is not None else (*image.shape[:2], 3)
+                if image.shape != stored:
+                    problem = f"decord returned a {image.shape} frame for a {stored} video"
+                    break
+                image = display.apply(image)
+                by_index[position] = resize(image) if resize is not None else image
     except Exception as error:
-        logger.warning(f"{path}: decord failed at frame {position} ({type(error).__name__}); reading it with PyAV")
-        return _read_video_pyav(path, sample_indices)
+        problem = f"decord failed at frame {position} ({type(error).__name__})"
+    finally:
+        del reader
+    if problem is not None:
+        logger.warning(f"{path}: {problem}; reading it with PyAV")
+        return _read_video_pyav(path, sample_indices, resize)
     return _finish(path, [by_index[i] for i in indices], indices, metadata)
-
-
-def _variable_frame_times(path: str, total_num_frames: int) -> list[float] | None:
-    """[`_HBIPacketIndex.variable_frame_times`] of a file, if PyAV counts the same frames (else None)."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            index = _HBIPacketIndex(container, container.streams.video[0], Path(path).stat().st_size)
-    except Exception:  # decord reads it, PyAV does not: sample by count
-        return None
-    return index.variable_frame_times() if index.total_num_frames == total_num_frames else None
 
 
 def _check_indices(path: str, indices: list[int], total: int) -> None:
@@ -393,26 +577,33 @@ def _finish(path: str, frames: list[np.ndarray], indices: list[int], metadata: V
     return video, metadata
 
 
-def read_video(path: str | PathLike, sample_indices, backend: str | None = None) -> tuple[np.ndarray, VideoMetadata]:
-    """Decodes the frames of a video file that `sample_indices(metadata)` selects: frame `i` is the `i`-th frame a
-    player shows (presentation order), on both backends.
+def read_video(
+    path: str | PathLike, sample_indices, backend: str | None = None, resize: Callable | None = None
+) -> tuple[np.ndarray, VideoMetadata]:
+    """Decodes the frames of a video file that `sample_indices(metadata)` selects, as a player shows them: frame `i`
+    is the `i`-th frame a player shows (presentation order), turned, mirrored and stretched by the stream's display
+    metadata ([`HBIDisplayTransform`]: display matrix or `rotate` tag, sample aspect ratio), on both backends.
 
     * `"pyav"` (default): reads the packet index (no decoding), then seeks to the keyframe before each sampled frame
       where that skips decoding, and decodes forward to it; only the sampled frames are converted and kept, so memory
       is bounded by the sampled frames. Where the packets carry no distinct timestamps, or a seek does not land where
       the index says, it decodes sequentially from the start instead (logged). A file truncated at its tail gives
-      the frames shown before the first cut-off packet.
+      the frames shown before the first cut-off packet. Frames an edit list hides are not counted.
     * `"decord"`: decodes sequentially from the first frame to the last sampled one (its seeking returns wrong frames
-      for MPEG-4 Part 2 with B-frames and HEVC); a file decord cannot open or decode is read with PyAV (logged).
+      for MPEG-4 Part 2 with B-frames and HEVC); a file decord cannot open or decode, or would return other frames
+      than a player shows, is read with PyAV (logged; see [`_read_video_decord`]).
 
     Args:
         path (`str` or `PathLike`): the video file.
         sample_indices (`Callable[[VideoMetadata], np.ndarray]`): picks frame indices (in `[0, total_num_frames)`)
             from the video's metadata.
         backend (`str`, *optional*, defaults to `"pyav"`): `"pyav"` or `"decord"`.
+        resize (`Callable[[np.ndarray], np.ndarray]`, *optional*): applied to each kept frame as soon as it is
+            decoded and turned (the processor passes its resize, so only small frames are held).
 
     Returns:
-        `(frames, metadata)`: frames of shape `(sampled, height, width, 3)` (uint8 RGB) and the video's metadata.
+        `(frames, metadata)`: frames of shape `(sampled, height, width, 3)` (uint8 RGB) and the video's metadata
+        (`height` / `width` are those of the returned frames).
 
     Raises:
         `HBIVideoDecodeError`: the file is missing, unreadable, corrupt, or has zero frames.
@@ -425,9 +616,9 @@ def read_video(path: str | PathLike, sample_indices, backend: str | None = None)
         raise HBIVideoDecodeError(path, ZERO_FRAMES + " (empty file)")
     backend = backend or default_video_backend()
     if backend == "decord":
-        return _read_video_decord(path, sample_indices)
+        return _read_video_decord(path, sample_indices, resize)
     if backend == "pyav":
-        return _read_video_pyav(path, sample_indices)
+        return _read_video_pyav(path, sample_indices, resize)
     raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}; got {backend!r}")
 
 
@@ -561,24 +752,27 @@ class HBIVideoProcessor(BaseVideoProcessor):
                 sampling_mode=kwargs["sampling_mode"],
                 sampling_fps=kwargs["sampling_fps"],
             )
-        videos, video_metadata = self._decode_and_sample_videos(
-            videos,
-            video_metadata=kwargs.pop("video_metadata"),
-            do_sample_frames=do_sample_frames,
-            sample_indices_fn=sample_indices_fn,
-            video_backend=kwargs.pop("video_backend"),
-        )
-        videos = self._prepare_input_videos(
-            videos=videos,
-            do_convert_rgb=kwargs.pop("do_convert_rgb"),
-            input_data_format=kwargs.pop("input_data_format"),
-            device=kwargs.pop("device"),
-        )
+        video_metadata, video_backend = kwargs.pop("video_metadata"), kwargs.pop("video_backend")
+        do_convert_rgb, input_data_format = kwargs.pop("do_convert_rgb"), kwargs.pop("input_data_format")
+        device = kwargs.pop("device")
         for name in ("fps", "sampling_fps", "sampling_mode", "data_format", "do_sample_frames"):
             kwargs.pop(name)
         return_metadata = kwargs.pop("return_metadata")
         kwargs = self._standardize_kwargs(**kwargs)
         self._validate_preprocess_kwargs(**kwargs)
+        # files: each frame is resized as it is decoded (the same Pillow resize as below, which then has nothing to do)
+        resize_frame = partial(self.resize_frame, size=kwargs["size"], resample=kwargs["resample"])
+        videos, video_metadata = self._decode_and_sample_videos(
+            videos,
+            video_metadata=video_metadata,
+            do_sample_frames=do_sample_frames,
+            sample_indices_fn=sample_indices_fn,
+            video_backend=video_backend,
+            resize=resize_frame if kwargs["do_resize"] else None,
+        )
+        videos = self._prepare_input_videos(
+            videos=videos, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device
+        )
         processed = self._preprocess(videos=videos, **kwargs)
         if return_metadata:
             processed["video_metadata"] = video_metadata
@@ -608,14 +802,16 @@ class HBIVideoProcessor(BaseVideoProcessor):
         do_sample_frames: bool | None = None,
         sample_indices_fn=None,
         video_backend: str | None = None,
+        resize: Callable | None = None,
     ) -> tuple[list[np.ndarray], list[VideoMetadata]]:
-        """Decodes paths ([`read_video`]) and samples frames; decoded frames are sampled the same way."""
+        """Decodes paths ([`read_video`], each kept frame `resize`d as it is decoded) and samples frames; decoded
+        frames are sampled the same way (and resized later, in `_preprocess`)."""
         if isinstance(videos, (str, PathLike)):
             videos = [videos]
         if isinstance(videos, (list, tuple)) and videos and all(isinstance(v, (str, PathLike)) for v in videos):
             if sample_indices_fn is None:
                 sample_indices_fn = self._all_frame_indices
-            decoded = [read_video(path, sample_indices_fn, backend=video_backend) for path in videos]
+            decoded = [read_video(path, sample_indices_fn, backend=video_backend, resize=resize) for path in videos]
             return [frames for frames, _ in decoded], [metadata for _, metadata in decoded]
         videos = make_batched_videos(videos)
         video_metadata = make_batched_metadata(videos, video_metadata=video_metadata)
@@ -645,29 +841,31 @@ class HBIVideoProcessor(BaseVideoProcessor):
         CLIP's image processor) or to `size.height x size.width`.
 
         uint8 frames are resized with Pillow, frame by frame, exactly as CLIP's Pillow image processor (the
-        preprocessing of pretrained CLIP and of the official HBI code); float frames with `torch` (antialiased, which
-        matches Pillow when downscaling, not when upscaling).
+        preprocessing of pretrained CLIP and of the official HBI code; [`resize_frame`]); float frames with `torch`
+        (antialiased, which matches Pillow when downscaling, not when upscaling).
         """
         height, width = video.shape[-2:]
-        if size.shortest_edge:
-            short, long = sorted((height, width))
-            new_long = int(size.shortest_edge * long / short)
-            new_size = (size.shortest_edge, new_long) if height <= width else (new_long, size.shortest_edge)
-        elif size.height and size.width:
-            new_size = (size.height, size.width)
-        else:
-            raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width'; got {size}")
+        new_size = _resized_shape(height, width, size)
         if new_size == (height, width):
             return video
         resample = PILImageResampling.BICUBIC if resample is None else resample
         if video.dtype == torch.uint8:
             frames = video.permute(0, 2, 3, 1).cpu().numpy()
-            resized = np.stack(
-                [np.asarray(PIL.Image.fromarray(frame).resize(new_size[::-1], resample=resample)) for frame in frames]
-            )
+            resized = np.stack([self.resize_frame(frame, size, resample) for frame in frames])
             return torch.from_numpy(resized).permute(0, 3, 1, 2).to(video.device)
         mode = _TORCH_INTERPOLATION.get(resample, "bicubic")
         return F.interpolate(video, size=new_size, mode=mode, antialias=mode != "nearest", align_corners=None)
+
+    @staticmethod
+    def resize_frame(frame: np.ndarray, size: SizeDict, resample=None) -> np.ndarray:
+        """One `(H, W, 3)` uint8 frame resized with Pillow as [`resize`] does (CLIP's Pillow image processor); the
+        video reader calls it on each frame as it is decoded, so a 4K frame is never kept."""
+        height, width = frame.shape[:2]
+        new_size = _resized_shape(height, width, size)
+        if new_size == (height, width):
+            return frame
+        resample = PILImageResampling.BICUBIC if resample is None else resample
+        return np.asarray(PIL.Image.fromarray(frame).resize(new_size[::-1], resample=resample))
 
     def center_crop(self, video: torch.Tensor, size: SizeDict, **kwargs) -> torch.Tensor:
         """Crops the centre `size.height x size.width` of `(frames, 3, H, W)`, padding with zeros if smaller."""
@@ -698,6 +896,12 @@ class HBIVideoProcessor(BaseVideoProcessor):
         **kwargs,
     ) -> BatchFeature:
         num_frames = num_frames or self.num_frames
+        if do_rescale and any(video.is_floating_point() and _in_unit_range(video) for video in videos):
+            logger.warning_once(
+                "It looks like you are trying to rescale already rescaled video frames: float frames with every "
+                f"value in [0, 1] are multiplied by rescale_factor={rescale_factor} again (as CLIP's image processor "
+                "does). If the frames are already in [0, 1], pass `do_rescale=False`."
+            )
         processed = []
         for video in videos:
             if do_resize:
@@ -718,6 +922,18 @@ class HBIVideoProcessor(BaseVideoProcessor):
         return BatchFeature(data={"pixel_values": pixel_values, "video_mask": video_mask}, tensor_type=return_tensors)
 
 
+def _resized_shape(height: int, width: int, size: SizeDict) -> tuple[int, int]:
+    """`(height, width)` after resizing: the shortest edge to `size.shortest_edge` (the long edge rounded down, as
+    CLIP's image processor), or `size.height x size.width`."""
+    if size.shortest_edge:
+        short, long = sorted((height, width))
+        new_long = int(size.shortest_edge * long / short)
+        return (size.shortest_edge, new_long) if height <= width else (new_long, size.shortest_edge)
+    if size.height and size.width:
+        return (size.height, size.width)
+    raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width'; got {size}")
+
+
 def _merge_fps(fps: float, sampling_fps: float | None) -> float:
     """transformers' `fps` is HBI's `sampling_fps`: either may be given, both only if they agree."""
     if sampling_fps is not None and float(sampling_fps) != float(fps):
@@ -736,6 +952,11 @@ def _check_sampling(num_frames, sampling_mode, sampling_fps, video_backend) -> N
         raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}; got {video_backend!r}")
     if video_backend == "decord" and importlib.util.find_spec("decord") is None:
         raise ImportError("video_backend='decord' needs the decord package (no wheel for this platform?); use 'pyav'")
+
+
+def _in_unit_range(video: torch.Tensor) -> bool:
+    """Whether every value is in [0, 1] (transformers' `is_scaled_image` test, for a whole video)."""
+    return bool(video.min() >= 0) and bool(video.max() <= 1)
 
 
 def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
