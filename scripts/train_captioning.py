@@ -29,6 +29,10 @@ class CaptioningArguments:
     clip_name_or_path: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "CLIP to start from"})
     estimator_name_or_path: str | None = field(default=None, metadata={"help": "trained Banzhaf estimator"})
     caption_loss_weight: float = field(default=3.3, metadata={"help": "lambda (paper captioning: 3.3)"})
+    banzhaf_loss_weight: float = field(default=1.0, metadata={"help": "alpha (paper captioning: 1; no official code)"})
+    distillation_loss_weight: float = field(
+        default=1.0, metadata={"help": "beta (paper captioning: 1; no official code)"}
+    )
     strict_data: bool = field(default=False, metadata={"help": "raise on a bad sample instead of skipping it"})
 
 
@@ -41,13 +45,16 @@ def main() -> None:
     except FileExistsError as error:
         parser.error(str(error))
     train = load_synthetic_captioning()["train"] if args.embedded else load_rows(args.train_file)
+    overrides = dict(
+        caption_loss_weight=args.caption_loss_weight,
+        banzhaf_loss_weight=args.banzhaf_loss_weight,
+        distillation_loss_weight=args.distillation_loss_weight,
+    )
     if args.embedded:
-        model = HBIForCaptioning(demo_config(HBIDemoArguments(), caption_loss_weight=args.caption_loss_weight))
+        model = HBIForCaptioning(demo_config(HBIDemoArguments(), **overrides))
     else:
         model = HBIForCaptioning.from_clip(
-            args.clip_name_or_path,
-            estimator_name_or_path=args.estimator_name_or_path,
-            caption_loss_weight=args.caption_loss_weight,
+            args.clip_name_or_path, estimator_name_or_path=args.estimator_name_or_path, **overrides
         )
     processor = build_retrieval_processor(model.config)
     trainer = train_task_model(model, train, HBICaptioningCollator(processor, strict=args.strict_data), training_args)

@@ -35,8 +35,12 @@ class VideoQAArguments:
     clip_name_or_path: str = field(default="openai/clip-vit-base-patch32", metadata={"help": "CLIP to start from"})
     estimator_name_or_path: str | None = field(default=None, metadata={"help": "trained Banzhaf estimator"})
     max_answers: int = field(default=1000, metadata={"help": "answer vocabulary size (official: 1000)"})
-    banzhaf_loss_weight: float = field(default=2.0, metadata={"help": "alpha (paper QA: 2.0)"})
-    distillation_loss_weight: float = field(default=1.0, metadata={"help": "beta (paper QA: 1.0)"})
+    banzhaf_loss_weight: float = field(
+        default=1.0, metadata={"help": "alpha, the official --skl (official MSRVTT-QA run: 1; the paper's text: 2)"}
+    )
+    distillation_loss_weight: float = field(
+        default=2.0, metadata={"help": "beta, the official --kl (official MSRVTT-QA run: 2; the paper's text: 1)"}
+    )
     qa_loss_weight: float = field(default=2.5, metadata={"help": "lambda (paper QA: 2.5)"})
     strict_data: bool = field(default=False, metadata={"help": "raise on a bad sample instead of skipping it"})
 

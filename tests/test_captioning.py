@@ -525,12 +525,13 @@ def test_evaluate_captioning_script_reads_the_rows_its_docstring_documents(
 
 
 @pytest.mark.parametrize(
-    "script, rows, recipe",
+    "script, rows, recipe, loss_weights",
     [
-        (  # spec §6 / §8: CLIP frozen, lr 5e-4, batch 64, 50 epochs
+        (  # spec §6 / §8: CLIP frozen, lr 5e-4, batch 64, 50 epochs; alpha = beta = 1 (paper, no official code)
             "train_captioning.py",
             [{"caption": "a dog"}],
             dict(learning_rate=5e-4, num_train_epochs=50, per_device_train_batch_size=64, freeze_clip=True),
+            (1.0, 1.0),
         ),
         (  # spec §6 / §8: lr 1e-3 for the new modules, 1e-7 (= 1e-3 x 1e-4) for CLIP, batch 32, 5 epochs
             "train_videoqa.py",
@@ -538,10 +539,11 @@ def test_evaluate_captioning_script_reads_the_rows_its_docstring_documents(
             dict(
                 learning_rate=1e-3, coef_lr=1e-4, per_device_train_batch_size=32, num_train_epochs=5, freeze_clip=False
             ),
+            (1.0, 2.0),  # the official MSRVTT-QA run: --skl 1 --kl 2
         ),
     ],
 )
-def test_task_scripts_default_to_the_papers_recipe(tmp_path, monkeypatch, script, rows, recipe):
+def test_task_scripts_default_to_the_papers_recipe(tmp_path, monkeypatch, script, rows, recipe, loss_weights):
     tokenizer = build_clip_tokenizer()
     CLIPModel(
         CLIPConfig(text_config=TINY_TEXT_CLIP_VOCABULARY, vision_config=TINY_VISION, projection_dim=32)
@@ -556,7 +558,7 @@ def test_task_scripts_default_to_the_papers_recipe(tmp_path, monkeypatch, script
             seen["saved"] = output_dir
 
     def capture(model, train_dataset, collator, training_args):
-        seen["args"] = training_args
+        seen["args"], seen["config"] = training_args, model.config
         return SavedNothing()
 
     monkeypatch.setattr(task_training, "train_task_model", capture)
@@ -570,3 +572,6 @@ def test_task_scripts_default_to_the_papers_recipe(tmp_path, monkeypatch, script
     ]
     run_script(script, argv, monkeypatch)
     assert {name: getattr(seen["args"], name) for name in recipe} == recipe
+    config = seen["config"]
+    assert config.objective == "official"
+    assert (config.banzhaf_loss_weight, config.distillation_loss_weight) == loss_weights

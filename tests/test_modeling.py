@@ -42,7 +42,8 @@ def test_retrieval_output_shapes_and_loss_parts(batch):
     assert len(output.similarity_per_level) == 3
     for part in (output.loss, output.contrastive_loss, output.banzhaf_loss, output.distillation_loss):
         assert part.dim() == 0 and torch.isfinite(part)
-    expected = output.contrastive_loss + output.banzhaf_loss + output.distillation_loss  # alpha = beta = 1
+    # the defaults alpha = 1, beta = 2 (the official --skl 1 --kl 2)
+    expected = output.contrastive_loss + output.banzhaf_loss + 2.0 * output.distillation_loss
     torch.testing.assert_close(output.loss, expected)
 
 

@@ -48,7 +48,8 @@ def test_loss_is_alignment_plus_lambda_times_the_summed_level_cross_entropies(ba
     output = model(**batch, labels=labels, return_loss=True)
     expected_task = sum(F.cross_entropy(logits, labels) for logits in output.logits_per_level)
     torch.testing.assert_close(output.task_loss, expected_task)
-    alignment = output.contrastive_loss + 2.0 * output.banzhaf_loss + 1.0 * output.distillation_loss
+    beta = model.config.distillation_loss_weight
+    alignment = output.contrastive_loss + 2.0 * output.banzhaf_loss + beta * output.distillation_loss
     torch.testing.assert_close(output.alignment_loss, alignment)
     torch.testing.assert_close(output.loss, alignment + 2.5 * expected_task)
 

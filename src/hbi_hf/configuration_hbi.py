@@ -29,6 +29,8 @@ MERGED_TOKEN_ORDERS = ("temporal", "score")
 decreasing centre score."""
 BANZHAF_TEACHERS = ("exact", "monte_carlo", "estimator", "none")
 """The sources of the Banzhaf interactions that L_I (Eq. 8) distils ([`HBIConfig`] `banzhaf_teacher`)."""
+OBJECTIVES = ("official", "sharpened")
+"""How L_I (Eq. 8) and L_D (Eq. 15) are reduced and on which scores ([`HBIConfig`] `objective`)."""
 
 
 class HBIBanzhafEstimatorConfig(PreTrainedConfig):
@@ -148,10 +150,11 @@ class HBIConfig(PreTrainedConfig):
             (measured in docs/banzhaf.md). A hyperparameter, not a constant of the method.
         banzhaf_head_input_scale (`float`, *optional*, defaults to 1.0):
             Multiplies the similarity that the prediction heads R read (Eq. 8; 1 is the paper's), the only path from
-            L_I to the encoder. Measured on the demo model at initialisation (docs/banzhaf.md), the encoder gradient
-            of L_I relative to that of L_C is about 1e-4 at 1, 1 % at 100, 4 % at 200 and 107 % at 1000; at 100 and
-            above the demo's contrastive loss stayed at chance while it fell without the term (likely because a constant
-            similarity matrix makes the teacher uniform and L_I nearly 0: a strong L_I pushes the encoder there).
+            L_I to the encoder. Measured on the demo model at initialisation under `objective="sharpened"`
+            (docs/banzhaf.md), the encoder gradient of L_I relative to that of L_C is about 1e-4 at 1, 1 % at 100,
+            4 % at 200 and 107 % at 1000; at 100 and above the demo's contrastive loss stayed at chance while it fell
+            without the term (likely because a constant similarity matrix makes the teacher uniform and L_I nearly 0:
+            a strong L_I pushes the encoder there).
         estimator_name_or_path (`str`, *optional*):
             A saved, trained [`HBIBanzhafEstimator`] (folder or Hub id) that [`HBIForRetrieval.from_clip`] loads into
             the teacher; giving it selects `banzhaf_teacher="estimator"`.
@@ -212,16 +215,35 @@ class HBIConfig(PreTrainedConfig):
             `True`: HBI V2 (TPAMI 2024), tokens of every level are mixed with a query-conditioned cross-modal
             component (Eqs. 2-5) before the similarity. `False`: HBI (CVPR 2023), the method of the released
             official checkpoints.
+        objective (`str`, *optional*, defaults to `"official"`):
+            How the Banzhaf loss L_I (Eq. 8) and the self-distillation L_D (Eq. 15) are reduced, and on which scores
+            (docs/training.md, "The objective"). L_C (Eq. 13) is the same in both: the symmetric cross-entropy of
+            S / tau over the batch.
+            `"official"`: the official code's objective (what produced the paper's numbers), with its defects fixed.
+            L_I: `KL(teacher || head)` per cell, the softmaxes over the frames of each word and over the words of
+            each frame (the official code's second term softmaxes over the batch, a `.T` bug), summed over the valid
+            cells of both directions and divided by `batch x words x frames` of the level's padded shape
+            ([`HBIConfig.level_shape`]: `max_words x num_frames` at the entity level), as `F.kl_div(...,
+            reduction="mean")` over the official padded tensors. Padded cells are in no softmax and add 0 (the
+            official code lets them into the softmaxes); the denominator is the configured shape, not the batch's,
+            so the loss does not change with how far a batch is padded. L_D: `KL(entity || coarser level)` on the
+            raw `(batch, batch)` similarities S (temperature 1), rows and columns, each the mean over all `B x B`
+            elements; the entity teacher is not detached (it also learns from the coarser levels). So alpha and beta
+            are the official `--skl` and `--kl`: the official MSR-VTT command's `--skl 1 --kl 2` is alpha = 1,
+            beta = 2, the defaults.
+            `"sharpened"`: the objective hbi-hf trained with before (much stronger auxiliary terms). L_I: the same
+            KLs, each summed within its distribution and averaged over the distributions of the batch (alpha = 1 is
+            the official `--skl` = valid frames on the per-word term plus valid words on the per-frame term, 12 and
+            32 at MSR-VTT's entity level). L_D: on the logits S / tau (100x sharper at tau = 0.01), summed within
+            each row (column) and averaged over rows (columns), i.e. B times the official mean, the entity teacher
+            detached.
         banzhaf_loss_weight (`float`, *optional*, defaults to 1.0):
-            alpha of Eq. 14, the weight of the Banzhaf-interaction KL loss L_I at every level. Not the official
-            `--skl`: L_I here sums each KL within its distribution and averages over distributions, the official code
-            averages over all elements, so alpha = 1 is `--skl` = N_v (frames) on the per-word term and N_t (words) on
-            the per-frame term (12 and 32 at MSR-VTT's entity level); see docs/banzhaf.md.
-        distillation_loss_weight (`float`, *optional*, defaults to 1.0):
-            beta of Eq. 16, the weight of the entity->action and entity->event self-distillation. Not the official
-            `--kl`: here the KL is summed within each row / column of the `(batch, batch)` logits S / tau and averaged
-            over rows / columns, the official code averages over all B^2 elements of raw cosines (tau = 1), so the
-            two differ by a factor of B and by the temperature; see docs/banzhaf.md.
+            alpha of Eq. 14, the weight of the Banzhaf-interaction loss L_I at every level: the official `--skl`
+            under `objective="official"` (official MSR-VTT, ActivityNet and MSRVTT-QA runs: 1).
+        distillation_loss_weight (`float`, *optional*, defaults to 2.0):
+            beta of Eq. 16, the weight of the entity->action and entity->event self-distillation (four KL terms):
+            the official `--kl` under `objective="official"` (official MSR-VTT, ActivityNet and MSRVTT-QA runs: 2;
+            the paper's text says 1, its numbers come from the official runs).
         temperature (`float`, *optional*, defaults to 0.01):
             Fixed temperature tau of the contrastive loss (Eq. 13) and of the distillation distributions.
         learnable_temperature (`bool`, *optional*, defaults to `False`):
@@ -297,8 +319,9 @@ class HBIConfig(PreTrainedConfig):
     merged_token_order: str = "temporal"
     merge_num_attention_heads: int = 8
     representation_reconstruction: bool = True
+    objective: str = "official"
     banzhaf_loss_weight: float = 1.0
-    distillation_loss_weight: float = 1.0
+    distillation_loss_weight: float = 2.0
     temperature: float = 0.01
     learnable_temperature: bool = False
     similarity_level_weights: list[float] | tuple[float, ...] = (1.0, 0.0, 0.0)
@@ -402,6 +425,8 @@ class HBIConfig(PreTrainedConfig):
             raise ValueError(f"max_words must leave room for the start and end tokens (>= 2); got {self.max_words}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive; got {self.temperature}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
         if self.banzhaf_teacher not in BANZHAF_TEACHERS:
             raise ValueError(f"banzhaf_teacher must be one of {BANZHAF_TEACHERS}; got {self.banzhaf_teacher!r}")
         if self.banzhaf_num_samples < 1:
@@ -446,6 +471,21 @@ class HBIConfig(PreTrainedConfig):
             return counts[level - 1]
         ratios = self.text_cluster_ratios if modality == "text" else self.video_cluster_ratios
         return max(math.ceil(round(num_input_tokens * ratios[level - 1], 6)), 1)
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        r"""
+        `(words, frames)` of `level`'s token matrix for inputs padded to `max_words` words and `num_frames` frames (as
+        [`HBIProcessor`] and the official loaders pad them): the shape whose cells the official objective's L_I
+        averages over (see `objective`).
+
+        Args:
+            level (`int`): 0 (entity), 1 (action) or 2 (event).
+        """
+        words, frames = self.max_words, self.num_frames
+        for merged in range(1, level + 1):
+            words = self.num_merged_tokens("text", merged, words)
+            frames = self.num_merged_tokens("video", merged, frames)
+        return words, frames
 
     def merged_token_counts(self, modality: str, level: int, valid_tokens, num_input_tokens: int):
         r"""

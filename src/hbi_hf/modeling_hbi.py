@@ -35,6 +35,7 @@ from .configuration_hbi import (
     ESTIMATOR_INPUT_CHANNELS,
     ESTIMATOR_NORMALISATION_FIELDS,
     NUM_LEVELS,
+    OBJECTIVES,
     ROW_COLUMN_STATISTICS,
     HBIBanzhafEstimatorConfig,
     HBIConfig,
@@ -193,6 +194,11 @@ class HBIAlignmentLossOutput(ModelOutput):
         similarity_per_level (`tuple(torch.FloatTensor)` of length 3):
             S at each level between this process's texts and videos, each `(batch, batch)`. (The losses use the
             similarities over the global batch of all processes.)
+        contrastive_loss_per_level (`tuple(torch.FloatTensor)` of length 3): L_C of the entity, action and event
+            levels, each of shape `()`.
+        banzhaf_loss_per_level (`tuple(torch.FloatTensor)` of length 3, *optional*): L_I of each level, before alpha
+            (`None` when L_I is not computed).
+        distillation_loss_per_level (`tuple(torch.FloatTensor)` of length 2): L_D^{e2a} and L_D^{e2v}, before beta.
     """
 
     loss: torch.FloatTensor | None = None
@@ -200,6 +206,9 @@ class HBIAlignmentLossOutput(ModelOutput):
     banzhaf_loss: torch.FloatTensor | None = None
     distillation_loss: torch.FloatTensor | None = None
     similarity_per_level: tuple[torch.FloatTensor, ...] | None = None
+    contrastive_loss_per_level: tuple[torch.FloatTensor, ...] | None = None
+    banzhaf_loss_per_level: tuple[torch.FloatTensor, ...] | None = None
+    distillation_loss_per_level: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -1012,40 +1021,91 @@ def _distribution_kl(
     return per_slice[has_entries].mean() if has_entries.any() else per_slice.sum() * 0.0
 
 
+def _elementwise_kl_sum(
+    target_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """The sum over every masked entry of `p log(p / q)`, with `p = softmax(target)` and `q = softmax(student)` along
+    `dim` over the masked entries only: `F.kl_div(log q, p, reduction="sum")` without the unmasked entries. The target
+    is not detached."""
+    target = masked_softmax(target_logits, mask, dim=dim)
+    student_log = torch.log_softmax(student_logits.masked_fill(~mask, torch.finfo(student_logits.dtype).min), dim=dim)
+    return (torch.xlogy(target, target) - target * student_log.masked_fill(~mask, 0.0)).sum()
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+
+
 def banzhaf_interaction_loss(
-    prediction: torch.Tensor, interaction: torch.Tensor, cell_mask: torch.Tensor
+    prediction: torch.Tensor,
+    interaction: torch.Tensor,
+    cell_mask: torch.Tensor,
+    objective: str = "official",
+    cells_per_item: int | None = None,
 ) -> torch.Tensor:
     r"""
     L_I of Eq. 8: `KL(D_v2t^I || D_v2t^R) + KL(D_t2v^I || D_t2v^R)`, the prediction head's distributions R matched to
     the teacher's Banzhaf interactions I, with `D_v2t` the softmax over words for each frame and `D_t2v` the softmax
     over frames for each word (not over the batch, the official code's `.T` bug). The teacher is the target
-    distribution, as in the official code.
+    distribution, as in the official code. Padded cells are in no softmax and contribute 0 (the official code lets
+    them in).
 
-    Reduction: each KL is summed within its distribution and averaged over the distributions (words for the
-    over-frames term, frames for the over-words term) of the batch. The official code (`F.kl_div(...,
-    reduction="mean")`) averages over all `batch * words * frames` elements instead, so this L_I is `valid_frames`
-    times the official over-frames term plus `valid_words` times the official over-words term: alpha = 1 here is
-    the official `--skl` 12 and 32 at MSR-VTT's 12 x 32 entity level (docs/banzhaf.md).
+    Reduction ([`HBIConfig`] `objective`):
+    `"official"`: the per-cell terms of both directions summed over the valid cells and divided by
+    `batch * cells_per_item`, as the official `F.kl_div(..., reduction="mean")` over `batch x words x frames`
+    tensors padded to `cells_per_item` cells per item;
+    `"sharpened"`: each KL summed within its distribution and averaged over the distributions (words for the
+    over-frames term, frames for the over-words term) that have valid cells; `valid_frames` times the official
+    over-frames term plus `valid_words` times the official over-words term.
 
     Args:
         prediction, interaction (`torch.Tensor` of shape `(batch, words, frames)`), cell_mask (same shape, bool).
+        objective (`str`, defaults to `"official"`): `"official"` or `"sharpened"`.
+        cells_per_item (`int`, *optional*): the official mean's cells per item, e.g. the level's
+            [`HBIConfig.level_shape`] product; defaults to `words * frames` of the given tensors.
+
+    Returns:
+        `torch.Tensor` of shape `()`.
     """
-    over_words = _distribution_kl(interaction, prediction, cell_mask, dim=-2)
-    over_frames = _distribution_kl(interaction, prediction, cell_mask, dim=-1)
-    return over_words + over_frames
+    _check_objective(objective)
+    if objective == "sharpened":
+        over_words = _distribution_kl(interaction, prediction, cell_mask, dim=-2)
+        over_frames = _distribution_kl(interaction, prediction, cell_mask, dim=-1)
+        return over_words + over_frames
+    batch, words, frames = prediction.shape
+    cells = batch * (cells_per_item if cells_per_item is not None else words * frames)
+    over_frames = _elementwise_kl_sum(interaction, prediction, cell_mask, dim=-1)
+    over_words = _elementwise_kl_sum(interaction, prediction, cell_mask, dim=-2)
+    return (over_frames + over_words) / cells
 
 
-def self_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def self_distillation_loss(
+    student_scores: torch.Tensor, teacher_scores: torch.Tensor, objective: str = "official"
+) -> torch.Tensor:
     r"""
     One term of Eq. 15: `KL(D_v2t^teacher || D_v2t^student) + KL(D_t2v^teacher || D_t2v^student)` over the
-    `(texts, videos)` logits of a batch, row-wise and column-wise. The entity-level teacher is detached, so the
-    coarser levels learn from it and not the other way round.
+    `(texts, videos)` scores of a batch, row-wise and column-wise ([`HBIConfig`] `objective`):
+
+    `"official"` (give the raw similarities S, temperature 1): each direction is the mean over all `texts x videos`
+    elements (the official `F.kl_div(..., reduction="mean")`), and the teacher is not detached: the entity level
+    also moves towards the coarser levels, as in the official code.
+    `"sharpened"` (give the logits S / tau): each KL summed within its row (column) and averaged over rows
+    (columns), the teacher detached, so the coarser levels learn from the entity level and not the other way round.
+
+    Returns:
+        `torch.Tensor` of shape `()`.
     """
-    teacher_logits = teacher_logits.detach()
-    everywhere = torch.ones_like(student_logits, dtype=torch.bool)
-    return _distribution_kl(teacher_logits, student_logits, everywhere, dim=-1) + _distribution_kl(
-        teacher_logits, student_logits, everywhere, dim=-2
-    )
+    _check_objective(objective)
+    everywhere = torch.ones_like(student_scores, dtype=torch.bool)
+    if objective == "sharpened":
+        teacher_scores = teacher_scores.detach()
+        return _distribution_kl(teacher_scores, student_scores, everywhere, dim=-1) + _distribution_kl(
+            teacher_scores, student_scores, everywhere, dim=-2
+        )
+    rows = _elementwise_kl_sum(teacher_scores, student_scores, everywhere, dim=-1)
+    columns = _elementwise_kl_sum(teacher_scores, student_scores, everywhere, dim=-2)
+    return (rows + columns) / student_scores.numel()
 
 
 def gather_world_size() -> int:
@@ -1747,7 +1807,9 @@ class HBIAlignmentLoss(nn.Module):
     runs and L_I is 0. The heads R read the similarity times `config.banzhaf_head_input_scale`, which sets how
     strongly L_I reaches the encoder (docs/banzhaf.md). `banzhaf_loss_factor` (runtime, not saved; default 1)
     multiplies alpha: [`~hbi_hf.training.HBITrainer`] ramps it from 0 to 1 over
-    `HBITrainingArguments.banzhaf_loss_warmup_steps`.
+    `HBITrainingArguments.banzhaf_loss_warmup_steps`. How L_I and L_D are reduced, and whether L_D reads the raw
+    similarities with the entity teacher attached (the official objective, default) or the logits S / tau with it
+    detached, is `config.objective` (see [`banzhaf_interaction_loss`], [`self_distillation_loss`]).
 
     Raises:
         `ValueError`: in `forward`, when `banzhaf_teacher="estimator"` and the estimator was never trained
@@ -1786,23 +1848,36 @@ class HBIAlignmentLoss(nn.Module):
         global_similarity = model.similarity_per_level(global_text, global_video)
         scale = model.logit_scale()
         logits = [scale * s for s in global_similarity]
+        objective = self.config.objective
+        # the official objective distils the raw similarities (temperature 1), the sharpened one the logits S / tau
+        distilled = global_similarity if objective == "official" else logits
 
-        contrastive = sum(contrastive_loss(level_logits) for level_logits in logits)
-        distillation = self_distillation_loss(logits[1], logits[0]) + self_distillation_loss(logits[2], logits[0])
+        contrastive = tuple(contrastive_loss(level_logits) for level_logits in logits)
+        distillation = tuple(
+            self_distillation_loss(distilled[level], distilled[0], objective) for level in range(1, NUM_LEVELS)
+        )
+        banzhaf = None
         if self.uses_banzhaf_term():
-            banzhaf = sum(
+            banzhaf = tuple(
                 self._banzhaf_loss(model, text_features, video_features, level) for level in range(NUM_LEVELS)
             )
-        else:
-            banzhaf = contrastive.new_zeros(())
+        contrastive_total, distillation_total = sum(contrastive), sum(distillation)
+        banzhaf_total = sum(banzhaf) if banzhaf is not None else contrastive_total.new_zeros(())
         local = slice(offset, offset + len(text_features))
-        loss = contrastive + self.banzhaf_weight() * banzhaf + self.config.distillation_loss_weight * distillation
+        loss = (
+            contrastive_total
+            + self.banzhaf_weight() * banzhaf_total
+            + self.config.distillation_loss_weight * distillation_total
+        )
         return HBIAlignmentLossOutput(
             loss=loss,
-            contrastive_loss=contrastive,
-            banzhaf_loss=banzhaf,
-            distillation_loss=distillation,
+            contrastive_loss=contrastive_total,
+            banzhaf_loss=banzhaf_total,
+            distillation_loss=distillation_total,
             similarity_per_level=tuple(s[local, local] for s in global_similarity),
+            contrastive_loss_per_level=contrastive,
+            banzhaf_loss_per_level=banzhaf,
+            distillation_loss_per_level=distillation,
         )
 
     def _banzhaf_loss(self, model, text_features, video_features, level: int) -> torch.Tensor:
@@ -1813,7 +1888,10 @@ class HBIAlignmentLoss(nn.Module):
         interaction = self.teacher_interaction(similarity, text_features, video_features, level)
         head_input = self.config.banzhaf_head_input_scale * similarity
         prediction = self.banzhaf_heads[level](head_input.to(self.banzhaf_teacher.dtype), cell_mask)
-        return banzhaf_interaction_loss(prediction.float(), interaction.float(), cell_mask)
+        words, frames = self.config.level_shape(level)
+        return banzhaf_interaction_loss(
+            prediction.float(), interaction.float(), cell_mask, self.config.objective, cells_per_item=words * frames
+        )
 
     def uses_banzhaf_term(self) -> bool:
         """Whether L_I is computed: a teacher is chosen and alpha is not 0 (the log says once when it is not)."""
@@ -2057,7 +2135,8 @@ class HBIForVideoQA(HBIPreTrainedModel):
     Training objective, Eq. 16: `L = sum_levels (L_C + alpha L_I) + beta L_D + lambda L_task`, the alignment part from
     [`HBIAlignmentLoss`] with the questions and videos as matched pairs, and `L_task` the sum over the three levels of
     the answer cross-entropy (each level supervised, as in the official code); lambda is `config.qa_loss_weight`
-    (paper 2.5); the paper's QA setting also uses alpha = 2 (`banzhaf_loss_weight`) and beta = 1.
+    (paper 2.5). `scripts/train_videoqa.py` uses the official MSRVTT-QA run's alpha = `--skl` 1 and beta = `--kl` 2
+    (the paper's text says alpha = 2, beta = 1).
     Questions labelled -1 (answer outside the vocabulary) do not enter `L_task`.
     """
 

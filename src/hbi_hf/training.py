@@ -73,8 +73,19 @@ class HBIModelArguments:
     representation_reconstruction: bool | None = field(
         default=None, metadata={"help": "True: HBI V2 (TPAMI 2024); False: HBI (CVPR 2023)."}
     )
-    banzhaf_loss_weight: float | None = field(default=None, metadata={"help": "alpha of Eq. 14."})
-    distillation_loss_weight: float | None = field(default=None, metadata={"help": "beta of Eq. 16."})
+    objective: Literal["official", "sharpened"] | None = field(
+        default=None,
+        metadata={
+            "help": "How L_I and L_D are reduced: 'official' (default; the official code's objective, its defects "
+            "fixed) or 'sharpened' (hbi-hf's former, much stronger one); see docs/training.md."
+        },
+    )
+    banzhaf_loss_weight: float | None = field(
+        default=None, metadata={"help": "alpha of Eq. 14, the official --skl (default 1, the official runs')."}
+    )
+    distillation_loss_weight: float | None = field(
+        default=None, metadata={"help": "beta of Eq. 16, the official --kl (default 2, the official runs')."}
+    )
     cluster_mode: str | None = field(default=None, metadata={"help": "'count' (paper) or 'ratio' (official code)."})
     video_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Clips and segments per video."})
     text_cluster_counts: list[int] | None = field(default=None, metadata={"help": "Phrases and paragraphs per text."})
