@@ -1,9 +1,10 @@
 """Convert a checkpoint of the official HBI code (github.com/jpthu17/HBI) into a folder `from_pretrained` loads.
 
-Retrieval checkpoint (`pytorch_model.bin.<epoch>`, `best.pth`) -> HBIForRetrieval:
+Retrieval checkpoint (`pytorch_model.bin.<epoch>`, `best.pth`, the released MSR-VTT file) -> HBIForRetrieval and
+its processor (the CLIP tokenizer, built offline, and the video processor), ready for `hbi-hf index`:
 
-    python scripts/convert_official_checkpoint.py --checkpoint best.pth --output_dir hbi-msrvtt \
-        --num_frames 12 --max_words 32
+    python scripts/convert_official_checkpoint.py --checkpoint hbi_msrvtt.pth --output_dir hbi-msrvtt \
+        --num_frames 12 --max_words 24
 
 Estimator checkpoint (`banzhaf_estimator.py` epoch file) -> HBIBanzhafEstimator:
 
@@ -29,7 +30,9 @@ from hbi_hf.output_folder import claim_output_dir
 @dataclass
 class ConversionArguments:
     checkpoint: str = field(metadata={"help": "Official checkpoint file (read with torch.load(weights_only=True))."})
-    output_dir: str = field(metadata={"help": "Folder to write (config.json + model.safetensors)."})
+    output_dir: str = field(
+        metadata={"help": "Folder to write: config, safetensors weights and, for retrieval, the processor."}
+    )
     kind: str = field(
         default="retrieval", metadata={"help": "'retrieval' or 'estimator'.", "choices": ["retrieval", "estimator"]}
     )
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     parameters = sum(p.numel() for p in model.parameters())
     print(f"wrote {type(model).__name__} ({parameters:,} parameters) to {args.output_dir}")
+    if args.kind == "retrieval":
+        print(f"index your videos with: hbi-hf index VIDEO_FOLDER --model {args.output_dir} --out INDEX_FOLDER")
 
 
 if __name__ == "__main__":

@@ -67,65 +67,68 @@ def _banzhaf(prefix: str, generator: torch.Generator) -> dict[str, torch.Tensor]
     }
 
 
-def official_retrieval_state_dict(seed: int = 0, fp16_clip: bool = True) -> dict[str, torch.Tensor]:
+def official_retrieval_state_dict(
+    seed: int = 0, fp16_clip: bool = True, width: int = WIDTH, vision_width: int = VISION_WIDTH, vocab: int = VOCAB
+) -> dict[str, torch.Tensor]:
     """A state dict in the official retrieval format (names as documented, tiny widths), CLIP Linear/Conv tensors in
-    fp16 as a GPU-trained checkpoint holds them."""
+    fp16 as a GPU-trained checkpoint holds them. `width`, `vision_width`: the text (and temporal) and vision tower
+    widths; `vocab`: the text vocabulary (the real CLIP's is 49,408)."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
         return torch.randn(*shape, generator=g) * 0.2
 
     sd = {
-        "clip.positional_embedding": rand(CONTEXT, WIDTH),
-        "clip.text_projection": rand(WIDTH, WIDTH),
+        "clip.positional_embedding": rand(CONTEXT, width),
+        "clip.text_projection": rand(width, width),
         "clip.logit_scale": torch.tensor(4.0),
-        "clip.visual.class_embedding": rand(VISION_WIDTH),
-        "clip.visual.positional_embedding": rand((IMAGE // PATCH) ** 2 + 1, VISION_WIDTH),
-        "clip.visual.proj": rand(VISION_WIDTH, WIDTH),
-        "clip.visual.conv1.weight": rand(VISION_WIDTH, 3, PATCH, PATCH),
-        "clip.visual.ln_pre.weight": 1 + rand(VISION_WIDTH),
-        "clip.visual.ln_pre.bias": rand(VISION_WIDTH),
+        "clip.visual.class_embedding": rand(vision_width),
+        "clip.visual.positional_embedding": rand((IMAGE // PATCH) ** 2 + 1, vision_width),
+        "clip.visual.proj": rand(vision_width, width),
+        "clip.visual.conv1.weight": rand(vision_width, 3, PATCH, PATCH),
+        "clip.visual.ln_pre.weight": 1 + rand(vision_width),
+        "clip.visual.ln_pre.bias": rand(vision_width),
     }
     for n in range(LAYERS):
-        sd.update(_block(f"clip.visual.transformer.resblocks.{n}.", VISION_WIDTH, g))
-    sd.update({"clip.visual.ln_post.weight": 1 + rand(VISION_WIDTH), "clip.visual.ln_post.bias": rand(VISION_WIDTH)})
+        sd.update(_block(f"clip.visual.transformer.resblocks.{n}.", vision_width, g))
+    sd.update({"clip.visual.ln_post.weight": 1 + rand(vision_width), "clip.visual.ln_post.bias": rand(vision_width)})
     for n in range(LAYERS):
-        sd.update(_block(f"clip.transformer.resblocks.{n}.", WIDTH, g))
+        sd.update(_block(f"clip.transformer.resblocks.{n}.", width, g))
     sd.update(
         {
-            "clip.token_embedding.weight": rand(VOCAB, WIDTH),
-            "clip.ln_final.weight": 1 + rand(WIDTH),
-            "clip.ln_final.bias": rand(WIDTH),
+            "clip.token_embedding.weight": rand(vocab, width),
+            "clip.ln_final.weight": 1 + rand(width),
+            "clip.ln_final.bias": rand(width),
         }
     )
     for modality in ("text", "video"):
         for level in ("", "0", "1"):
-            sd[f"{modality}_weight_fc{level}.0.weight"] = rand(2 * WIDTH, WIDTH)
-            sd[f"{modality}_weight_fc{level}.0.bias"] = rand(2 * WIDTH)
-            sd[f"{modality}_weight_fc{level}.2.weight"] = rand(1, 2 * WIDTH)
+            sd[f"{modality}_weight_fc{level}.0.weight"] = rand(2 * width, width)
+            sd[f"{modality}_weight_fc{level}.0.bias"] = rand(2 * width)
+            sd[f"{modality}_weight_fc{level}.2.weight"] = rand(1, 2 * width)
             sd[f"{modality}_weight_fc{level}.2.bias"] = rand(1)
-    sd["frame_position_embeddings.weight"] = rand(CONTEXT, WIDTH)
+    sd["frame_position_embeddings.weight"] = rand(CONTEXT, width)
     for n in range(TEMPORAL_LAYERS):
-        sd.update(_block(f"transformerClip.resblocks.{n}.", WIDTH, g))
+        sd.update(_block(f"transformerClip.resblocks.{n}.", width, g))
     for name in ("banzhafmodel", "banzhafmodel0", "banzhafmodel1", "banzhafteacher"):
         sd.update(_banzhaf(f"{name}.", g))
     for modality in ("t", "v"):
         for index in ("0", "1"):
             sd.update(
                 {
-                    f"{modality}_ctm{index}.conv.conv.weight": rand(WIDTH, WIDTH, 3),
-                    f"{modality}_ctm{index}.norm.weight": 1 + rand(WIDTH),
-                    f"{modality}_ctm{index}.norm.bias": rand(WIDTH),
-                    f"{modality}_ctm{index}.score.weight": rand(1, WIDTH),
+                    f"{modality}_ctm{index}.conv.conv.weight": rand(width, width, 3),
+                    f"{modality}_ctm{index}.norm.weight": 1 + rand(width),
+                    f"{modality}_ctm{index}.norm.bias": rand(width),
+                    f"{modality}_ctm{index}.score.weight": rand(1, width),
                     f"{modality}_ctm{index}.score.bias": rand(1),
-                    f"{modality}_block{index}.norm1.weight": 1 + rand(WIDTH),
-                    f"{modality}_block{index}.norm1.bias": rand(WIDTH),
-                    f"{modality}_block{index}.attn.q.weight": rand(WIDTH, WIDTH),
-                    f"{modality}_block{index}.attn.q.bias": rand(WIDTH),
-                    f"{modality}_block{index}.attn.kv.weight": rand(2 * WIDTH, WIDTH),
-                    f"{modality}_block{index}.attn.kv.bias": rand(2 * WIDTH),
-                    f"{modality}_block{index}.attn.proj.weight": rand(WIDTH, WIDTH),
-                    f"{modality}_block{index}.attn.proj.bias": rand(WIDTH),
+                    f"{modality}_block{index}.norm1.weight": 1 + rand(width),
+                    f"{modality}_block{index}.norm1.bias": rand(width),
+                    f"{modality}_block{index}.attn.q.weight": rand(width, width),
+                    f"{modality}_block{index}.attn.q.bias": rand(width),
+                    f"{modality}_block{index}.attn.kv.weight": rand(2 * width, width),
+                    f"{modality}_block{index}.attn.kv.bias": rand(2 * width),
+                    f"{modality}_block{index}.attn.proj.weight": rand(width, width),
+                    f"{modality}_block{index}.attn.proj.bias": rand(width),
                 }
             )
     if fp16_clip:
@@ -141,7 +144,7 @@ def _layer_norm(x, sd, prefix, eps):
     return F.layer_norm(x, x.shape[-1:], sd[prefix + "weight"].float(), sd[prefix + "bias"].float(), eps)
 
 
-def _official_block(x, sd, prefix, eps, attn_mask=None, key_padding_mask=None):
+def _official_block(x, sd, prefix, eps, attn_mask=None, key_padding_mask=None, head_dim=HEAD_DIM):
     """OpenAI residual block on `(length, batch, width)`: pre-LN attention with the packed in_proj, QuickGELU MLP."""
     width = x.shape[-1]
     h = _layer_norm(x, sd, prefix + "ln_1.", eps)
@@ -150,7 +153,7 @@ def _official_block(x, sd, prefix, eps, attn_mask=None, key_padding_mask=None):
         h,
         h,
         width,
-        width // HEAD_DIM,
+        width // head_dim,
         sd[prefix + "attn.in_proj_weight"].float(),
         sd[prefix + "attn.in_proj_bias"].float(),
         None,
@@ -174,19 +177,19 @@ def _official_block(x, sd, prefix, eps, attn_mask=None, key_padding_mask=None):
     return x + F.linear(h, sd[prefix + "mlp.c_proj.weight"].float(), sd[prefix + "mlp.c_proj.bias"].float())
 
 
-def official_text_tokens(sd, input_ids):
+def official_text_tokens(sd, input_ids, head_dim=HEAD_DIM):
     """Every token state after ln_final, times text_projection: `(batch, words, dim)`."""
     length = input_ids.shape[1]
     x = sd["clip.token_embedding.weight"].float()[input_ids] + sd["clip.positional_embedding"].float()[:length]
     causal = torch.full((length, length), float("-inf")).triu(1)
     x = x.transpose(0, 1)
     for n in range(LAYERS):
-        x = _official_block(x, sd, f"clip.transformer.resblocks.{n}.", 1e-5, attn_mask=causal)
+        x = _official_block(x, sd, f"clip.transformer.resblocks.{n}.", 1e-5, attn_mask=causal, head_dim=head_dim)
     x = _layer_norm(x.transpose(0, 1), sd, "clip.ln_final.", 1e-5)
     return x @ sd["clip.text_projection"].float()
 
 
-def official_frame_embeddings(sd, pixel_values):
+def official_frame_embeddings(sd, pixel_values, head_dim=HEAD_DIM):
     """Per-frame [CLS] after ln_post, times visual.proj: `(batch, frames, dim)`."""
     batch, frames = pixel_values.shape[:2]
     x = F.conv2d(pixel_values.flatten(0, 1), sd["clip.visual.conv1.weight"].float(), stride=PATCH)
@@ -195,17 +198,19 @@ def official_frame_embeddings(sd, pixel_values):
     x = torch.cat([cls, x], dim=1) + sd["clip.visual.positional_embedding"].float()
     x = _layer_norm(x, sd, "clip.visual.ln_pre.", 1e-5).transpose(0, 1)
     for n in range(LAYERS):
-        x = _official_block(x, sd, f"clip.visual.transformer.resblocks.{n}.", 1e-5)
+        x = _official_block(x, sd, f"clip.visual.transformer.resblocks.{n}.", 1e-5, head_dim=head_dim)
     cls = _layer_norm(x[0], sd, "clip.visual.ln_post.", 1e-5) @ sd["clip.visual.proj"].float()
     return cls.view(batch, frames, -1)
 
 
-def official_frame_tokens(sd, frame_embeddings, video_mask):
+def official_frame_tokens(sd, frame_embeddings, video_mask, head_dim=HEAD_DIM):
     """seqTransf: `Transformer(x + pos) + x` with LayerNorm eps 1e-12 and padded frames masked as keys."""
     frames = frame_embeddings.shape[1]
     x = (frame_embeddings + sd["frame_position_embeddings.weight"][:frames]).transpose(0, 1)
     for n in range(TEMPORAL_LAYERS):
-        x = _official_block(x, sd, f"transformerClip.resblocks.{n}.", 1e-12, key_padding_mask=~video_mask)
+        x = _official_block(
+            x, sd, f"transformerClip.resblocks.{n}.", 1e-12, key_padding_mask=~video_mask, head_dim=head_dim
+        )
     return x.transpose(0, 1) + frame_embeddings
 
 

@@ -37,6 +37,12 @@ AutoProcessor.register(HBIConfig, HBIProcessor, exist_ok=True)
 # `trust_remote_code=True` instead of silently returning a bare CLIP tokenizer
 HBIProcessor.register_for_auto_class("AutoProcessor")
 HBIVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+# the same for a saved model: its config carries `configuration_hbi.py` and `auto_map["AutoConfig"]`, the model adds
+# `modeling_hbi.py` and `auto_map["AutoModel"]` (`HBIPreTrainedModel.save_pretrained`); without `import hbi_hf`,
+# `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads it, and without `trust_remote_code` transformers
+# asks for it instead of suggesting a transformers upgrade
+HBIConfig.register_for_auto_class("AutoConfig")
+HBIBanzhafEstimatorConfig.register_for_auto_class("AutoConfig")
 
 __version__ = "0.1.0"
 

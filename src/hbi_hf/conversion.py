@@ -3,7 +3,7 @@
 The official retrieval checkpoint is a plain `state_dict()` of its `HBI` module: OpenAI-CLIP parameter names under
 `clip.`, the temporal transformer `transformerClip`, the WTI weight MLPs `{text,video}_weight_fc{,0,1}`, the Banzhaf
 modules `banzhafmodel{,0,1}` / `banzhafteacher` and the token merges `{t,v}_ctm{0,1}` / `{t,v}_block{0,1}`
-(see shared/design/official-checkpoint-format.md). The estimator checkpoint holds the 12 tensors of one Banzhaf module
+(docs/sharing.md, "Converting the official checkpoints"). The estimator checkpoint holds the 12 tensors of one Banzhaf module
 without prefix. Both carry no configuration, and the CLIP tensors of a GPU-trained checkpoint are fp16.
 
 [`convert_official_state_dict`] and [`convert_official_estimator_state_dict`] are pure functions from the official
@@ -357,8 +357,10 @@ def convert_official_checkpoint(
     checkpoint_path: str | Path, output_dir: str | Path | None = None, **config_kwargs
 ) -> HBIForRetrieval:
     """Read an official retrieval checkpoint, convert it, load it into [`HBIForRetrieval`] and, with `output_dir`,
-    save it there (safetensors + config) so that `AutoModel` / `AutoModelForVideoTextRetrieval.from_pretrained`
-    load it. `config_kwargs` go to [`official_config`] (`num_frames` and `max_words` are required)."""
+    save it there (safetensors + config, and the processor: the CLIP tokenizer built offline and the video processor
+    for `num_frames` and `max_words`, see [`HBIPreTrainedModel.save_pretrained`]) so that `AutoModel` /
+    `AutoModelForVideoTextRetrieval` / `AutoProcessor.from_pretrained` and `hbi-hf index` load it. `config_kwargs` go
+    to [`official_config`] (`num_frames` and `max_words` are required)."""
     state_dict = load_official_checkpoint(checkpoint_path)
     config = official_config(state_dict, **config_kwargs)
     model = HBIForRetrieval(config)

@@ -5,6 +5,7 @@ section numbers of the form "spec §N" to `shared/design/hbi-spec.md`.
 """
 
 import math
+import os
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -25,6 +26,7 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, Seq2SeqLMOutput
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
@@ -1133,6 +1135,40 @@ def gather_world_size() -> int:
     return world_size
 
 
+CLIP_VOCAB_SIZE = 49408
+"""OpenAI CLIP's vocabulary (`hbi_hf.data.build_clip_tokenizer`): a text tower with another vocabulary gets no default
+processor."""
+
+
+def _save_loading_code(model: PreTrainedModel, save_directory: str | os.PathLike, auto_model_class: str) -> None:
+    """Copy this file and `configuration_hbi.py` beside a saved model and point `auto_map["AutoModel"]` at
+    `auto_model_class`, so that the folder loads without the package: `AutoModel.from_pretrained(folder,
+    trust_remote_code=True)`. (`AutoConfig` is mapped by the config itself, see `hbi_hf/__init__.py`.) Call before
+    the config is written."""
+    model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), "AutoModel": auto_model_class}
+    os.makedirs(save_directory, exist_ok=True)
+    custom_object_save(model, save_directory)
+
+
+def default_processor(config: HBIConfig):
+    """
+    The processor a model built with `config` reads its inputs with: the HBI processor with OpenAI's CLIP tokenizer
+    (built offline) padding to `max_words`, and an [`HBIVideoProcessor`] sampling `num_frames` frames at the vision
+    tower's image size. This is the processor the training scripts build.
+
+    Returns:
+        `HBIProcessor`, or `None` when the text tower does not have CLIP's vocabulary ([`CLIP_VOCAB_SIZE`] ids) or the
+        package is not installed (this file loaded as remote code).
+    """
+    if config.text_config.vocab_size != CLIP_VOCAB_SIZE:
+        return None
+    try:  # absolute import: this file is also copied beside saved models and loaded without the package
+        from hbi_hf.retrieval_data import build_retrieval_processor
+    except ImportError:
+        return None
+    return build_retrieval_processor(config)
+
+
 class _ScaleGradient(torch.autograd.Function):
     """Identity whose backward multiplies the gradient by `factor`."""
 
@@ -1227,6 +1263,39 @@ class HBIPreTrainedModel(PreTrainedModel):
             gain = self.config.estimator_config.initializer_gain
             for matrix in (module.query, module.key, module.value):
                 init.xavier_uniform_(matrix, gain=gain)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, processor=None, **kwargs) -> None:
+        r"""
+        `PreTrainedModel.save_pretrained`, so that the folder is complete for inference:
+
+        * **the processor**: `processor` when given, otherwise [`default_processor`] (the CLIP tokenizer and the video
+          processor matching this config's `max_words`, `num_frames` and image size) unless the folder already holds
+          a `processor_config.json`, which is left as it is. `AutoProcessor.from_pretrained(folder)` and the
+          `hbi-hf` commands then read the model's inputs from the folder. A text tower without CLIP's vocabulary
+          gets no default processor (a warning says so).
+        * **the modeling code** (`modeling_hbi.py`, `configuration_hbi.py`) and `auto_map`, so that
+          `AutoModel.from_pretrained(folder, trust_remote_code=True)` gives an [`HBIModel`] without `import hbi_hf`.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder (created if needed).
+            processor (`HBIProcessor`, *optional*): the processor to save with the model.
+            args, kwargs: `PreTrainedModel.save_pretrained`'s (`is_main_process`, `push_to_hub`, ...).
+        """
+        if kwargs.get("is_main_process", True):
+            _save_loading_code(self, save_directory, "modeling_hbi.HBIModel")
+            if processor is None and not os.path.isfile(os.path.join(save_directory, "processor_config.json")):
+                processor = default_processor(self.config)
+                if processor is None:
+                    logger.warning(
+                        "%s: no processor saved (the text tower's %d-token vocabulary is not CLIP's): save yours with "
+                        "processor.save_pretrained(%r) or model.save_pretrained(..., processor=processor)",
+                        save_directory,
+                        self.config.text_config.vocab_size,
+                        str(save_directory),
+                    )
+            if processor is not None:
+                processor.save_pretrained(save_directory)
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_clip(cls, clip_name_or_path: str = "openai/clip-vit-base-patch32", **config_overrides):
@@ -1713,6 +1782,14 @@ class HBIBanzhafEstimator(PreTrainedModel):
         super().__init__(config)
         self.head = HBIBanzhafHead(config)
         self.post_init()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, with the modeling code and `auto_map` beside the weights:
+        `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads the estimator without `import hbi_hf`.
+        (The estimator reads similarity matrices, so it has no processor.)"""
+        if kwargs.get("is_main_process", True):
+            _save_loading_code(self, save_directory, "modeling_hbi.HBIBanzhafEstimator")
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
