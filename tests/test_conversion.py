@@ -244,7 +244,7 @@ def official_banzhaf_module(sd, prefix, similarity):
 
 
 def official_dpc_knn(x, num_clusters, k=3):
-    """DPC-KNN as hbi-spec.md section 3 describes the official code, for unpadded tokens `(batch, tokens, dim)`:
+    """DPC-KNN as docs/method.md section 3 describes the official code, for unpadded tokens `(batch, tokens, dim)`:
     d_ij = ||x_i - x_j|| / sqrt(D), rho_i = exp(-mean of d^2 over the k nearest, itself included), xi_i = the distance
     to the nearest denser token (the sample's largest distance for the densest), centres = the top tokens by
     rho * xi. Returns the cluster of every token, clusters numbered by decreasing centre score (the official order)."""
@@ -259,7 +259,7 @@ def official_dpc_knn(x, num_clusters, k=3):
 
 
 def official_token_merge(sd, ctm, block, tokens, ratio):
-    """CTM then TCBlock (hbi-spec.md section 3) on unpadded tokens: residual Conv1d + LayerNorm, score s, DPC-KNN with
+    """CTM then TCBlock (docs/method.md section 3) on unpadded tokens: residual Conv1d + LayerNorm, score s, DPC-KNN with
     ceil(n * ratio) clusters, exp(s)-weighted means, then `c + proj(softmax(q k^T / sqrt(d) + s) v)` with one pre-LN
     for queries and keys, 8 heads."""
     x = tokens + F.conv1d(tokens.transpose(1, 2), sd[ctm + "conv.conv.weight"], padding=1).transpose(1, 2)

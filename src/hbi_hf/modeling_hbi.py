@@ -1,7 +1,7 @@
 """PyTorch HBI: Hierarchical Banzhaf Interaction for video-language representation learning.
 
 HBI (CVPR 2023) and HBI V2 (TPAMI 2024) on a Hugging Face CLIP backbone. Equation numbers refer to the TPAMI paper;
-section numbers of the form "spec §N" to `shared/design/hbi-spec.md`.
+section numbers of the form "spec §N" to the sections of docs/method.md.
 """
 
 import math
