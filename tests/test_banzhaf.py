@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hbi_hf.banzhaf import (
+    _quadrature_nodes,
     banzhaf_characteristic_function,
     closed_form_banzhaf_interaction,
     exact_banzhaf_interaction,
@@ -132,6 +133,8 @@ def test_padded_players_are_ignored_and_their_cells_are_zero(method):
         (12, 6, True, 20.0),
         (6, 3, False, 100.0),
         (6, 3, True, 400.0),
+        (6, 3, False, 1e4),
+        (5, 4, True, 1e5),
     ],
 )
 def test_the_closed_form_is_exact_enumeration(words, frames, masked, weight_spread):
@@ -150,6 +153,54 @@ def test_the_closed_form_is_exact_enumeration(words, frames, masked, weight_spre
     exact = exact_banzhaf_interaction(similarity, text_logits, video_logits, **game)
     closed_form = closed_form_banzhaf_interaction(similarity, text_logits, video_logits, **game)
     torch.testing.assert_close(closed_form, exact, rtol=1e-9, atol=1e-9 * exact.abs().max().item())
+
+
+@pytest.mark.parametrize("outlier", [-1e4, -1e5, 1e5, -9e15])
+def test_the_closed_form_is_exact_with_one_extreme_logit_unmasked(outlier):
+    """One word's (and one frame's) logit far from the others', up to the official code's padding value -9e15 given
+    without a mask: the weight underflows next to every other player's, but the player still holds the whole share
+    in the coalitions where it is alone, and the closed form agrees with enumeration."""
+    generator = torch.Generator().manual_seed(7)
+    similarity = torch.rand(2, 5, 4, generator=generator, dtype=torch.float64) * 0.7 - 0.2
+    text_logits = torch.randn(2, 5, generator=generator, dtype=torch.float64)
+    video_logits = torch.randn(2, 4, generator=generator, dtype=torch.float64)
+    text_logits[0, 2], video_logits[1, 0] = outlier, outlier
+    game = dict(logit_scale=1000.0)
+    exact = exact_banzhaf_interaction(similarity, text_logits, video_logits, **game)
+    closed_form = closed_form_banzhaf_interaction(similarity, text_logits, video_logits, **game)
+    torch.testing.assert_close(closed_form, exact, rtol=1e-9, atol=1e-9 * exact.abs().max().item())
+
+
+def test_the_closed_forms_quadrature_does_not_grow_with_the_spread_of_the_logits():
+    """The cost is set by the number of quadrature nodes: a player far from the others adds one window of nodes (to
+    its own game only), whatever the distance; the official -9e15 padding value unmasked, or logits of 1e300, never
+    ask for more than `players` windows."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(128, 32, generator=generator, dtype=torch.float64)
+
+    def nodes(logits):
+        z, anchor, weight = _quadrature_nodes(logits - logits.amax(-1, keepdim=True))
+        return (weight > 0).sum(-1)
+
+    ordinary = nodes(logits)
+    for outlier in (-1e4, -1e5, -9e15, -1e300):
+        extreme = logits.clone()
+        extreme[5, 3] = outlier
+        counts = nodes(extreme)
+        assert torch.equal(counts[torch.arange(128) != 5], ordinary[torch.arange(128) != 5])
+        assert counts[5] <= 2 * ordinary.max()
+    spread = torch.arange(32, dtype=torch.float64).expand(128, 32) * -1e6  # every player in its own window
+    assert nodes(spread).max() <= 32 * (math.ceil((40 + math.log(60)) / 0.125) + 1)
+
+
+def test_the_closed_form_refuses_logits_it_cannot_weigh():
+    similarity = torch.rand(1, 3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"text_weight_logits contains \+inf"):
+        closed_form_banzhaf_interaction(similarity, torch.tensor([[0.0, float("inf"), 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="video_weight_logits spans more than float64"):
+        closed_form_banzhaf_interaction(
+            similarity, video_weight_logits=torch.tensor([[1e308, -1e308]], dtype=torch.float64)
+        )
 
 
 def test_the_closed_form_handles_tied_similarities():

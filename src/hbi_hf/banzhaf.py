@@ -168,8 +168,9 @@ def closed_form_banzhaf_interaction(
     * `K_t(i, w) = E_T[s_i(T) [w in T] u_w / sum_{k in T} u_k]` (WTI weights `u = exp(logit)`; `K_v` alike over
       frames) depends on the weights only; `1 / x = int_0^inf exp(-t x) dt` turns the expectation over T into a
       one-dimensional integral of a product over the players, computed by the trapezoidal rule in `log t`
-      ([`_expected_signed_weight_share`]; over a grid that spans the logits' whole range, so any spread of the WTI
-      logits is exact to rounding).
+      ([`_expected_signed_weight_share`]; nodes only where some player's integrand lives, so any spread of the WTI
+      logits is exact to rounding at a cost that does not grow with the spread: one far-off logit, even the official
+      padding value -9e15 given without a mask, adds at most one window of nodes to its own game).
 
     The same numbers as full enumeration (tested against [`exact_banzhaf_interaction`]) for games of any size, in
     `O(words * frames * (words + frames))` per matrix instead of `2^(words + frames)`, and without the Monte-Carlo
@@ -189,7 +190,8 @@ def closed_form_banzhaf_interaction(
         cells.
 
     Raises:
-        `ValueError`: bad shapes (as [`exact_banzhaf_interaction`]), or NaN WTI weight logits.
+        `ValueError`: bad shapes (as [`exact_banzhaf_interaction`]), NaN or +inf WTI weight logits, or finite logits
+            whose differences overflow float64 (mask such players instead).
     """
     dtype = similarity.dtype
     similarity, text_weight_logits, video_weight_logits, text_mask, video_mask = _prepare_game(
@@ -198,6 +200,14 @@ def closed_form_banzhaf_interaction(
     for name, logits in (("text_weight_logits", text_weight_logits), ("video_weight_logits", video_weight_logits)):
         if logits.isnan().any():
             raise ValueError(f"{name} contains NaN; the WTI weights of the game are undefined")
+        if logits.isposinf().any():
+            raise ValueError(f"{name} contains +inf; the WTI weights of the game are undefined")
+        top = logits.amax(-1, keepdim=True)
+        if (logits.isfinite() & (logits - top).isinf()).any():
+            raise ValueError(
+                f"{name} spans more than float64 can subtract (finite logits whose difference overflows); mask "
+                "padded players (text_mask / video_mask) instead of giving them huge logits"
+            )
     if similarity.numel() == 0:
         return similarity.to(dtype)
     similarity = logit_scale * similarity.masked_fill(~_cell_mask(text_mask, video_mask), 0.0)
@@ -233,6 +243,61 @@ def _expected_signed_maximum(values: torch.Tensor, row_mask: torch.Tensor) -> to
 
 _QUADRATURE_STEP = 0.125
 """Step in `log t` of the trapezoidal rule of [`_expected_signed_weight_share`] (error about exp(-pi^2 / step))."""
+_NODES_PER_CHUNK = 128
+"""Quadrature nodes of [`_expected_signed_weight_share`] evaluated at once (fewer for large batches)."""
+_WINDOW = (-40.0, math.log(60.0))
+"""Where a player's integrands live, in `log(t u)`: below, `t u exp(-t u)` is under exp(-40); above, under
+60 exp(-60)."""
+
+
+def _quadrature_nodes(relative: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""
+    The nodes of the trapezoidal rule of [`_expected_signed_weight_share`], for each game, as `log t = z - anchor`.
+
+    A player's integrands are negligible unless `log(t u)` is in `_WINDOW`, so only the union of the players' windows
+    needs nodes. The players are grouped into clusters whose windows overlap (sorted by logit, a gap wider than the
+    window starts a new cluster); each cluster gets its own uniform grid of step `_QUADRATURE_STEP` in coordinates
+    relative to its heaviest player (`anchor`: `z = log(t u_anchor)`), from the bottom of that player's window to the
+    top of its lightest player's. The integrands are negligible between clusters, so each grid is a trapezoidal rule
+    of its own part of the integral and the sum is exact to rounding for any spread of the logits, with at most
+    `players * (window / step + 1)` nodes per game (about 360 per cluster) however far apart the clusters are; and no
+    node coordinate is larger than a cluster's extent, so logits of any size keep their precision.
+
+    Args:
+        relative (`(batch, players)`, float64): logits minus each game's largest, -inf on players that never play.
+
+    Returns:
+        z, anchor, weight (each `(batch, nodes)`): node coordinates, the anchor of each node's cluster, and the
+        quadrature weight (`_QUADRATURE_STEP`, 0 on the nodes that pad a game's grid to the longest game's).
+    """
+    batch, players = relative.shape
+    device = relative.device
+    ordered = relative.sort(-1, descending=True).values  # valid players first
+    valid = ordered.isfinite()
+    width = _WINDOW[1] - _WINDOW[0]
+    starts = valid.clone()
+    starts[:, 1:] &= (ordered[:, :-1] - ordered[:, 1:]) > width
+    clusters = starts.sum(-1)
+    slots = int(clusters.max()) + 1 if batch else 1  # one spare slot collects the players that never play
+    cluster = torch.where(valid, starts.long().cumsum(-1) - 1, slots - 1)
+    anchor = ordered.new_full((batch, slots), float("-inf")).scatter_reduce(1, cluster, ordered, "amax")
+    lightest = ordered.new_full((batch, slots), float("inf")).scatter_reduce(1, cluster, ordered, "amin")
+    exists = torch.arange(slots, device=device) < clusters.unsqueeze(-1)
+    anchor = torch.where(exists, anchor, 0.0)
+    extent = torch.where(exists, anchor - lightest, 0.0)
+    count = torch.where(exists, torch.floor((width + extent) / _QUADRATURE_STEP).long() + 1, 0).flatten()
+    per_game = count.view(batch, slots).sum(-1)
+    nodes = int(per_game.max()) if batch else 0
+    node_cluster = torch.repeat_interleave(torch.arange(count.numel(), device=device), count)
+    node_index = torch.arange(node_cluster.numel(), device=device)
+    step = node_index - (count.cumsum(0) - count)[node_cluster]
+    game = node_cluster // slots
+    position = node_index - (per_game.cumsum(0) - per_game)[game]
+    z, node_anchor, weight = (relative.new_zeros(batch, nodes) for _ in range(3))
+    z[game, position] = _WINDOW[0] + _QUADRATURE_STEP * step.to(relative.dtype)
+    node_anchor[game, position] = anchor.flatten()[node_cluster]
+    weight[game, position] = _QUADRATURE_STEP
+    return z, node_anchor, weight
 
 
 def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
@@ -244,9 +309,9 @@ def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
     `K(w, w) = 1/2 int u_w exp(-t u_w) prod_{k != w} dt` and, for i != w,
     `K(i, w) = 1/4 int u_w exp(-t u_w) (exp(-t u_i) - 1) prod_{k != i, w} dt`, integrated over `t = exp(y)` with the
     trapezoidal rule in y (the integrands are analytic in a strip of half-width pi/2 around the real axis, hence the
-    geometric convergence). The grid runs from `t u_max = exp(-40)` to `t u_min = 60`, so it spans the logits' whole
-    range (a player of tiny weight still holds the whole share when it is alone), and every factor is formed from
-    logarithms, so no weight underflows.
+    geometric convergence), on the nodes of [`_quadrature_nodes`]: only where some player's integrand is not
+    negligible, so the cost does not grow with the spread of the logits (a player of tiny weight still holds the whole
+    share when it is alone, and gets its own nodes). Every factor is formed from logarithms, so no weight underflows.
 
     Args:
         weight_logits (`(batch, players)`, float64): WTI logits, -inf on padded players.
@@ -256,26 +321,28 @@ def _expected_signed_weight_share(weight_logits: torch.Tensor) -> torch.Tensor:
     """
     top = weight_logits.amax(-1, keepdim=True)
     relative = weight_logits - torch.where(top.isfinite(), top, torch.zeros_like(top))  # <= 0; -inf on padded
-    valid = relative.isfinite()
-    lowest = relative[valid].min().item() if valid.any() else 0.0
-    log_t = torch.arange(-40.0, math.log(60.0) - lowest + _QUADRATURE_STEP, _QUADRATURE_STEP, dtype=relative.dtype)
-    log_t = log_t.to(relative.device)  # (points,)
+    z, anchor, weight = _quadrature_nodes(relative)
+    nodes_per_game = (weight > 0).sum(-1)  # each game's nodes come first, the padding after
     batch, players = relative.shape
     share = relative.new_zeros(batch, players, players)
     own = relative.new_zeros(batch, players)
-    chunk = max(1, _CELLS_PER_CHUNK // max(1, batch * players))
-    for start in range(0, len(log_t), chunk):
-        log_tu = log_t[start : start + chunk] + relative.unsqueeze(-1)  # log(t u_k): (batch, players, points)
+    chunk = max(1, min(_NODES_PER_CHUNK, _CELLS_PER_CHUNK // max(1, batch * players)))
+    for start in range(0, z.shape[1], chunk):
+        # only the games with nodes here: a game with far-apart logits does not make the others integrate padding
+        games = (nodes_per_game > start).nonzero().squeeze(-1)
+        part = (games.unsqueeze(-1), torch.arange(start, min(start + chunk, z.shape[1]), device=z.device))
+        # log(t u_k) = z + (relative_k - anchor): (games, players, nodes), exact however large the logits
+        log_tu = z[part].unsqueeze(1) + (relative[games].unsqueeze(-1) - anchor[part].unsqueeze(1))
         tu = torch.exp(log_tu)
         log_half_factor = torch.log1p(torch.exp(-tu)) - math.log(2.0)  # log (1 + exp(-t u_k)) / 2; 0 if padded
         log_others = log_half_factor.sum(1, keepdim=True) - log_half_factor  # the product over k != w, as a log
         # u_w exp(-t u_w) prod_{k != w} (1 + exp(-t u_k)) / 2 times the Jacobian dt = t dy, formed in logs
-        present = torch.exp(log_tu - tu + log_others)
+        present = torch.exp(log_tu - tu + log_others) * weight[part].unsqueeze(1)
         joins = torch.expm1(-tu) * torch.exp(-log_half_factor)  # (exp(-t u_i) - 1) / ((1 + exp(-t u_i)) / 2)
-        share += torch.einsum("bip,bwp->biw", joins, present)
-        own += present.sum(-1)
+        share.index_add_(0, games, torch.einsum("bip,bwp->biw", joins, present))
+        own.index_add_(0, games, present.sum(-1))
     eye = torch.eye(players, dtype=torch.bool, device=relative.device)
-    return _QUADRATURE_STEP * (0.25 * share * ~eye + 0.5 * torch.diag_embed(own))
+    return 0.25 * share * ~eye + 0.5 * torch.diag_embed(own)
 
 
 def sampled_banzhaf_interaction(
