@@ -106,13 +106,38 @@ def _run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from transformers.utils import logging
+
+    try:
+        from .serve import serve
+    except ImportError as error:
+        raise HBIInputError(
+            f'`hbi-hf serve` needs the serve extra ({error.name} is missing): pip install "hbi-hf[serve]"'
+        ) from error
+
+    logging.disable_progress_bar()
+    print(f"loading {args.index} ...", flush=True)
+    serve(
+        args.index,
+        args.model,
+        host=args.host,
+        port=args.port,
+        video_root=args.videos,
+        top_k=args.top_k,
+        shortlist=args.shortlist,
+        on_ready=lambda url: print(f"serving {args.index} on {url} (Ctrl-C stops)", flush=True),
+    )
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command. The errors the package raises on purpose about the user's input, an
     [`~hbi_hf.errors.HBIInputError`] (a damaged or empty index, another model, an index without `--model`, an empty
     query, a never-trained estimator, an undecodable video, ...) or an `OSError` (no such folder, a folder this package
     did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; any other exception
     is a bug and keeps its traceback."""
-    runners = {"index": _run_index, "search": _run_search, "explain": _run_explain}
+    runners = {"index": _run_index, "search": _run_search, "explain": _run_explain, "serve": _run_serve}
     try:
         return runners[args.command](args)
     except (OSError, HBIInputError) as error:

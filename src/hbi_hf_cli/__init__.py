@@ -4,6 +4,7 @@ hbi-hf index VIDEO_DIR --model MODEL --out INDEX
 hbi-hf search INDEX "a query" --top-k 10 [--shortlist N] [--json]
 hbi-hf search INDEX --queries-file FILE     (one query per line, `-` for stdin; one JSON line per query)
 hbi-hf explain VIDEO "a caption" --model MODEL --out figure.png [--teacher exact|monte_carlo|estimator] [--estimator PATH]
+hbi-hf serve INDEX [--host 127.0.0.1] [--port 7860]   (a search page and JSON API; needs `pip install "hbi-hf[serve]"`)
 
 This module parses and checks the arguments only, and lives outside the `hbi_hf` package on purpose: importing
 `hbi_hf` registers the HBI classes with the transformers Auto classes, which imports torch and transformers (seconds).
@@ -192,7 +193,34 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         help="Monte-Carlo coalitions per (word, frame) pair of --teacher monte_carlo (default: 1000)",
     )
     explain.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples (default: %(default)s)")
-    return parser, {"index": index, "search": search, "explain": explain}
+
+    serve = commands.add_parser(
+        "serve", help="serve a search page and a JSON API over an index (the model is loaded once)"
+    )
+    serve.add_argument("index", type=_existing_folder("an index written by `hbi-hf index`"), help="index folder")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to the network)",
+    )
+    serve.add_argument("--port", type=_int_at_least(0), default=7860, help="port (default: %(default)s)")
+    serve.add_argument("--model", type=MODEL_FOLDER, help="model folder (default: the one stored in the index)")
+    serve.add_argument(
+        "--videos",
+        type=_existing_folder("the indexed videos"),
+        help="the indexed video folder, if it moved since indexing (default: the one stored in the index)",
+    )
+    serve.add_argument(
+        "--top-k", type=_int_at_least(1), default=10, help="results per query (>= 1; default: %(default)s)"
+    )
+    serve.add_argument(
+        "--shortlist",
+        type=_int_at_least(0),
+        default=DEFAULT_SHORTLIST,
+        help="videos kept by the global-embedding pre-selection before full HBI scoring; 0 scores every video "
+        "(default: %(default)s)",
+    )
+    return parser, {"index": index, "search": search, "explain": explain, "serve": serve}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,306 @@
+"""`hbi-hf serve`: the JSON API and the page over a small index whose right answers are known (serve_fixtures), the
+files it serves (only indexed videos inside the video folder, whatever the encoding of the request), its messages for
+bad input, and the page in a real browser (Debian's chromium driven by Playwright)."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("starlette")
+uvicorn = pytest.importorskip("uvicorn")
+
+from serve_fixtures import CAPTIONS, OUTSIDE_LINK, build_trusted_index  # noqa: E402
+
+from hbi_hf.explain import explain_video, explanation_to_dict  # noqa: E402
+from hbi_hf.serve import HBISearchService, _best_span, build_app  # noqa: E402
+from hbi_hf_cli import parse_args  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    return build_trusted_index(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def server(trusted):
+    """The app of the trusted index on a free port of 127.0.0.1, in a thread of this process."""
+    videos, model_dir, index_dir = trusted
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(HBISearchService(index_dir))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def get(server: str, raw_path: str) -> tuple[int, bytes, dict]:
+    """GET `raw_path` exactly as written (no normalisation of `..` or of percent-escapes by the client)."""
+    host, port = server.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.putrequest("GET", raw_path, skip_accept_encoding=True)
+    connection.endheaders()
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response.status, body, dict(response.getheaders())
+
+
+def get_json(server: str, route: str, **params) -> tuple[int, dict]:
+    status, body, _ = get(server, route + "?" + urllib.parse.urlencode(params))
+    return status, json.loads(body)
+
+
+# -- the API ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", list(CAPTIONS))
+def test_search_ranks_the_described_clip_first_with_its_span_and_links(server, path):
+    status, answer = get_json(server, "/api/search", q=CAPTIONS[path][0], k=3)
+    assert status == 200 and len(answer["hits"]) == 3
+    best = answer["hits"][0]
+    assert best["path"] == path and best["rank"] == 1
+    assert [hit["score"] for hit in answer["hits"]] == sorted((hit["score"] for hit in answer["hits"]), reverse=True)
+    assert best["first_frame"] <= best["frame"] <= best["last_frame"]
+    # 16 frames at 4 fps, 6 sampled uniformly: frames 0, 3, 6, 9, 12, 15 at 0, 0.75, ..., 3.75 s; the clip lasts 4 s
+    times = [0.0, 0.75, 1.5, 2.25, 3.0, 3.75]
+    assert best["start"] == pytest.approx(times[best["first_frame"]])
+    assert best["end"] == pytest.approx(times[best["last_frame"] + 1] if best["last_frame"] < 5 else 4.0, abs=0.01)
+    assert best["video_url"] == "/videos/" + urllib.parse.quote(path)
+    status, jpeg, headers = get(server, best["thumbnail_url"])
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+
+
+def test_explain_endpoint_gives_the_values_of_explain_video(server, trusted):
+    videos, model_dir, _ = trusted
+    status, data = get_json(server, "/api/explain", q="a blue sky", path="blue.mp4")
+    assert status == 200
+    expected = explanation_to_dict(explain_video(videos / "blue.mp4", "a blue sky", model_dir))
+    assert [level["name"] for level in data["levels"]] == ["entity", "action", "event"]
+    assert data["levels"][0]["row_labels"] == ["a", "blue", "sky"]
+    for served, computed in zip(data["levels"], expected["levels"]):
+        assert torch.allclose(torch.tensor(served["values"]), torch.tensor(computed["values"]), atol=1e-4)
+    assert data["score"] == pytest.approx(expected["score"], abs=1e-5)
+    _, search = get_json(server, "/api/search", q="a blue sky", k=1)
+    assert data["score"] == pytest.approx(search["hits"][0]["score"], abs=1e-5)
+    status, png, headers = get(server, "/api/explain.png?q=a+blue+sky&path=blue.mp4")
+    assert status == 200 and png[:4] == b"\x89PNG"
+
+
+def test_best_frame_is_the_largest_weighted_best_word_match_and_its_span_the_run_of_its_clip():
+    similarity = torch.tensor([[0.1, 0.9, 0.2, 0.8, 0.0], [0.3, 0.1, 0.2, 0.1, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    word_mask = torch.tensor([True, True, False])  # the third word is padding: never the best match
+    frame_mask = torch.tensor([True, True, True, True, False])
+    logits = torch.tensor([0.0, 0.0, 0.0, 0.5, 9.0])  # the padded frame's weight is ignored
+    clips = torch.tensor([0, 1, 1, 1, -1])
+    frame, first, last = _best_span(similarity, word_mask, frame_mask, logits, clips)
+    # w = softmax(0, 0, 0, 0.5): frame 3 gives 0.8 * 1.65 / Z > frame 1's 0.9 / Z
+    assert (frame, first, last) == (3, 1, 3)
+
+
+# -- what is served --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/videos/../../../../etc/passwd",
+        "/videos/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/videos/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/videos/%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+        "/videos//etc/passwd",
+        "/videos/%2Fetc%2Fpasswd",
+        "/videos/blue.mp4/../../index/manifest.json",
+        "/videos/..%5c..%5cindex%5cmanifest.json",
+        "/thumbnails/..%2f..%2findex%2fmanifest.json?frame=0",
+        "/videos/" + urllib.parse.quote(OUTSIDE_LINK),
+        "/thumbnails/" + urllib.parse.quote(OUTSIDE_LINK) + "?frame=0",
+        "/videos/../outside/secret.mp4",
+        "/videos/%2e%2e/outside/secret.mp4",
+    ],
+)
+def test_nothing_but_indexed_videos_inside_the_video_folder_is_served(server, raw_path):
+    status, body, _ = get(server, raw_path)
+    assert status == 404, body
+    assert b"root:" not in body and b"format_version" not in body and not body.startswith(b"\x00\x00\x00")
+    assert "error" in json.loads(body)
+
+
+def test_an_indexed_link_out_of_the_video_folder_is_listed_but_not_served(server):
+    status, answer = get_json(server, "/api/search", q="a purple secret", k=5)
+    linked = [hit for hit in answer["hits"] if hit["path"] == OUTSIDE_LINK]
+    assert status == 200 and linked and linked[0]["video_url"] is None and linked[0]["thumbnail_url"] is None
+    status, data = get_json(server, "/api/explain", q="a purple secret", path=OUTSIDE_LINK)
+    assert status == 404 and "out of the video folder" in data["error"]
+
+
+@pytest.mark.parametrize(
+    "raw_path", ["/videos/clips/yellow%20sun%20%C3%A9.webm", "/videos/clips%2Fyellow%20sun%20%C3%A9.webm"]
+)
+def test_percent_encoded_names_of_indexed_videos_are_served_with_ranges(server, trusted, raw_path):
+    videos, _, _ = trusted
+    content = (videos / "clips" / "yellow sun é.webm").read_bytes()
+    status, body, _ = get(server, raw_path)
+    assert status == 200 and body == content
+    host, port = server.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("GET", raw_path, headers={"Range": "bytes=10-29"})
+    response = connection.getresponse()
+    assert response.status == 206 and response.read() == content[10:30]
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(q=""), "the query is empty"),
+        (dict(q="   "), "the query is empty"),
+        (dict(q="x" * 1001), "at most 1000 are accepted"),
+        (dict(q="a red square", k="ten"), "k must be an integer"),
+        (dict(q="a red square", k="0"), "k must be >= 1"),
+    ],
+)
+def test_bad_queries_get_a_one_line_message(server, params, message):
+    status, answer = get_json(server, "/api/search", **params)
+    assert status == 400 and message in answer["error"] and "Traceback" not in answer["error"]
+
+
+def test_a_video_damaged_after_indexing_gets_a_message(server, trusted):
+    videos, _, _ = trusted
+    path = videos / "green.mp4"
+    saved = path.read_bytes()
+    try:
+        path.write_bytes(b"not a video any more" * 50)
+        status, answer = get_json(server, "/api/explain", q="a green field", path="green.mp4")
+        assert status == 400 and "green.mp4" in answer["error"] and "Traceback" not in answer["error"]
+        status, body, _ = get(server, "/thumbnails/green.mp4?frame=0")
+        assert status == 400 and "green.mp4" in json.loads(body)["error"]
+        path.unlink()
+        status, answer = get_json(server, "/api/explain", q="a green field", path="green.mp4")
+        assert status == 404 and "gone" in answer["error"]
+    finally:
+        path.write_bytes(saved)
+
+
+def test_serve_listens_on_this_machine_only_unless_told():
+    index = str(Path(__file__).parent)
+    assert parse_args(["serve", index]).host == "127.0.0.1"
+    assert parse_args(["serve", index, "--host", "0.0.0.0", "--port", "8000"]).port == 8000
+
+
+# -- the page in a real browser --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:  # launch() gives the browser a fresh temporary profile
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_the_page_finds_the_clip_plays_its_span_and_explains_it(server, browser, tmp_path):
+    """Type a query, press Enter: the right clip comes first (printed: how long after Enter), its player starts at the
+    matched span, and its explain view shows the interaction values the API gives. The screenshot is written where
+    HBI_SERVE_SCREENSHOT says (README's is taken so), else in the test's folder."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"http://{server}/")
+    page.fill("#query", "a blue sky")
+    start = time.perf_counter()
+    page.press("#query", "Enter")
+    page.wait_for_selector(".hit")
+    elapsed = time.perf_counter() - start
+    print(f"\nfirst results within {elapsed:.2f} s of pressing Enter")
+    first = page.locator(".hit").first
+    assert first.get_attribute("data-path") == "blue.mp4"
+    assert "score" in first.inner_text() and "best match" in first.inner_text()
+    page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")
+
+    _, answer = get_json(server, "/api/search", q="a blue sky", k=1)
+    best = answer["hits"][0]
+    first.click()
+    page.wait_for_function(
+        "(start) => { const v = document.querySelector('#player video');"
+        " return v && v.readyState >= 1 && Math.abs(v.currentTime - start) < 0.3; }",
+        arg=best["start"],
+    )
+
+    first.locator(".explain-button").click()
+    cell = page.locator(".level[data-level='entity'] td").first
+    cell.wait_for()
+    _, data = get_json(server, "/api/explain", q="a blue sky", path="blue.mp4")
+    assert float(cell.get_attribute("data-value")) == pytest.approx(data["levels"][0]["values"][0][0], rel=1e-6)
+    assert page.locator(".level").count() == 3
+    assert page.locator("#message").inner_text() == ""
+    page.screenshot(path=os.environ.get("HBI_SERVE_SCREENSHOT", str(tmp_path / "serve.png")), full_page=False)
+
+    page.fill("#query", "   x" * 300)
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#message').textContent.length > 0")
+    assert "at most 1000" in page.locator("#message").inner_text()
+    page.close()
+
+
+def test_the_space_app_serves_its_folders_on_the_space_port(monkeypatch):
+    """space/app.py: the index, model and videos beside it (or as the environment says), on 0.0.0.0:$PORT."""
+    import runpy
+
+    import hbi_hf.serve
+
+    calls = []
+    monkeypatch.setattr(hbi_hf.serve, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setenv("PORT", "7861")
+    monkeypatch.setenv("HBI_VIDEOS", "/data/videos")
+    runpy.run_path(str(Path(__file__).parents[1] / "space" / "app.py"), run_name="__main__")
+    ((args, kwargs),) = calls
+    assert args == ("index",) and kwargs["model_name_or_path"] == "model" and kwargs["video_root"] == "/data/videos"
+    assert kwargs["host"] == "0.0.0.0" and kwargs["port"] == 7861
+
+
+def test_serve_help_and_argument_errors_import_neither_torch_nor_the_server():
+    code = (
+        "import sys\n"
+        "from hbi_hf_cli import main\n"
+        "for argv in (['--help'], ['serve', '--help'], ['serve', '.', '--port', 'x'], ['serve', '/nonexistent']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'hbi_hf', 'starlette', 'uvicorn') if m in sys.modules)\n"
+        "sys.exit(f'imported {heavy}' if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert "usage: hbi-hf serve" in result.stdout and "127.0.0.1" in result.stdout
