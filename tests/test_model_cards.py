@@ -230,3 +230,43 @@ def test_render_script_uses_a_results_file_when_given(tmp_path):
     _render_script().main(["--output_dir", str(tmp_path / "cards"), "--eval_results_dir", str(tmp_path / "results")])
     assert "| Text-to-Video Retrieval | R@1 | 3.25 |" in (tmp_path / "cards" / "msrvtt" / "README.md").read_text()
     assert "Not yet measured" in (tmp_path / "cards" / "didemo" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "release, pipeline_tag",
+    [("msrvtt", "feature-extraction"), ("msrvtt-qa", "visual-question-answering"), ("estimator", None)],
+)
+def test_card_metadata_has_the_license_and_the_pipeline_tag_of_its_task(release, pipeline_tag):
+    config = HBIBanzhafEstimatorConfig() if release == "estimator" else tiny_hbi_config()
+    metadata = _metadata(render_model_card(config, release))
+    assert metadata["license"] == "apache-2.0"
+    assert metadata.get("pipeline_tag") == pipeline_tag
+    assert "license" not in _metadata(render_model_card(config, release, license=None))
+    assert _metadata(render_model_card(config, release, license="mit"))["license"] == "mit"
+
+
+def _snippet(card) -> str:
+    return _section(card, "How to load").split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("release", ["msrvtt", "msrvtt-qa"])
+def test_card_load_snippet_runs_with_the_processor_on_a_saved_folder(release, tmp_path, monkeypatch, capsys):
+    """The card's snippet, with the repository id pointing at a folder saved here and its video names at videos
+    written here, runs as printed: model and processor load, and the inputs the processor makes fit the model."""
+    from conftest import TINY_TEXT_CLIP_VOCABULARY
+
+    from hbi_hf import HBIForVideoQA
+    from hbi_hf.data.painted_video import write_painted_video
+
+    config = tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY))
+    model_class = HBIForVideoQA if release == "msrvtt-qa" else HBIForRetrieval
+    if model_class is HBIForVideoQA:
+        config.id2label, config.label2id = {0: "cooking", 1: "singing"}, {"cooking": 0, "singing": 1}
+    model_class(config).save_pretrained(tmp_path / "model")
+    code = _snippet(render_model_card(config, release, repo_id=str(tmp_path / "model")))
+    monkeypatch.chdir(tmp_path)
+    for video in re.findall(r'"(\w+\.mp4)"', code):
+        write_painted_video(tmp_path / video, 12, codec="mpeg4", height=32, width=32)
+    exec(compile(code, f"{release} card", "exec"), {})
+    if release == "msrvtt-qa":
+        assert capsys.readouterr().out.strip() in {"cooking", "singing"}

@@ -492,6 +492,22 @@ def _paper_section(release: HBIRelease, method: str | None) -> str:
     )
 
 
+PIPELINE_TAGS = {RETRIEVAL_TASK: "feature-extraction", QA_TASK: "visual-question-answering"}
+"""The Hub `pipeline_tag` of each task. The Hub has no text-video retrieval tag: a retrieval model encodes texts and
+videos into features that are compared (as CLIP-style embedding models are tagged); the QA model classifies over an
+answer vocabulary given a video and a question, as the Hub's visual-question-answering classifiers (e.g. ViLT) do.
+The estimator is a training component and gets none."""
+DEFAULT_LICENSE = "apache-2.0"
+"""The license of checkpoints trained with hbi-hf, the package's own (its weights start from OpenAI's CLIP, MIT
+licensed); `render_model_card(..., license=...)` states another."""
+
+_PROCESSOR_LOAD = (
+    "import torch\n"
+    "from transformers import AutoProcessor\n\n"
+    "import hbi_hf  # registers the HBI classes with the transformers Auto classes\n"
+)
+
+
 def _load_snippet(config: PreTrainedConfig, repo_id: str, task: str) -> str:
     if task == ESTIMATOR_TASK:
         return (
@@ -501,17 +517,24 @@ def _load_snippet(config: PreTrainedConfig, repo_id: str, task: str) -> str:
         )
     if task == QA_TASK:
         return (
-            "import hbi_hf  # registers the HBI classes with the transformers Auto classes\n"
-            "from transformers import AutoModel\n\n"
-            f'encoder = AutoModel.from_pretrained("{repo_id}")  # the HBI encoder; the answer head loads with its class'
+            _PROCESSOR_LOAD + "from hbi_hf import AutoModelForVideoQuestionAnswering\n\n"
+            f'model = AutoModelForVideoQuestionAnswering.from_pretrained("{repo_id}")\n'
+            f'processor = AutoProcessor.from_pretrained("{repo_id}")  # CLIP tokenizer + video processor\n'
+            'inputs = processor(text=["what is the man doing?"], videos=["video.mp4"], return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    logits = model(**inputs).logits  # (batch, answers)\n"
+            "print(model.config.id2label[int(logits.argmax(-1)[0])])"
         )
     return (
-        "import hbi_hf  # registers the HBI classes with the transformers Auto classes\n"
-        "from hbi_hf import AutoModelForVideoTextRetrieval\n\n"
+        _PROCESSOR_LOAD + "from hbi_hf import AutoModelForVideoTextRetrieval\n\n"
         f'model = AutoModelForVideoTextRetrieval.from_pretrained("{repo_id}")\n'
-        "text = model.get_text_features(input_ids, attention_mask)\n"
-        "video = model.get_video_features(pixel_values, video_mask)  # (batch, frames, 3, H, W)\n"
-        "scores = model.score(text, video)  # (n_text, n_video)"
+        f'processor = AutoProcessor.from_pretrained("{repo_id}")  # CLIP tokenizer + video processor\n'
+        'inputs = processor(text=["a man is playing a guitar"], videos=["a.mp4", "b.mp4"], return_tensors="pt")\n'
+        "with torch.no_grad():\n"
+        '    text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])\n'
+        '    video = model.get_video_features(inputs["pixel_values"], inputs["video_mask"])\n'
+        "scores = model.score(text, video)  # (n_text, n_video)\n"
+        "# without the package: transformers.AutoModel.from_pretrained(..., trust_remote_code=True) gives the encoder"
     )
 
 
@@ -520,7 +543,7 @@ def render_model_card(
     dataset_name: str,
     eval_results: HBIEvalResults | Mapping[str, float] | None = None,
     repo_id: str | None = None,
-    license: str | None = None,
+    license: str | None = DEFAULT_LICENSE,
 ) -> ModelCard:
     """
     The model card of a checkpoint.
@@ -535,7 +558,8 @@ def render_model_card(
             results section and `model-index` hold exactly the figures [`model_index_results`] recognises in them;
             without any it says "not yet measured".
         repo_id (`str`, *optional*): the Hub repository, used in the title and the loading snippet.
-        license (`str`, *optional*): the license identifier of the weights; omitted when not given.
+        license (`str`, *optional*, defaults to [`DEFAULT_LICENSE`]): the Hub license identifier of the weights;
+            `None` leaves it out.
 
     Raises:
         `ValueError`: an unknown `dataset_name`, or results measured on another dataset than `dataset_name`.
@@ -563,6 +587,7 @@ def render_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         license=license,
+        pipeline_tag=PIPELINE_TAGS.get(task),
         base_model=base_model_of(config),
         datasets=[release.dataset_id],
         tags=["hbi", "video", "clip", "banzhaf-interaction", task],
@@ -616,7 +641,9 @@ def _recognised_names(metrics: Mapping[str, float]) -> set[str]:
 
 __all__ = [
     "CITATION",
+    "DEFAULT_LICENSE",
     "EVAL_RESULTS_NAME",
+    "PIPELINE_TAGS",
     "RELEASES",
     "HBIEvalResults",
     "HBIRelease",
