@@ -187,3 +187,40 @@ def test_a_fresh_interpreter_loads_saved_folders_with_trust_remote_code_and_is_t
     assert "upgrade" not in refused.lower()
     assert result.stdout.split("loaded:")[1].split() == ["HBIModel", "HBIProcessor", "HBIBanzhafEstimator"]
     torch.testing.assert_close(torch.load(saved_folders / "features.pt", weights_only=True), expected)
+
+
+# ----- LoRA adapters ----------------------------------------------------------------------------------------------------
+
+
+def test_lora_adapter_loads_with_peft_model_and_with_auto_peft_model_given_the_import_allowlist(tmp_path):
+    """`PeftModel.from_pretrained(base, adapter)` and `AutoPeftModel.from_pretrained(adapter,
+    import_allowlist=["hbi_hf"])` (PEFT refuses to import a library outside its allowlist by default) give the same
+    model (docs/sharing.md)."""
+    from peft import AutoPeftModel, PeftModel
+
+    from hbi_hf.peft_utils import apply_lora
+
+    config = clip_vocabulary_config()
+    HBIForRetrieval(config).save_pretrained(tmp_path / "base")
+    adapted = apply_lora(HBIForRetrieval.from_pretrained(tmp_path / "base"), r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)  # adapters that change the outputs
+    adapted.save_pretrained(tmp_path / "adapter")
+    AutoProcessor.from_pretrained(tmp_path / "base").save_pretrained(tmp_path / "adapter")
+
+    with pytest.raises(ValueError, match="import allowlist"):
+        AutoPeftModel.from_pretrained(tmp_path / "adapter")
+    auto = AutoPeftModel.from_pretrained(tmp_path / "adapter", import_allowlist=["hbi_hf"]).eval()
+    explicit = PeftModel.from_pretrained(HBIForRetrieval.from_pretrained(tmp_path / "base"), tmp_path / "adapter")
+    base = HBIForRetrieval.from_pretrained(tmp_path / "base").eval()
+    inputs = AutoProcessor.from_pretrained(tmp_path / "adapter")(text=["a cat", "a dog"])
+    with torch.no_grad():
+        features = [
+            m.get_text_features(inputs["input_ids"], inputs["attention_mask"]).level_tokens[0]
+            for m in (auto, explicit.eval(), adapted.eval(), base)
+        ]
+    torch.testing.assert_close(features[0], features[2])
+    torch.testing.assert_close(features[1], features[2])
+    assert not torch.allclose(features[0], features[3])

@@ -1406,6 +1406,14 @@ class HBIModel(HBIPreTrainedModel):
         self.clip.logit_scale.requires_grad_(config.learnable_temperature)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The text tower's token embedding `(vocab_size, hidden_size)`, as CLIP's text model gives it (used by
+        `resize_token_embeddings` and by PEFT's `AutoPeftModel` when an adapter folder holds a tokenizer)."""
+        return self.clip.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.clip.text_model.embeddings.token_embedding = value
+
     def initialize_temporal_from_clip(self) -> None:
         """Copy the first CLIP text layers and text positions into the temporal transformer (official init). A
         temporal transformer of another shape than the text layers (width, feed-forward width) keeps its random
