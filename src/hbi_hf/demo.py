@@ -196,7 +196,7 @@ def build_task_model(model_class: type[HBIForVideoQA | HBIForCaptioning], args: 
     torch.manual_seed(args.seed)
     if args.init_from is None:
         return model_class(demo_config(args, **fields))
-    return model_class.from_pretrained(args.init_from, **fields)
+    return model_class.from_pretrained_encoder(args.init_from, **fields)
 
 
 def question_type_prior_answers(train: Dataset, test: Dataset, opening_words: int = 3) -> list[int]:

@@ -1244,6 +1244,13 @@ class HBIPreTrainedModel(PreTrainedModel):
         # make it refuse: the towers and the temporal transformer read the implementation from their configs
         return True
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """`is_activation_checkpointing`, under the name PEFT (0.21) reads when it wraps a model: transformers 5
+        deprecated this name with a `FutureWarning`, so every `get_peft_model` / `PeftModel.from_pretrained` of an HBI
+        model warned."""
+        return self.is_activation_checkpointing
+
     def set_attn_implementation(self, attn_implementation: str | dict, allow_all_kernels: bool = False) -> None:
         """Set the attention implementation of the CLIP towers (through the `text_config` / `vision_config`
         sub-configs, which the towers share: a `dict` can give each its own) and of the temporal transformer (the
@@ -1330,6 +1337,52 @@ class HBIPreTrainedModel(PreTrainedModel):
         hbi.initialize_temporal_from_clip()
         if hasattr(model, "alignment") and config.estimator_name_or_path is not None:
             model.load_banzhaf_teacher(config.estimator_name_or_path)
+        return model
+
+    @classmethod
+    def from_pretrained_encoder(cls, pretrained_model_name_or_path: str | os.PathLike, **config_overrides):
+        r"""
+        A new model of this class that starts from the encoder of a saved HBI checkpoint of any task: the
+        checkpoint is loaded with its own class, then every tensor this model shares with it (the encoder `hbi.*`,
+        and the Banzhaf heads and teacher `alignment.*` when both have them) is copied; this class's own head (e.g.
+        the answer classifier of [`HBIForVideoQA`]) keeps its fresh initialisation, which is what starting a new
+        task means, so no missing-weights report is printed. (`from_pretrained` on another task's checkpoint loads
+        the same tensors, but reports the new head as missing weights.)
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): a folder or Hub id written by `save_pretrained`.
+            config_overrides: [`HBIConfig`] fields to change, e.g. the answer vocabulary (`id2label`, `label2id`).
+
+        Raises:
+            `ValueError`: the checkpoint is not an HBI model of a known class, or its encoder does not have this
+                model's shapes.
+        """
+        source_config = HBIConfig.from_pretrained(pretrained_model_name_or_path)
+        architecture = (source_config.architectures or ["HBIModel"])[0]
+        source_classes = {c.__name__: c for c in (HBIModel, HBIForRetrieval, HBIForVideoQA, HBIForCaptioning)}
+        if architecture not in source_classes:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: expected a saved HBI model ({', '.join(source_classes)}); its "
+                f"config names {architecture!r}"
+            )
+        source = source_classes[architecture].from_pretrained(pretrained_model_name_or_path).state_dict()
+        config = HBIConfig.from_pretrained(pretrained_model_name_or_path, **config_overrides)
+        model = cls(config)
+        own = model.state_dict()
+        shared = {key: tensor for key, tensor in source.items() if key in own}
+        mismatched = sorted(key for key, tensor in shared.items() if tensor.shape != own[key].shape)
+        missing_encoder = sorted(key for key in own if key.startswith("hbi.") and key not in shared)
+        if mismatched or missing_encoder:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the encoder does not fit {cls.__name__}"
+                + (f"; other shapes: {mismatched[:5]}" if mismatched else "")
+                + (f"; missing: {missing_encoder[:5]}" if missing_encoder else "")
+            )
+        model.load_state_dict(shared, strict=False)
+        new = sorted({key.split(".")[0] for key in own if key not in shared})
+        logger.info(
+            "%s from the encoder of %s; newly initialised: %s", cls.__name__, pretrained_model_name_or_path, new
+        )
         return model
 
     def load_banzhaf_teacher(self, estimator_name_or_path: str) -> None:

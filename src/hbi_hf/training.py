@@ -218,6 +218,10 @@ class HBITrainingArguments(TrainingArguments):
             raise ValueError(f"coef_lr must be >= 0; got {self.coef_lr}")
         if self.banzhaf_loss_warmup_steps < 0:
             raise ValueError(f"banzhaf_loss_warmup_steps must be >= 0; got {self.banzhaf_loss_warmup_steps}")
+        if not torch.accelerator.is_available():
+            # pinned host memory only speeds up copies to an accelerator: without one, torch's DataLoader ignores it
+            # and warns on every run (the Trainer turns it off only under --use_cpu)
+            self.dataloader_pin_memory = False
         wants_gpu = not self.use_cpu and torch.cuda.is_available()
         if self.auto_mixed_precision and wants_gpu and not (self.bf16 or self.fp16):
             if torch.cuda.is_bf16_supported():
