@@ -83,3 +83,12 @@ def tiny_synthetic_root(tmp_path_factory):
         num_test_videos=3,
         captions_per_train_video=2,
     )
+
+
+@pytest.fixture(scope="session")
+def trusted_index(tmp_path_factory):
+    """`(videos, model, index)`: coloured clips, a tiny model trained until it ranks each clip first for its caption,
+    saved with the package's real processor, and its index (tests/serve_fixtures.py)."""
+    from serve_fixtures import build_trusted_index
+
+    return build_trusted_index(tmp_path_factory.mktemp("trusted"))

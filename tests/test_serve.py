@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("starlette")
 uvicorn = pytest.importorskip("uvicorn")
 
-from serve_fixtures import CAPTIONS, OUTSIDE_LINK, build_trusted_index  # noqa: E402
+from serve_fixtures import CAPTIONS, OUTSIDE_LINK  # noqa: E402
 
 from hbi_hf.explain import explain_video, explanation_to_dict  # noqa: E402
 from hbi_hf.serve import HBISearchService, _best_span, build_app  # noqa: E402
@@ -39,8 +39,8 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def trusted(tmp_path_factory):
-    return build_trusted_index(tmp_path_factory.mktemp("served"))
+def trusted(trusted_index):
+    return trusted_index
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """HBI (Hierarchical Banzhaf Interaction) for video-language tasks, native to Hugging Face transformers.
 
 Importing this package registers every HBI class with the transformers Auto classes, so `AutoConfig`, `AutoModel`
-and friends load HBI checkpoints without `trust_remote_code`.
+and friends load HBI checkpoints without `trust_remote_code`, and registers the `pipeline()` tasks
+`"zero-shot-video-classification"` and `"video-text-retrieval"` ([`hbi_hf.pipelines`]).
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
@@ -21,6 +22,7 @@ from .modeling_hbi import (
     HBITextFeatures,
     HBIVideoFeatures,
 )
+from .pipelines import HBIVideoTextRetrievalPipeline, HBIZeroShotVideoClassificationPipeline, register_pipelines
 from .processing_hbi import HBIProcessor
 from .video_processing_hbi import HBIVideoProcessor
 
@@ -37,6 +39,8 @@ AutoProcessor.register(HBIConfig, HBIProcessor, exist_ok=True)
 # `trust_remote_code=True` instead of silently returning a bare CLIP tokenizer
 HBIProcessor.register_for_auto_class("AutoProcessor")
 HBIVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+# `pipeline("zero-shot-video-classification" | "video-text-retrieval", model=FOLDER)`
+register_pipelines()
 # the same for a saved model: its config carries `configuration_hbi.py` and `auto_map["AutoConfig"]`, the model adds
 # `modeling_hbi.py` and `auto_map["AutoModel"]` (`HBIPreTrainedModel.save_pretrained`); without `import hbi_hf`,
 # `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads it, and without `trust_remote_code` transformers
@@ -65,4 +69,6 @@ __all__ = [
     "HBITextFeatures",
     "HBIVideoFeatures",
     "HBIVideoProcessor",
+    "HBIVideoTextRetrievalPipeline",
+    "HBIZeroShotVideoClassificationPipeline",
 ]
