@@ -1,13 +1,15 @@
-"""Train and evaluate a small HBI on the embedded synthetic dataset on the CPU (`make demo`; `--quick` for ~1 min)."""
+"""Fine-tune a small HBI on the embedded synthetic dataset on the CPU and evaluate it (`make demo`; `--quick` for
+~1 min). Its CLIP towers are pre-trained once on captioned single frames of other scenes and cached (`--towers
+pretrained`, the default), or random (`--towers scratch`)."""
 
 from transformers import HfArgumentParser
 
-from hbi_hf.demo import HBIDemoArguments, run_demo
+from hbi_hf.demo import HBIRetrievalDemoArguments, run_demo
 from hbi_hf.output_folder import claim_output_dir
 
 
 def main() -> None:
-    parser = HfArgumentParser(HBIDemoArguments)
+    parser = HfArgumentParser(HBIRetrievalDemoArguments)
     (args,) = parser.parse_args_into_dataclasses()
     try:
         claim_output_dir(args.output_dir)

@@ -1,10 +1,13 @@
-"""The ablation in miniature (`make ablation`): its five variants differ from full HBI exactly as intended, and the
-runner trains, evaluates and summarises them end to end (on a tiny setting here; the real run is not a test)."""
+"""The ablation in miniature (`make ablation`): its variants differ from full HBI exactly as intended and start from
+the same weights (the same pre-trained towers), the runner trains, evaluates, compares and resumes them end to end
+(on a tiny setting here; the real run is not a test), and the paired statistics are right on a known example."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import CLIPModel
 
 from hbi_hf import HBIForRetrieval
 from hbi_hf.ablation import (
@@ -13,14 +16,21 @@ from hbi_hf.ablation import (
     HBIEntityLevelForRetrieval,
     HBIMeanPooledForRetrieval,
     build_variant,
+    item_breakdown,
     mean_pooled_similarity,
+    paired_comparison,
     run_ablation,
+    run_file,
     summarize,
+    temporal_twins,
 )
 from hbi_hf.demo import demo_config
 from hbi_hf.modeling_hbi import banzhaf_interaction_loss, contrastive_loss
 
-QUICK = HBIAblationArguments(quick=True)
+QUICK = HBIAblationArguments(quick=True, towers="scratch")
+TINY_SIZES = dict(hidden_size=32, num_layers=1, image_size=32, num_frames=4, max_words=16)
+"""Tiny towers pre-trained for 2 steps on the frames of 6 scenes: what the tests fine-tune."""
+TINY_PRETRAINING = dict(pretraining_steps=2, pretraining_scenes=6)
 
 
 def quick_batch(config, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -45,9 +55,11 @@ def test_each_variant_differs_from_full_hbi_exactly_as_intended():
     full = models["full"]
     expected = {
         "full": (HBIForRetrieval, set()),
+        "full_sharpened": (HBIForRetrieval, {"objective"}),
         "no_banzhaf": (HBIForRetrieval, {"banzhaf_loss_weight"}),
         "no_distillation": (HBIForRetrieval, {"distillation_loss_weight"}),
         "entity_only": (HBIEntityLevelForRetrieval, set()),
+        "entity_wti": (HBIEntityLevelForRetrieval, {"banzhaf_loss_weight"}),
         "mean_pooled": (HBIMeanPooledForRetrieval, set()),
     }
     for variant, (model_class, fields) in expected.items():
@@ -55,6 +67,8 @@ def test_each_variant_differs_from_full_hbi_exactly_as_intended():
         assert type(model) is model_class, variant
         assert differing_fields(model.config, full.config) == fields, variant
     assert models["no_banzhaf"].config.banzhaf_loss_weight == 0.0
+    assert models["entity_wti"].config.banzhaf_loss_weight == 0.0
+    assert models["full_sharpened"].config.objective == "sharpened"
     assert models["no_distillation"].config.distillation_loss_weight == 0.0
     assert full.config.banzhaf_teacher == "exact" and full.config.banzhaf_loss_weight > 0
     # every variant of a seed starts from the same weights; another seed starts elsewhere
@@ -154,24 +168,115 @@ def test_summary_is_mean_and_sample_standard_deviation_over_seeds():
     assert summary["t2v_R@1"] == (20.0, 10.0) and summary["Rsum"] == (40.0, 20.0)
 
 
-def test_ablation_runs_every_variant_end_to_end_on_a_tiny_setting(tmp_path, tiny_synthetic_root):
+@pytest.fixture(scope="module")
+def tiny_pretrained_args(tmp_path_factory):
+    """Ablation arguments at tiny sizes whose towers are pre-trained (once per module) in a temporary folder."""
+    from hbi_hf.demo import pretraining_arguments
+    from hbi_hf.pretraining import pretrained_towers
+
+    args = HBIAblationArguments(
+        output_dir=str(tmp_path_factory.mktemp("ablation")),
+        pretrained_dir=str(tmp_path_factory.mktemp("towers") / "clip"),
+        **TINY_SIZES,
+        **TINY_PRETRAINING,
+    )
+    pretrained_towers(pretraining_arguments(args), args.pretrained_dir)
+    return args
+
+
+def test_every_variant_starts_from_the_same_pretrained_towers(tiny_pretrained_args):
+    clip = CLIPModel.from_pretrained(tiny_pretrained_args.pretrained_dir).state_dict()
+    models = {variant: build_variant(tiny_pretrained_args, variant, seed=0) for variant in ABLATION_VARIANTS}
+    reference = models["full"].state_dict()
+    for variant, model in models.items():
+        towers = model.hbi.clip.state_dict()
+        assert all(torch.equal(tensor, towers[name]) for name, tensor in clip.items()), variant
+        state = model.state_dict()
+        assert all(torch.equal(tensor, reference[name]) for name, tensor in state.items()), variant
+        # the official initialisation: the temporal transformer starts as the first CLIP text layer
+        first_text_layer = model.hbi.clip.text_model.encoder.layers[0].state_dict()
+        temporal = model.hbi.temporal.layers[0].state_dict()
+        assert all(torch.equal(temporal[name], tensor) for name, tensor in first_text_layer.items()), variant
+        assert model.config.temperature == 0.01, variant
+    # another training seed: the same towers, other new modules
+    other = build_variant(tiny_pretrained_args, "full", seed=1)
+    assert all(torch.equal(tensor, other.hbi.clip.state_dict()[name]) for name, tensor in clip.items())
+    other_state = other.state_dict()
+    new_modules = [name for name in reference if not name.startswith("hbi.clip.")]
+    assert any(not torch.equal(other_state[name], reference[name]) for name in new_modules)
+
+
+def test_ablation_fine_tunes_compares_and_resumes_on_a_tiny_setting(
+    tiny_pretrained_args, tiny_synthetic_root, monkeypatch
+):
+    import hbi_hf.ablation as ablation
     from hbi_hf.data import load_synthetic_retrieval
 
-    # the quick sizes; 12 rows at batch 4 for 4 epochs: 12 steps, so the loss parts are logged once (every 10 steps)
-    sizes = dict(hidden_size=64, num_layers=1, image_size=32, num_frames=4, max_words=16)
-    args = HBIAblationArguments(
-        output_dir=str(tmp_path / "ablation"), batch_size=4, num_train_epochs=4.0, seeds=[0], **sizes
-    )
-    results = run_ablation(args, load_synthetic_retrieval(tiny_synthetic_root))
-    written = json.loads((tmp_path / "ablation" / "ablation_results.json").read_text())
-    assert written["summary"] == results["summary"] and set(written["runs"]) == set(ABLATION_VARIANTS)
+    # 12 rows at batch 4 for 4 epochs: 12 steps, so the loss parts are logged once (every 10 steps)
+    args = tiny_pretrained_args
+    args.batch_size, args.num_train_epochs, args.seeds = 4, 4.0, [0, 1]
+    args.variants = ["full", "entity_wti", "mean_pooled"]
+    splits = load_synthetic_retrieval(tiny_synthetic_root)
+    results = run_ablation(args, splits)
+    written = json.loads((Path(args.output_dir) / "ablation_results.json").read_text())
+    assert written["summary"] == results["summary"] and set(written["runs"]) == set(args.variants)
     for variant, runs in written["runs"].items():
-        (run,) = runs
-        assert all(0.0 <= run[f"{d}_R@{k}"] <= 100.0 for d in ("t2v", "v2t") for k in (1, 5, 10)), variant
-        assert run["Rsum"] == pytest.approx(sum(run[f"{d}_R@{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)))
-        assert run["contrastive_loss"] > 0, variant
-    assert written["runs"]["no_banzhaf"][0]["banzhaf_loss"] == 0
-    assert written["runs"]["full"][0]["banzhaf_loss"] > 0
+        assert len(runs) == 2, variant
+        for run in runs:
+            assert all(0.0 <= run[f"{d}_R@{k}"] <= 100.0 for d in ("t2v", "v2t") for k in (1, 5, 10)), variant
+            assert run["Rsum"] == pytest.approx(sum(run[f"{d}_R@{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)))
+            assert run["contrastive_loss"] > 0, variant
+        assert run_file(args, variant, 1).is_file()
+    assert written["runs"]["entity_wti"][0]["banzhaf_loss"] == 0 and written["runs"]["full"][0]["banzhaf_loss"] > 0
+    comparison = written["comparisons"]["full"]["t2v_R@1"]
+    expected = [a["t2v_R@1"] - b["t2v_R@1"] for a, b in zip(written["runs"]["full"], written["runs"]["mean_pooled"])]
+    assert comparison["differences"] == pytest.approx(expected)
+    assert set(written["items"]) == set(args.variants)
+    # a second call finds every run written with the same settings and trains nothing
+    monkeypatch.setattr(ablation, "run_variant", lambda *a: pytest.fail("a finished run was run again"))
+    assert run_ablation(args, splits)["summary"] == results["summary"]
+    # other settings in the same folder: refused, nothing overwritten
+    args.num_train_epochs = 5.0
+    with pytest.raises(ValueError, match="other settings"):
+        run_ablation(args, splits)
+
+
+def test_paired_comparison_on_a_known_example():
+    comparison = paired_comparison([2.0, 4.0, 6.0, 8.0, 10.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert comparison["differences"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert comparison["mean_difference"] == 3.0
+    assert comparison["std_difference"] == pytest.approx(1.5811388)
+    # t = 3 / (1.5811 / sqrt 5) = 4.2426 on 4 degrees of freedom
+    assert comparison["t_statistic"] == pytest.approx(4.2426407)
+    assert comparison["t_pvalue"] == pytest.approx(0.0132356, abs=1e-6)
+    # all five differences positive: the exact signed-rank p is 2 / 2^5, the smallest five pairs can give
+    assert comparison["wilcoxon_statistic"] == 0.0 and comparison["wilcoxon_pvalue"] == pytest.approx(0.0625)
+    same = paired_comparison([1.0, 2.0], [1.0, 2.0])
+    assert same["t_pvalue"] == 1.0 and same["wilcoxon_pvalue"] == 1.0
+    with pytest.raises(ValueError, match="length >= 2"):
+        paired_comparison([1.0], [2.0])
+
+
+def test_temporal_twins_and_where_a_variant_wins_and_loses(tiny_synthetic_root):
+    from hbi_hf.data import load_synthetic_retrieval
+    from hbi_hf.data.synthetic import sample_scenes
+
+    test = load_synthetic_retrieval(tiny_synthetic_root)["test"]
+    scenes = {scene.video_id: scene for scene in sample_scenes(3, 3, "test")}
+    twins = temporal_twins(test)
+    for video_id, twin in twins.items():
+        first, second = (scenes[Path(test["video_path"][test["video_id"].index(v)]).stem] for v in (video_id, twin))
+        assert first.objects == second.objects and first.events == second.events[::-1]
+    # a handmade gallery of 3 videos, "b" the twin of "a"; the variant is right on "a" and "c", the baseline on "b"
+    items = {"video_ids": ["a", "b", "c"], "text_to_video": [0, 1, 2]}
+    variant = {"items": {**items, "t2v_rank": [1, 2, 1], "top1_video": [0, 0, 2]}}
+    baseline = {"items": {**items, "t2v_rank": [3, 1, 2], "top1_video": [2, 1, 0]}}
+    breakdown = item_breakdown({"full": [variant], "mean_pooled": [baseline]}, {"a": "b", "b": "a"})
+    assert breakdown["full"]["t2v_R@1_with_twin"] == 50.0 and breakdown["full"]["t2v_R@1_without_twin"] == 100.0
+    assert breakdown["full"]["top1_errors_on_the_twin"] == 1 and breakdown["full"]["top1_errors"] == 1
+    assert breakdown["full"]["wins_vs_baseline"] == {"twin": 1, "no_twin": 1}
+    assert breakdown["full"]["losses_vs_baseline"] == {"twin": 1, "no_twin": 0}
+    assert breakdown["mean_pooled"]["top1_errors"] == 2 and breakdown["mean_pooled"]["top1_errors_on_the_twin"] == 0
 
 
 def test_unknown_variant_is_refused():

@@ -8,7 +8,15 @@ from conftest import tiny_hbi_config
 from datasets import Dataset
 
 from hbi_hf import HBIForRetrieval, HBIForVideoQA
-from hbi_hf.demo import HBIDemoArguments, build_task_model, demo_config, question_type_prior_answers
+from hbi_hf.demo import (
+    HBIDemoArguments,
+    HBIRetrievalDemoArguments,
+    build_retrieval_model,
+    build_task_model,
+    demo_config,
+    demo_training_arguments,
+    question_type_prior_answers,
+)
 from hbi_hf.task_training import answer_vocabulary_fields
 
 
@@ -16,6 +24,50 @@ def test_demo_config_is_small_and_matches_the_clip_tokenizer():
     config = demo_config(HBIDemoArguments())
     assert config.text_config.vocab_size == 49408
     assert (config.vision_config.image_size, config.projection_dim, config.num_frames) == (64, 128, 8)
+
+
+def test_retrieval_demo_takes_the_papers_schedule_with_pretrained_towers_and_the_measured_one_from_scratch():
+    pretrained = HBIRetrievalDemoArguments()
+    assert pretrained.towers == "pretrained"
+    training = demo_training_arguments(pretrained)
+    # tau = 0.01; new modules at 1e-3, CLIP at coef_lr = 1e-3 times that; no alpha warm-up
+    assert (pretrained.temperature, training.learning_rate, training.coef_lr) == (0.01, 1e-3, 1e-3)
+    assert training.banzhaf_loss_warmup_steps == 0.0
+    scratch = HBIRetrievalDemoArguments(towers="scratch")
+    training = demo_training_arguments(scratch)
+    assert (scratch.temperature, training.learning_rate, training.coef_lr, training.num_train_epochs) == (
+        0.05,
+        5e-4,
+        1.0,
+        10.0,
+    )
+    assert training.banzhaf_loss_warmup_steps == 0.2
+    assert HBIRetrievalDemoArguments(temperature=0.02, coef_lr=0.1).coef_lr == 0.1
+    with pytest.raises(ValueError, match="--towers"):
+        HBIRetrievalDemoArguments(towers="random")
+
+
+def test_retrieval_demo_fine_tunes_the_pretrained_towers_loaded_like_a_real_clip(tmp_path):
+    from transformers import CLIPModel
+
+    args = HBIRetrievalDemoArguments(
+        pretrained_dir=str(tmp_path / "clip"),
+        hidden_size=32,
+        num_layers=1,
+        image_size=32,
+        num_frames=4,
+        max_words=16,
+        pretraining_steps=2,
+        pretraining_scenes=6,
+    )
+    torch.manual_seed(0)
+    model = build_retrieval_model(args)
+    clip = CLIPModel.from_pretrained(tmp_path / "clip").state_dict()
+    towers = model.hbi.clip.state_dict()
+    assert all(torch.equal(tensor, towers[name]) for name, tensor in clip.items())
+    assert model.config.temperature == 0.01 and model.config.clip_name_or_path == str(tmp_path / "clip")
+    scratch = build_retrieval_model(HBIRetrievalDemoArguments(towers="scratch", quick=True))
+    assert scratch.config.temperature == 0.05 and scratch.config.clip_name_or_path is None
 
 
 def test_task_model_can_start_from_a_saved_retrieval_models_encoder(tmp_path):
@@ -47,8 +99,14 @@ def test_quick_demo_trains_evaluates_and_saves(tmp_path):
     pytest.importorskip("hbi_hf.data.synthetic")
     from hbi_hf.demo import run_demo
 
-    args = HBIDemoArguments(output_dir=str(tmp_path / "demo"), data_root=str(tmp_path / "data"), quick=True)
+    args = HBIRetrievalDemoArguments(
+        output_dir=str(tmp_path / "demo"),
+        data_root=str(tmp_path / "data"),
+        pretrained_dir=str(tmp_path / "clip"),
+        quick=True,
+    )
     metrics, chance = run_demo(args)
+    assert (tmp_path / "clip" / "model.safetensors").is_file()
     assert {"test_t2v_R@1", "test_v2t_R@1"} <= set(metrics) and chance["t2v_R@1"] > 0
     results = json.loads((tmp_path / "demo" / "eval_results.json").read_text())
     assert results["model_index"][0]["task"]["type"] == "text-to-video-retrieval"

@@ -191,17 +191,44 @@ def _shape_mask(shape: str, x: float, y: float, size: float) -> np.ndarray:
     return (dy <= size * 0.8) & (dy >= -size) & (np.abs(dx) <= (dy + size) * 0.6)
 
 
+@dataclass
+class HBISyntheticObjectState:
+    """What one object looks like at one moment: its colour name (after any turn), shape, centre in pixels (x to the
+    right, y down, in a 64 x 64 frame) and its size relative to the initial one (1 to 1.8 while growing)."""
+
+    colour: str
+    shape: str
+    x: float
+    y: float
+    relative_size: float
+
+
+def frame_objects(scene: HBISyntheticScene, index: int) -> list[HBISyntheticObjectState]:
+    """The visible objects of frame `index` (0 to 31, at 4 fps) of `scene`, in the scene's object order: what a
+    caption of that single frame can say."""
+    colour_names = {rgb: name for name, rgb in COLOURS.items()}
+    states = []
+    for obj, item in enumerate(scene.objects):
+        visible, rgb, x, y, size = _object_state(scene, obj, (index + 0.5) / FPS)
+        if visible:
+            states.append(HBISyntheticObjectState(colour_names[rgb], item.shape, x, y, size / OBJECT_SIZE))
+    return states
+
+
+def render_frame(scene: HBISyntheticScene, index: int) -> np.ndarray:
+    """Frame `index` (0 to 31, at 4 fps) of `scene`, `(64, 64, 3)` uint8 RGB."""
+    frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    frame[:] = BACKGROUND
+    for obj in range(len(scene.objects)):
+        visible, colour, x, y, size = _object_state(scene, obj, (index + 0.5) / FPS)
+        if visible:
+            frame[_shape_mask(scene.objects[obj].shape, x, y, size)] = colour
+    return frame
+
+
 def render_scene(scene: HBISyntheticScene) -> np.ndarray:
     """The scene's frames, `(frames, 64, 64, 3)` uint8 RGB."""
-    frames = np.empty((FPS * DURATION_SECONDS, FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
-    for index in range(len(frames)):
-        frame = frames[index]
-        frame[:] = BACKGROUND
-        for obj in range(len(scene.objects)):
-            visible, colour, x, y, size = _object_state(scene, obj, (index + 0.5) / FPS)
-            if visible:
-                frame[_shape_mask(scene.objects[obj].shape, x, y, size)] = colour
-    return frames
+    return np.stack([render_frame(scene, index) for index in range(FPS * DURATION_SECONDS)])
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = FPS) -> None:
@@ -505,11 +532,14 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 __all__ = [
+    "HBISyntheticObjectState",
+    "frame_objects",
     "generate_synthetic_dataset",
     "is_generated_dataset",
     "load_synthetic_captioning",
     "load_synthetic_qa",
     "load_synthetic_retrieval",
+    "render_frame",
     "render_scene",
     "sample_scenes",
     "write_video",
