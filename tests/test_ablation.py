@@ -55,7 +55,7 @@ def test_each_variant_differs_from_full_hbi_exactly_as_intended():
     full = models["full"]
     expected = {
         "full": (HBIForRetrieval, set()),
-        "full_sharpened": (HBIForRetrieval, {"objective"}),
+        "full_sharpened": (HBIForRetrieval, {"objective", "distillation_loss_weight"}),
         "no_banzhaf": (HBIForRetrieval, {"banzhaf_loss_weight"}),
         "no_distillation": (HBIForRetrieval, {"distillation_loss_weight"}),
         "entity_only": (HBIEntityLevelForRetrieval, set()),
@@ -68,7 +68,10 @@ def test_each_variant_differs_from_full_hbi_exactly_as_intended():
         assert differing_fields(model.config, full.config) == fields, variant
     assert models["no_banzhaf"].config.banzhaf_loss_weight == 0.0
     assert models["entity_wti"].config.banzhaf_loss_weight == 0.0
+    # the objective and weights before issue 23: sharpened L_I / L_D, beta = 1
+    assert models["full"].config.objective == "official"
     assert models["full_sharpened"].config.objective == "sharpened"
+    assert models["full_sharpened"].config.distillation_loss_weight == 1.0
     assert models["no_distillation"].config.distillation_loss_weight == 0.0
     assert full.config.banzhaf_teacher == "exact" and full.config.banzhaf_loss_weight > 0
     # every variant of a seed starts from the same weights; another seed starts elsewhere
