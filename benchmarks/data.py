@@ -1,6 +1,6 @@
 """Video input benchmark: frames right, decode time and peak memory per backend, and data-pipeline throughput.
 
-    python benchmarks/data.py                                   # all three sections
+    python benchmarks/data.py                                   # all four sections
     python benchmarks/data.py --sections throughput --num_workers 0 2
 
 * `painted`: for each clip of the painted-index test set (`hbi_hf.data.painted_video`: H.264 mp4/mkv with B-frames,
@@ -12,10 +12,15 @@
   720p H.264 mp4 (textured, moving content with the frame index painted in a corner, generated once into
   --clips_dir). "before": resident memory after the imports; "peak": the high-water mark while decoding (Linux); "added":
   their difference, the memory decoding needs.
+* `many_files`: resident memory while decoding --many_files copies of a short 3840x2160 H.264 clip one after the
+  other through the lenient video collator (the indexing path: 12 frames per file, resized to 224 as they are
+  decoded), per backend, each in a fresh process: after the imports, after the 1st, 5th and last file, and the peak.
+  Memory that keeps growing from the 5th file on is a leak (decord#197 / #208).
 * `throughput`: decoded + preprocessed frames per second through HBIRetrievalCollator and a DataLoader, per backend
   and worker count, on the embedded synthetic dataset unless --videos_dir / --captions_file point at your own videos.
 """
 
+import shutil
 import subprocess
 import sys
 import time
@@ -60,16 +65,42 @@ wrong = sum(read_painted_index(f[:128, :128]) != i for f, i in zip(frames, metad
 print(seconds, before, peak, wrong, len(frames))
 """
 
+# runs in a fresh process: decodes the files argv[2:] through the video collator on backend argv[1]; prints seconds,
+# then the resident MiB after the imports, after each file, and the peak (Linux)
+MANY_FILES_PROBE = """
+import sys, time
+from pathlib import Path
+from hbi_hf import HBIProcessor, HBIVideoProcessor
+from hbi_hf.data import HBIVideoCollator, build_clip_tokenizer
+
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+
+backend, paths = sys.argv[1], sys.argv[2:]
+processor = HBIVideoProcessor(num_frames=12, sampling_mode="uniform", video_backend=backend)
+collator = HBIVideoCollator(HBIProcessor(processor, build_clip_tokenizer()))
+Path("/proc/self/clear_refs").write_text("5")
+resident = [status("VmRSS:")]
+start = time.perf_counter()
+for path in paths:
+    collator([{"video_id": path, "video_path": path}])
+    resident.append(status("VmRSS:"))
+print(time.perf_counter() - start, *resident, status("VmHWM:"))
+"""
+
 
 @dataclass
 class DataBenchmarkArguments:
     sections: list[str] = field(
-        default_factory=lambda: ["painted", "decode", "throughput"],
-        metadata={"help": "Any of painted, decode, throughput."},
+        default_factory=lambda: ["painted", "decode", "many_files", "throughput"],
+        metadata={"help": "Any of painted, decode, many_files, throughput."},
     )
     backends: list[str] = field(default_factory=lambda: list(VIDEO_BACKENDS), metadata={"help": "Video backends."})
     clips_dir: str = field(default="/tmp/hbi_hf_benchmark_clips", metadata={"help": "Where clips are generated."})
     long_seconds: int = field(default=120, metadata={"help": "Length of the long 720p clip."})
+    many_files: int = field(default=20, metadata={"help": "Files decoded one after the other (many_files)."})
     num_workers: list[int] = field(default_factory=lambda: [0, 2], metadata={"help": "DataLoader worker counts."})
     num_frames: int = field(default=12, metadata={"help": "Frames per video."})
     image_size: int = field(default=224, metadata={"help": "Crop size (CLIP: 224)."})
@@ -165,6 +196,35 @@ def decode_section(args: DataBenchmarkArguments) -> None:
             )
 
 
+def many_files_section(args: DataBenchmarkArguments) -> None:
+    folder = Path(args.clips_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = folder / "short_4k.mp4"
+    if not clip.is_file():
+        start = time.perf_counter()
+        write_textured_clip(clip, 2, 2160, 3840, "libx264", {"preset": "ultrafast", "threads": "2"})
+        print(f"(generated {clip} in {time.perf_counter() - start:.0f} s)")
+    copies = folder / "many_4k"
+    copies.mkdir(exist_ok=True)
+    paths = []
+    for index in range(args.many_files):
+        path = copies / f"clip{index:03d}.mp4"
+        if not path.is_file():
+            shutil.copyfile(clip, path)
+        paths.append(str(path))
+    print(f"\n{args.many_files} files of 2 s 3840x2160 H.264, 12 frames each, one after the other (resident MiB)")
+    print(f"{'backend':>8}{'seconds':>9}{'imports':>9}{'1st':>7}{'5th':>7}{'last':>7}{'peak':>7}{'5th->last':>11}")
+    for backend in args.backends:
+        probe = [sys.executable, "-c", MANY_FILES_PROBE, backend, *paths]
+        output = subprocess.run(probe, check=True, capture_output=True, text=True).stdout.split()
+        elapsed, *resident, peak = (float(value) for value in output)
+        first, fifth, last = resident[1], resident[min(5, len(resident) - 1)], resident[-1]
+        print(
+            f"{backend:>8}{elapsed:>9.1f}{resident[0]:>9.0f}{first:>7.0f}{fifth:>7.0f}{last:>7.0f}{peak:>7.0f}"
+            f"{last - fifth:>+11.0f}"
+        )
+
+
 def frames_per_second(loader, num_batches: int) -> tuple[float, float]:
     """(frames per second, videos per second) over `num_batches` batches, after one warm-up batch."""
     iterator = iter(loader)
@@ -209,7 +269,12 @@ def throughput_section(args: DataBenchmarkArguments) -> None:
 
 def main() -> None:
     (args,) = HfArgumentParser(DataBenchmarkArguments).parse_args_into_dataclasses()
-    sections = {"painted": painted_section, "decode": decode_section, "throughput": throughput_section}
+    sections = {
+        "painted": painted_section,
+        "decode": decode_section,
+        "many_files": many_files_section,
+        "throughput": throughput_section,
+    }
     unknown = sorted(set(args.sections) - set(sections))
     if unknown:
         raise ValueError(f"--sections must be among {sorted(sections)}; got {unknown}")

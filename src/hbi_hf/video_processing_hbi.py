@@ -7,6 +7,7 @@ down-sampled to `num_frames`. Videos with fewer frames are padded with zero fram
 ones.
 """
 
+import gc
 import importlib.util
 import itertools
 from collections.abc import Callable, Sequence
@@ -225,23 +226,36 @@ class HBIDisplayTransform:
         return np.ascontiguousarray(frame)
 
 
-def _pyav_display(frame, stream_display: tuple[str | None, Fraction | None], where: str) -> HBIDisplayTransform:
-    """The display transform of a frame decoded by PyAV: its own display matrix side data (FFmpeg attaches the
-    stream's to every frame), else the stream's `rotate` tag; the stream's sample aspect ratio."""
+def _display_matrix(frame) -> np.ndarray | None:
+    """The 9 int32 of a PyAV frame's display matrix side data (FFmpeg's layout), or None."""
     import av.sidedata.sidedata
 
-    matrix = None
     for side_data in frame.side_data:
         if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
-            matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
-    rotate_tag, sample_aspect_ratio = stream_display
-    return HBIDisplayTransform.from_metadata(where, matrix, rotate_tag, sample_aspect_ratio)
+            return np.frombuffer(bytes(side_data), dtype=np.int32).copy()
+    return None
 
 
-def _stream_display(stream) -> tuple[str | None, Fraction | None]:
-    """`(rotate tag, sample aspect ratio)` of a PyAV stream: what [`_pyav_display`] needs besides the frame."""
-    rotate_tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
-    return rotate_tag, stream.sample_aspect_ratio
+def _pyav_display(path: str) -> HBIDisplayTransform:
+    """The display transform of a file's first video stream, read with PyAV: the display matrix FFmpeg attaches to
+    its first decoded frame, else the stream's `rotate` tag; the stream's sample aspect ratio.
+
+    PyAV exposes the matrix only through `frame.side_data`, which ties the frame (and its picture buffers) into a
+    reference cycle; it is read on one frame per file, which is then collected at once (`gc.collect(0)`), else every
+    file would leave a decoded frame (25 MiB at 4K) to the cyclic collector's rare full passes.
+    """
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        frame = next(container.decode(stream), None)
+        matrix = _display_matrix(frame) if frame is not None else None
+        del frame
+        gc.collect(0)
+        rotate_tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
+        sample_aspect_ratio = stream.sample_aspect_ratio
+    return HBIDisplayTransform.from_metadata(path, matrix, rotate_tag, sample_aspect_ratio)
 
 
 class _HBIPacketIndex:
@@ -391,13 +405,12 @@ def _frames_sequentially(
     return frames
 
 
-def _pyav_converter(path: str, stream, resize: Callable | None) -> Callable:
+def _pyav_converter(display: HBIDisplayTransform, resize: Callable | None) -> Callable:
     """`convert(frame)`: a PyAV frame as a `(H, W, 3)` uint8 RGB array as a player shows it ([`HBIDisplayTransform`]),
     then `resize`d; only the converted frame is kept, so a 4K frame is held once, briefly."""
-    stream_display = _stream_display(stream)
 
     def convert(frame) -> np.ndarray:
-        image = _pyav_display(frame, stream_display, path).apply(frame.to_ndarray(format="rgb24"))
+        image = display.apply(frame.to_ndarray(format="rgb24"))
         return resize(image) if resize is not None else image
 
     return convert
@@ -431,7 +444,11 @@ def _read_video_pyav(path: str, sample_indices, resize: Callable | None = None) 
         )
         indices = [int(i) for i in sample_indices(metadata)]
         _check_indices(path, indices, index.total_num_frames)
-        convert = _pyav_converter(path, stream, resize)
+        try:
+            display = _pyav_display(path)
+        except Exception as error:
+            raise HBIVideoDecodeError(path, f"decoding failed ({type(error).__name__}: {error})") from error
+        convert = _pyav_converter(display, resize)
         frames = None
         if index.frame_pts is None:
             logger.info(f"{path}: decoding sequentially (the packets carry no distinct timestamps)")
@@ -479,11 +496,9 @@ def _pyav_probe(path: str) -> _HBIPyAVProbe | None:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             index = _HBIPacketIndex(container, stream, Path(path).stat().st_size)
-            container.seek(0)
-            first = next(container.decode(stream))
-            display = _pyav_display(first, _stream_display(stream), path)
+            display = _pyav_display(path)
             return _HBIPyAVProbe(
-                index.total_num_frames, index.variable_frame_times(), first.height, first.width, display
+                index.total_num_frames, index.variable_frame_times(), stream.height, stream.width, display
             )
     except Exception:  # decord may still read it
         return None
