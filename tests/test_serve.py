@@ -155,6 +155,20 @@ def test_nothing_but_indexed_videos_inside_the_video_folder_is_served(server, ra
     assert "error" in json.loads(body)
 
 
+def test_a_manifest_path_leading_out_of_the_video_folder_is_not_served(trusted):
+    """The path check does not trust the manifest either: an entry `../outside/secret.mp4` (a hand-edited or foreign
+    manifest) is refused like a request for it."""
+    from hbi_hf.serve import HBINotServedError
+
+    service = HBISearchService(trusted[2])
+    service.positions["../outside/secret.mp4"] = 0
+    service.positions[str(trusted[0].parent / "outside" / "secret.mp4")] = 0
+    for path in ("../outside/secret.mp4", str(trusted[0].parent / "outside" / "secret.mp4")):
+        with pytest.raises(HBINotServedError, match="out of the video folder"):
+            service.resolve_video(path)
+    assert service.resolve_video("blue.mp4") == (trusted[0] / "blue.mp4").resolve()
+
+
 def test_an_indexed_link_out_of_the_video_folder_is_listed_but_not_served(server):
     status, answer = get_json(server, "/api/search", q="a purple secret", k=5)
     linked = [hit for hit in answer["hits"] if hit["path"] == OUTSIDE_LINK]
@@ -304,3 +318,21 @@ def test_serve_help_and_argument_errors_import_neither_torch_nor_the_server():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-500:]
     assert "usage: hbi-hf serve" in result.stdout and "127.0.0.1" in result.stdout
+
+
+def test_a_query_encoded_at_its_own_length_scores_as_when_padded(trusted):
+    """The server cuts the query's padding before the text tower (a shorter forward pass): same scores at every
+    level."""
+    from hbi_hf.search_index import encode_text
+
+    service = HBISearchService(trusted[2])
+    for query in ("a blue sky", "a red square at night"):  # 5 and 7 tokens of max_words 10
+        padded, _ = encode_text(service.model, service.processor, query)
+        cut = service.encode_query(query)
+        assert cut.level_tokens[0].shape[1] < padded.level_tokens[0].shape[1]
+        with torch.no_grad():
+            for level_cut, level_padded in zip(
+                service.model.similarity_per_level(cut, service.searcher.features),
+                service.model.similarity_per_level(padded, service.searcher.features),
+            ):
+                torch.testing.assert_close(level_cut, level_padded, atol=1e-5, rtol=1e-5)

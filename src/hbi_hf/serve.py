@@ -34,7 +34,7 @@ import torch
 from transformers.utils import logging
 
 from .errors import HBIInputError
-from .search_index import HBIVideoSearcher, encode_text, rank_videos
+from .search_index import HBIVideoSearcher, rank_videos
 from .video_processing_hbi import sample_frame_indices
 
 logger = logging.get_logger(__name__)
@@ -206,8 +206,7 @@ class HBISearchService:
         if top_k < 1:
             raise HBIInputError(f"k must be >= 1; got {top_k}")
         with self.lock, torch.no_grad():
-            text_features, _ = encode_text(self.model, self.processor, query)
-            text_features = text_features.map(lambda t: t.cpu())
+            text_features = self.encode_query(query).map(lambda t: t.cpu())
             scores, indices = rank_videos(self.model, text_features, self.searcher.features, top_k, self.shortlist)
             hit_features = self.searcher.features[indices]
             frames = self.model.matched_token_similarity(
@@ -240,6 +239,19 @@ class HBISearchService:
                 HBIServedHit(rank, path, float(score), frame, first, last, start, end, video_url, thumbnail_url)
             )
         return hits
+
+    @torch.no_grad()
+    def encode_query(self, query: str):
+        """The query's [`HBITextFeatures`], encoded at its own length: the processor pads to `max_words`, and the
+        padding is cut before the text tower (whose causal attention never lets a word see later positions, and whose
+        merges count clusters from `max_words`, not the padded width), so a short query costs a short forward pass
+        and gets the same features and scores."""
+        inputs = self.processor(text=[query], return_tensors="pt")
+        length = max(1, int(inputs["attention_mask"].sum(-1).max()))
+        device = self.model.device
+        return self.model.get_text_features(
+            inputs["input_ids"][:, :length].to(device), inputs["attention_mask"][:, :length].to(device)
+        )
 
     def explain(self, query: str, path: str):
         """The explanation ([`~hbi_hf.explain.HBIExplanation`], exact interactions) of `query` and the indexed video
