@@ -161,6 +161,8 @@ def test_characters_no_font_has_are_replaced_without_a_warning(tmp_path):
         plot_explanation(explanation, tmp_path / "emoji.png")
         plot_explanation(explanation, tmp_path / "emoji.svg")
     assert drawable_text("Ωμέγα собака") == "Ωμέγα собака"
+    # matplotlib's own "Last Resort" font draws a box for every character: it is no fallback
+    assert not any(name.startswith("Last Resort") for name, _ in explain_module._font_coverage())
     emoji_drawable = drawable_text("🐕") == "🐕"
     title = draw_explanation(explanation).get_suptitle()
     labels = [label.get_text() for label in heatmaps(draw_explanation(explanation))[0].get_yticklabels()]

@@ -616,7 +616,8 @@ def _elide(text: str, limit: int) -> str:
 @functools.cache
 def _font_coverage() -> tuple[tuple[str, frozenset[int]], ...]:
     """`(family, characters)` of each font matplotlib can draw with: its default sans-serif first (DejaVu Sans), then
-    the other installed fonts by name. A font FreeType cannot size (colour-bitmap emoji fonts) is left out."""
+    the other installed fonts by name. Left out: a font FreeType cannot size (colour-bitmap emoji fonts), and the
+    "Last Resort" font matplotlib ships, whose glyph for every character is a placeholder box."""
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
@@ -624,7 +625,7 @@ def _font_coverage() -> tuple[tuple[str, frozenset[int]], ...]:
     entries = sorted(font_manager.fontManager.ttflist, key=lambda entry: (entry.fname != default, entry.name))
     coverage, seen = [], set()
     for entry in entries:
-        if entry.name in seen:
+        if entry.name in seen or entry.name.startswith("Last Resort"):
             continue
         try:
             font = FT2Font(entry.fname)
