@@ -1286,7 +1286,10 @@ class HBIPreTrainedModel(PreTrainedModel):
         Args:
             save_directory (`str` or `os.PathLike`): the folder (created if needed).
             processor (`HBIProcessor`, *optional*): the processor to save with the model.
-            args, kwargs: `PreTrainedModel.save_pretrained`'s (`is_main_process`, `push_to_hub`, ...).
+            args, kwargs: `PreTrainedModel.save_pretrained`'s (`is_main_process`, ...). To upload, use
+                `model.push_to_hub(repo_id)` or `hbi_hf.hub.push_to_hub` (model, processor and card in one commit):
+                `save_pretrained(..., push_to_hub=True)` uploads only the files it changed itself, which leaves out
+                the processor and the code written here.
         """
         if kwargs.get("is_main_process", True):
             _save_loading_code(self, save_directory, "modeling_hbi.HBIModel")
