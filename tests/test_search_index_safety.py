@@ -439,7 +439,7 @@ def test_help_and_argument_errors_do_not_import_torch():
 
 
 def test_search_rereads_the_manifest_when_an_index_run_replaced_it_while_loading(index_dir, video_dir, monkeypatch):
-    real_features = HBIVideoIndex.features
+    real_global_embeddings = HBIVideoIndex.global_embeddings
     calls = []
 
     def racing(self):  # an index run rewrites a shard between search's reading of the manifest and of the shards
@@ -447,9 +447,9 @@ def test_search_rereads_the_manifest_when_an_index_run_replaced_it_while_loading
             write_video(video_dir / "red.mp4", (200, 10, 10), frames=10)
             build_index(video_dir, index_dir, show_progress=False)
         calls.append(self)
-        return real_features(self)
+        return real_global_embeddings(self)
 
-    monkeypatch.setattr(HBIVideoIndex, "features", racing)
+    monkeypatch.setattr(HBIVideoIndex, "global_embeddings", racing)
     hits = search_index(index_dir, "a red square")
 
     assert len(calls) == 2

@@ -14,9 +14,20 @@ from hbi_hf_cli import main
 from .errors import HBIInputError
 
 
+def _quiet_model_loading() -> None:
+    """Hide transformers' "Loading weights" bar: `hbi-hf` shows one progress bar, `index`'s per-video bar."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def _run_index(args: argparse.Namespace) -> int:
+    from transformers.utils import logging
+
     from .search_index import build_index
 
+    show_progress = not args.no_progress and logging.is_progress_bar_enabled()  # HF_HUB_DISABLE_PROGRESS_BARS=1
+    _quiet_model_loading()
     report = build_index(
         args.video_dir,
         args.out,
@@ -24,7 +35,7 @@ def _run_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every,
         device=args.device,
-        show_progress=not args.no_progress,
+        show_progress=show_progress,
         lock_timeout=args.lock_timeout,
     )
     if report.model_changed:
@@ -38,47 +49,67 @@ def _run_index(args: argparse.Namespace) -> int:
         f"{args.out}: {len(report.added)} added, {len(report.updated)} re-encoded, {len(report.repaired)} repaired, "
         f"{len(report.removed)} removed, {report.unchanged} unchanged, {len(report.failed)} failed"
         + (f" ({totals})" if totals else "")
+        + f", {len(report.dropped)} dropped (were in the index, fail now)"
     )
     return 0
 
 
-def _queries(path: str, skipped: list[int]) -> Iterator[str]:
-    """Non-empty lines of `path` (`-`: standard input, read as it comes), stripped; the numbers of the empty or
+class _UndecodableQuery(Exception):
+    """A line of a queries file that is not UTF-8 text."""
+
+    def __init__(self, number: int, line: bytes):
+        self.number, self.line = number, line
+
+
+def _queries(path: str, skipped: list[int]) -> Iterator[tuple[int, str | _UndecodableQuery]]:
+    """`(line number, query)` for the non-empty lines of `path` (`-`: standard input, read as it comes), stripped;
+    a line that is not UTF-8 text comes as an [`_UndecodableQuery`] instead of its text. The numbers of the empty or
     whitespace-only lines, which have no query, are appended to `skipped`."""
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    handle = sys.stdin.buffer if path == "-" else open(path, "rb")
     try:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, _UndecodableQuery(number, raw.rstrip(b"\r\n"))
+                continue
             if line.strip():
-                yield line.strip()
+                yield number, line.strip()
             else:
                 skipped.append(number)
     finally:
-        if handle is not sys.stdin:
+        if handle is not sys.stdin.buffer:
             handle.close()
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from transformers.utils import logging
-
     from .search_index import HBIVideoSearcher
 
-    logging.disable_progress_bar()  # no "Loading weights" bar on the terminal of every search
+    _quiet_model_loading()
     searcher = HBIVideoSearcher(args.index, args.model)
     if args.queries_file is not None:
         skipped: list[int] = []
-        for query in _queries(args.queries_file, skipped):
+        undecodable: list[int] = []
+        for number, query in _queries(args.queries_file, skipped):
+            if isinstance(query, _UndecodableQuery):
+                reason = f"line {number} of {args.queries_file} is not UTF-8 text ({query.line[:60]!r})"
+                print(f"hbi-hf search: error: {reason}; not searched", file=sys.stderr)
+                print(json.dumps({"query": None, "line": number, "error": reason}), flush=True)
+                undecodable.append(number)
+                continue
             start = time.perf_counter()
             hits = searcher.search(query, top_k=args.top_k, shortlist=args.shortlist)
             elapsed_ms = (time.perf_counter() - start) * 1000
             line = {"query": query, "hits": [asdict(hit) for hit in hits], "milliseconds": round(elapsed_ms, 2)}
             print(json.dumps(line), flush=True)
-        if skipped:
-            shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-            print(
-                f"hbi-hf search: skipped {len(skipped)} empty line(s) of {args.queries_file} (line {shown})",
-                file=sys.stderr,
-            )
-        return 0
+        for what, numbers in (("empty", skipped), ("not UTF-8", undecodable)):
+            if numbers:
+                shown = ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+                print(
+                    f"hbi-hf search: skipped {len(numbers)} {what} line(s) of {args.queries_file} (line {shown})",
+                    file=sys.stderr,
+                )
+        return 1 if undecodable else 0
     hits = searcher.search(args.query, top_k=args.top_k, shortlist=args.shortlist)
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], indent=1))
@@ -93,6 +124,7 @@ def _run_search(args: argparse.Namespace) -> int:
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain_video, plot_explanation
 
+    _quiet_model_loading()
     explanation = explain_video(
         args.video,
         args.caption,
@@ -135,14 +167,24 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command. The errors the package raises on purpose about the user's input, an
     [`~hbi_hf.errors.HBIInputError`] (a damaged or empty index, another model, an index without `--model`, an empty
     query, a never-trained estimator, an undecodable video, ...) or an `OSError` (no such folder, a folder this package
-    did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; any other exception
-    is a bug and keeps its traceback."""
+    did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; Ctrl-C prints one
+    line (for `index`: how many videos were saved, and to run the same command to continue) with exit status 130;
+    any other exception is a bug and keeps its traceback."""
+    from .search_index import HBIIndexInterrupted
+
     runners = {"index": _run_index, "search": _run_search, "explain": _run_explain, "serve": _run_serve}
     try:
         return runners[args.command](args)
     except (OSError, HBIInputError) as error:
         print(f"hbi-hf {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except HBIIndexInterrupted as interrupt:
+        print(f"hbi-hf index: {interrupt}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        before = " before encoding started: run the same command to continue" if args.command == "index" else ""
+        print(f"hbi-hf {args.command}: interrupted{before}", file=sys.stderr)
+        return 130
 
 
 __all__ = ["main", "run_command"]

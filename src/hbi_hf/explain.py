@@ -34,7 +34,14 @@ from transformers.utils import logging
 from .configuration_hbi import NUM_LEVELS
 from .errors import HBIInputError
 from .modeling_hbi import LEVEL_NAMES, HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
-from .search_index import encode_text, encode_video_batch, load_hbi_model, load_processor
+from .search_index import (
+    encode_text,
+    encode_video_batch,
+    load_hbi_model,
+    load_processor,
+    resolve_model_folder,
+    text_token_count,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -423,16 +430,22 @@ def explain_video(
     r"""
     Load the model and its processor, encode `video` and `caption`, and compute their interactions at every level
     (see [`explain_with_model`]; the estimator is chosen by [`resolve_explain_teacher`]: by default the exact
-    interactions; `num_samples` and `seed` are those of `teacher="monte_carlo"`).
+    interactions; `num_samples` and `seed` are those of `teacher="monte_carlo"`). `model_name_or_path` is a saved
+    model folder or an index folder (its model), resolved as `hbi-hf index` / `search` do
+    ([`~hbi_hf.search_index.resolve_model_folder`]). A caption longer than the model's `max_words` is cut, with a
+    warning ([`~hbi_hf.search_index.encode_text`]).
 
     Raises:
-        [`HBIInputError`]: see [`resolve_explain_teacher`]; an empty caption; a video without a decodable frame.
+        [`HBIInputError`]: see [`resolve_explain_teacher`]; an empty caption; a video without a decodable frame; a
+            model folder without a processor ([`~hbi_hf.search_index.load_processor`]).
+        `FileNotFoundError`: no such model folder (or the model of an index has moved).
     """
     if not caption.strip():
         raise HBIInputError(f"the caption is empty: give the words to explain; got {caption!r}")
-    model, model_teacher = load_hbi_model(model_name_or_path)
+    model_dir = resolve_model_folder(model_name_or_path)
+    model, model_teacher = load_hbi_model(model_dir)
     estimator = resolve_explain_teacher(teacher, estimator_name_or_path, model, model_teacher)
-    processor = load_processor(model_name_or_path)
+    processor = load_processor(model_dir)
     if estimator is not None:
         name = estimator_name_or_path if estimator_name_or_path is not None else "the model's teacher"
         estimator_name = f"trained Banzhaf estimator ({name})"
@@ -484,15 +497,8 @@ def explain_with_model(
     if frame_times is None:
         logger.warning(f"{video}: the processor gave no frame times (no frame rate); frames are labelled f1, f2, ...")
     video_features = encode_video_batch(model, pixel_values[None], video_mask[None])
-    text_features, input_ids = encode_text(model, processor, caption)
-    tokenize = getattr(processor, "tokenizer", None)
-    full_length = len(tokenize(caption)["input_ids"]) if callable(tokenize) else 0
-    tokens_not_read = max(0, full_length - input_ids.shape[1])
-    if tokens_not_read:
-        logger.warning(
-            f"the caption has {full_length} tokens (start and end included); the model reads the first "
-            f"{input_ids.shape[1]} (max_words), and only their words are drawn"
-        )
+    text_features, input_ids = encode_text(model, processor, caption, what="the caption")
+    tokens_not_read = max(0, (text_token_count(processor, caption) or 0) - input_ids.shape[1])
     text_features = text_features.map(lambda tensor: tensor.cpu())
     video_features = video_features.map(lambda tensor: tensor.to(model.device))
     levels = explain_features(

@@ -19,8 +19,10 @@ one.
 
 import hashlib
 import json
+import math
 import os
 import re
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -48,6 +50,20 @@ LOCK_NAME = ".hbi-index.lock"
 TEMPORARY_PREFIX = ".hbi-tmp-"
 SHARD_PATTERN = re.compile(r"^shard-[0-9a-f]{32}\.safetensors$")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+"""The safetensors dtype names a shard can hold, as torch dtypes (shards are read row by row by
+[`HBIVideoIndex.read_features`])."""
 # Files of a model folder that decide the features: the weights (every `*.safetensors`) and these.
 MODEL_FILES = (
     "config.json",
@@ -77,26 +93,71 @@ class HBIIndexLockedError(TimeoutError):
     """Another `build_index` run holds the index's writer lock."""
 
 
+class HBIIndexInterrupted(KeyboardInterrupt):
+    """
+    A `build_index` run was interrupted (Ctrl-C) while encoding, after saving what it had encoded: running it again
+    continues where it stopped.
+
+    Args:
+        index_dir (`Path`): the index folder.
+        saved (`int`): videos encoded by this run and saved. total (`int`): videos in the index now.
+        left (`int`): videos this run still had to encode.
+    """
+
+    def __init__(self, index_dir: Path, saved: int, total: int, left: int):
+        self.index_dir, self.saved, self.total, self.left = index_dir, saved, total, left
+        super().__init__(
+            f"interrupted: saved the {saved} videos encoded by this run ({total} in the index {index_dir}, "
+            f"{left} left to encode); run the same command to continue"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Model and processor
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_model_folder(model_name_or_path: str | os.PathLike) -> Path:
+def _is_index_folder(path: Path) -> bool:
+    return (path / MARKER_NAME).is_file() and (path / MANIFEST_NAME).is_file()
+
+
+def resolve_model_folder(model_name_or_path: str | os.PathLike | None, index: "HBIVideoIndex | None" = None) -> Path:
     """
-    The absolute path of a saved model folder.
+    The absolute path of a saved model folder: how `hbi-hf index`, `search` and `explain` find their model.
+
+    Args:
+        model_name_or_path (`str` or `os.PathLike`, *optional*): a model folder written by `save_pretrained`, or an
+            index folder written by [`build_index`] (then the model the index was built with). `None`: the model of
+            `index`.
+        index ([`HBIVideoIndex`], *optional*): the index whose model is meant when `model_name_or_path` is `None`.
 
     Raises:
-        `FileNotFoundError`: the folder does not exist, or holds no `config.json`.
+        `FileNotFoundError`: the folder does not exist (for the model recorded in an index, the message says to give
+            its new place with `--model`), or holds no `config.json`.
     """
-    path = Path(model_name_or_path).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"model {model_name_or_path}: no such folder (expected a folder written by save_pretrained that holds "
-            "the HBI model and its processor; download a Hub model first, e.g. with `hf download`)"
-        )
+    if model_name_or_path is not None and _is_index_folder(Path(model_name_or_path).expanduser()):
+        index = HBIVideoIndex.load(Path(model_name_or_path).expanduser())
+        model_name_or_path = None
+    if model_name_or_path is None:
+        if index is None:
+            raise HBIInputError("no model given: name a saved model folder (--model) or an index built with one")
+        path = Path(index.model.path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model {path}: no such folder: the index {index.directory} was built with the model in that folder, "
+                "which has moved or was deleted. Give the model's folder with --model FOLDER (the same model: "
+                "same weights, config and processor)"
+            )
+    else:
+        path = Path(model_name_or_path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model {model_name_or_path}: no such folder (expected a folder written by save_pretrained that "
+                "holds the HBI model and its processor, or an index folder; download a Hub model first, e.g. with "
+                "`hf download`)"
+            )
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model {model_name_or_path}: the folder holds no config.json (not a saved model)")
+        raise FileNotFoundError(f"model {path}: the folder holds no config.json (not a saved model)")
     return path.resolve()
 
 
@@ -171,24 +232,79 @@ def load_hbi_model(model_name_or_path: str | os.PathLike) -> tuple[HBIModel, HBI
     )
 
 
+PROCESSOR_FILES = ("processor_config.json", "video_preprocessor_config.json", "preprocessor_config.json")
+"""A model folder holds its processor when it holds one of these (`HBIProcessor.save_pretrained` writes the first)."""
+
+
 def load_processor(model_name_or_path: str | os.PathLike):
-    """The processor saved with the model (`processor(text=[...])` gives `input_ids` / `attention_mask`,
-    `processor(videos=[path])` gives `pixel_values` / `video_mask`)."""
-    processor = AutoProcessor.from_pretrained(model_name_or_path)
+    """
+    The processor saved with the model (`processor(text=[...])` gives `input_ids` / `attention_mask`,
+    `processor(videos=[path])` gives `pixel_values` / `video_mask`).
+
+    Raises:
+        [`HBIInputError`]: the folder holds no processor (none of [`PROCESSOR_FILES`]), the saved processor cannot
+            be loaded, or it is not an HBI processor; one line naming the folder and the call that fixes it.
+    """
+    folder = Path(model_name_or_path)
+    fix = (
+        "save one into the folder with `processor.save_pretrained(FOLDER)` (an HBIProcessor, e.g. "
+        "`HBIProcessor.from_pretrained(...)` of the model's processor)"
+    ).replace("FOLDER", repr(str(folder)))
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise HBIInputError(f"model {folder}: the folder holds no processor (no {PROCESSOR_FILES[0]}): {fix}")
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HBIInputError(f"model {folder}: its processor cannot be loaded ({first_line}): {fix}") from error
     if getattr(processor, "video_processor", None) is None:
         raise HBIInputError(
-            f"{model_name_or_path}: expected an HBI processor (tokenizer + video processor) saved with the model; "
-            f"AutoProcessor found a {type(processor).__name__}. Save one with `HBIProcessor.save_pretrained`."
+            f"model {folder}: expected an HBI processor (tokenizer + video processor) saved with the model; "
+            f"AutoProcessor found a {type(processor).__name__}: {fix}"
         )
     return processor
 
 
+def text_token_count(processor, text: str) -> int | None:
+    """How many tokens `text` has before truncation (start and end tokens included), by the processor's tokenizer;
+    `None` when the processor has no callable tokenizer."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if not callable(tokenizer):
+        return None
+    return len(tokenizer(text, truncation=False)["input_ids"])
+
+
 @torch.no_grad()
-def encode_text(model: HBIModel, processor, text: str) -> tuple[HBITextFeatures, torch.Tensor]:
-    """Tokenise and encode one text. Returns its features and its `input_ids` `(1, words)`."""
+def encode_text(
+    model: HBIModel, processor, text: str, what: str = "the query"
+) -> tuple[HBITextFeatures, torch.Tensor]:
+    """
+    Tokenise and encode one text. Returns its features and its `input_ids` `(1, words)`.
+
+    A text longer than the model reads (`max_words` tokens, start and end included) is cut by the processor; the cut
+    is logged as a warning naming `what` (e.g. `"the query"`, `"the caption"`) and both lengths. `hbi-hf search` and
+    `explain` both warn through here.
+
+    Raises:
+        [`HBIInputError`]: `text` is not valid Unicode (lone surrogates: bytes that are not UTF-8, decoded with
+            `surrogateescape` as Python does for the command line), naming the text.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+        raise HBIInputError(f"{what} {raw!r} is not UTF-8 text: give it in UTF-8") from None
     inputs = processor(text=[text], return_tensors="pt")
+    input_ids = inputs["input_ids"]
+    length = text_token_count(processor, text)
+    if length is not None and length > input_ids.shape[1]:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        logger.warning(
+            f"{what} {shown!r} has {length} tokens (start and end included); the model reads the first "
+            f"{input_ids.shape[1]} (its max_words): the words after them are not used"
+        )
     device = model.device
-    input_ids = inputs["input_ids"].to(device)
+    input_ids = input_ids.to(device)
     return model.get_text_features(input_ids, inputs["attention_mask"].to(device)), input_ids
 
 
@@ -277,8 +393,9 @@ class HBIIndexFailure:
 
     Args:
         path (`str`): the video path relative to the video root (the shard name for a damaged shard).
-        kind (`str`): `"unreadable"` (the file cannot be read: permissions, vanished), `"undecodable"` (the decoder
-            failed or found no frame), `"non-finite features"` (the model produced NaN or infinity), and for shards
+        kind (`str`): `"unreadable"` (the file or its folder cannot be read: no permission, a symbolic link whose
+            target is missing, not a regular file, vanished between listing and decoding), `"undecodable"` (the
+            decoder failed or found no frame), `"non-finite features"` (the model produced NaN or infinity), and for shards
             `"missing"` or `"damaged"`.
         reason (`str`): the error.
     """
@@ -290,15 +407,18 @@ class HBIIndexFailure:
 
 @dataclass
 class HBIIndexReport:
-    """What one `build_index` run did: videos added, re-encoded (`updated`), removed, unchanged, failed; the shards
-    found missing or damaged (`damaged_shards`) and the videos re-encoded because of them (`repaired`); whether the
-    model's fingerprint changed (every video re-encoded)."""
+    """What one `build_index` run did: videos added, re-encoded (`updated`), removed (their file is gone), unchanged,
+    failed; `dropped`: the failed files that were in the index (changed, damaged shard or new model) and were removed
+    from it, since their stored features no longer describe the file with this model; the shards found missing or
+    damaged (`damaged_shards`) and the videos re-encoded because of them (`repaired`); whether the model's fingerprint
+    changed (every video re-encoded)."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     failed: list[HBIIndexFailure] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
     damaged_shards: list[HBIIndexFailure] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     model_changed: bool = False
@@ -327,10 +447,50 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def scan_videos(video_root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Video files under `video_root` (recursively, by extension), sorted by relative path."""
+def scan_videos(
+    video_root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS
+) -> tuple[list[Path], list[HBIIndexFailure]]:
+    """
+    The video files under `video_root` (recursively, by extension; symbolic links to folders are not followed), and
+    what could not be listed or read: a folder that cannot be listed, an entry with a video extension that cannot be
+    examined (no permission), a symbolic link whose target is missing, or that is not a regular file (all of kind
+    `"unreadable"`, paths relative to `video_root`, a folder's ending in `/`).
+
+    Returns:
+        `(files, problems)`, each sorted by relative path.
+    """
     suffixes = {suffix.lower() for suffix in extensions}
-    return sorted(path for path in video_root.rglob("*") if path.is_file() and path.suffix.lower() in suffixes)
+    files: list[Path] = []
+    problems: list[HBIIndexFailure] = []
+
+    def relative(path: str | os.PathLike) -> str:
+        return Path(path).relative_to(video_root).as_posix()
+
+    def unlisted(error: OSError) -> None:
+        folder = relative(error.filename) if error.filename else "."
+        reason = f"the folder cannot be listed ({type(error).__name__}: {error.strerror})"
+        problems.append(HBIIndexFailure(f"{folder}/", "unreadable", reason))
+
+    for folder, _, names in os.walk(video_root, onerror=unlisted):
+        for name in names:
+            path = Path(folder, name)
+            if path.suffix.lower() not in suffixes:
+                continue
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:
+                target = os.readlink(path) if path.is_symlink() else None
+                reason = f"a symbolic link to {target}, which does not exist" if target else "the file vanished"
+                problems.append(HBIIndexFailure(relative(path), "unreadable", reason))
+                continue
+            except OSError as error:
+                problems.append(HBIIndexFailure(relative(path), "unreadable", f"{type(error).__name__}: {error}"))
+                continue
+            if stat.S_ISREG(mode):
+                files.append(path)
+            else:
+                problems.append(HBIIndexFailure(relative(path), "unreadable", "not a regular file"))
+    return sorted(files), sorted(problems, key=lambda problem: problem.path)
 
 
 def _manifest_error(manifest_path: Path, where: str, problem: str) -> HBIIndexDamagedError:
@@ -368,6 +528,7 @@ class HBIVideoIndex:
         self.entries = entries or []
         self.failed = failed or []
         self.shards = shards or {}
+        self._layouts: dict[str, tuple[int, dict]] = {}
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "HBIVideoIndex":
@@ -564,6 +725,121 @@ class HBIVideoIndex:
     def paths(self) -> list[str]:
         return [entry.path for entry in self.entries]
 
+    def _shard_layout(self, name: str) -> tuple[int, dict[str, tuple[torch.dtype, list[int], int]]]:
+        """
+        Where each tensor of a shard lies in its file, from the safetensors header (an 8-byte little-endian length,
+        then JSON naming each tensor's dtype, shape and byte range after the header), after checking the file's size
+        and every tensor's row count and extent.
+
+        Returns:
+            `(data_start, tensors)`: the file offset of the tensor data and, per tensor name, its dtype, shape and
+            byte offset from `data_start`.
+
+        Raises:
+            [`HBIIndexDamagedError`]: the shard is missing, truncated, or its header is not a valid safetensors
+                header of the recorded rows.
+        """
+        record, path = self.shards[name], self.directory / name
+        if not path.is_file():
+            raise self._damaged(name, "the shard is missing")
+        size = path.stat().st_size
+        if size != record["size"]:
+            raise self._damaged(
+                name, f"the shard has {size} bytes, the manifest records {record['size']} (truncated?)"
+            )
+        try:
+            with open(path, "rb") as handle:
+                header_size = int.from_bytes(handle.read(8), "little")
+                if not 0 < header_size <= size - 8:
+                    raise ValueError(f"header length {header_size}")
+                header = json.loads(handle.read(header_size))
+            data_start, tensors = 8 + header_size, {}
+            for key, item in header.items():
+                if key == "__metadata__":
+                    continue
+                dtype, shape = _SAFETENSORS_DTYPES[item["dtype"]], [int(n) for n in item["shape"]]
+                begin, end = (int(n) for n in item["data_offsets"])
+                expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+                if end - begin != expected or not 0 <= begin <= end <= size - data_start:
+                    raise ValueError(f"tensor {key}: byte range {begin}-{end} for shape {shape}")
+                tensors[key] = (dtype, shape, begin)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise self._damaged(name, f"the shard cannot be read ({type(error).__name__}: {error})") from error
+        if not tensors or any(shape[:1] != [record["rows"]] for _, shape, _ in tensors.values()):
+            raise self._damaged(name, f"the shard does not hold {record['rows']} rows")
+        return data_start, tensors
+
+    def _read_rows(self, name: str, rows: list[int], keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """The given rows of the tensors `keys` (default: all) of one shard, read from the file without reading the
+        other rows: memory grows with `len(rows)`, not with the shard or the index."""
+        if name not in self._layouts:
+            self._layouts[name] = self._shard_layout(name)
+        data_start, layout = self._layouts[name]
+        tensors = {}
+        with open(self.directory / name, "rb", buffering=0) as handle:
+            for key in keys if keys is not None else layout:
+                dtype, shape, begin = layout[key]
+                row_bytes = math.prod(shape[1:]) * torch.empty((), dtype=dtype).element_size()
+                data = bytearray(len(rows) * row_bytes)
+                view = memoryview(data)
+                for i, row in enumerate(rows):
+                    handle.seek(data_start + begin + row * row_bytes)
+                    if handle.readinto(view[i * row_bytes : (i + 1) * row_bytes]) != row_bytes:
+                        raise self._damaged(name, "the shard ends before its last row (truncated?)")
+                flat = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+                tensors[key] = flat.view(dtype).reshape(len(rows), *shape[1:])
+        return tensors
+
+    def _rows_by_shard(self, positions: list[int]) -> dict[str, list[int]]:
+        grouped: dict[str, list[int]] = {}
+        for position in positions:
+            grouped.setdefault(self.entries[position].shard, []).append(position)
+        return grouped
+
+    def read_features(self, positions: list[int]) -> HBIVideoFeatures:
+        """
+        The features of the indexed videos at `positions` (indices into `entries`), in that order, reading only
+        their rows from the shards: memory grows with `len(positions)`, not with the index.
+
+        Raises:
+            [`HBIIndexDamagedError`]: a shard is missing, truncated or unreadable, or holds NaN / infinite features
+                for one of these videos (the message names the shard and the videos).
+        """
+        parts, order = [], []
+        for name, members in self._rows_by_shard(positions).items():
+            tensors = self._read_rows(name, [self.entries[p].row for p in members])
+            bad = non_finite_rows(tensors)
+            if bad.any():
+                videos = [self.entries[p].path for p, is_bad in zip(members, bad.tolist()) if is_bad]
+                raise self._damaged(name, f"the features of {videos} hold NaN or infinite values")
+            parts.append(tensors_to_features(tensors))
+            order.extend(members)
+        features = HBIVideoFeatures.concatenate(parts)
+        where = {position: i for i, position in enumerate(order)}
+        return features[torch.tensor([where[p] for p in positions], dtype=torch.long)]
+
+    def global_embeddings(self) -> torch.Tensor:
+        """
+        The global embedding (mean frame token) of every indexed video `(videos, dim)`, in manifest order, read
+        without the token features (a 20th or less of the index at CLIP shapes).
+
+        Raises:
+            [`HBIInputError`]: the index holds no video. [`HBIIndexDamagedError`]: a shard is missing, truncated or
+                unreadable, or a global embedding is NaN / infinite (naming the videos).
+        """
+        if not self.entries:
+            raise HBIInputError(f"the index {self.directory} holds no video")
+        parts, order = [], []
+        for name, members in self._rows_by_shard(range(len(self.entries))).items():
+            embeddings = self._read_rows(name, [self.entries[p].row for p in members], ["global_embeddings"])
+            bad = non_finite_rows(embeddings)
+            if bad.any():
+                videos = [self.entries[p].path for p, is_bad in zip(members, bad.tolist()) if is_bad]
+                raise self._damaged(name, f"the features of {videos} hold NaN or infinite values")
+            parts.append(embeddings["global_embeddings"])
+            order.extend(members)
+        return torch.cat(parts)[torch.tensor(order).argsort()]
+
 
 def _pad_frames(videos: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack `(frames_i, 3, H, W)` videos, padding to the longest with masked frames."""
@@ -646,31 +922,49 @@ def _drop_from_lists(report: HBIIndexReport, path: str) -> None:
 def _plan_update(
     index: HBIVideoIndex,
     files: list[Path],
+    problems: list[HBIIndexFailure],
     video_root: Path,
     report: HBIIndexReport,
     stale_shards: set[str],
     reencode_all: bool,
 ) -> list[dict]:
     """Drop from `index` the entries of removed and changed files, of files in `stale_shards` (every entry if
-    `reencode_all`); return the metadata of the files to encode. A file that cannot be read is reported, not fatal."""
+    `reencode_all`) and of the listed files that cannot be read (`problems` from [`scan_videos`], and files whose
+    hashing fails); return the metadata of the files to encode. A file that cannot be read is reported, not fatal;
+    one that was indexed is also reported as `dropped`. The planned files that were indexed are marked `indexed`."""
     known = {entry.path: entry for entry in index.entries}
+
+    def unreadable(failure: HBIIndexFailure) -> None:
+        if known.pop(failure.path, None) is not None:
+            failure.reason += "; it was in the index and was removed from it"
+            report.dropped.append(failure.path)
+        logger.warning("skipping %s: %s", failure.path, failure.reason)
+        report.failed.append(failure)
+
+    for problem in problems:
+        unreadable(problem)
     to_encode, kept = [], []
     for path in files:
         relative = path.relative_to(video_root).as_posix()
-        entry = known.pop(relative, None)
+        entry = known.get(relative)
         stale = entry is not None and (reencode_all or entry.shard in stale_shards)
         try:
-            stat = path.stat()
-            if entry is not None and not stale and (entry.size, entry.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                kept.append(entry)
+            stat_result = path.stat()
+            same_stat = entry is not None and (entry.size, entry.mtime_ns) == (
+                stat_result.st_size,
+                stat_result.st_mtime_ns,
+            )
+            if not stale and same_stat:
+                kept.append(known.pop(relative))
                 continue
             digest = file_sha256(path)
         except OSError as error:
-            logger.warning("skipping %s: cannot read it (%s)", relative, error)
-            report.failed.append(HBIIndexFailure(relative, "unreadable", f"{type(error).__name__}: {error}"))
+            vanished = " (it vanished after it was listed)" if isinstance(error, FileNotFoundError) else ""
+            unreadable(HBIIndexFailure(relative, "unreadable", f"{type(error).__name__}: {error}{vanished}"))
             continue
+        known.pop(relative, None)
         if entry is not None and not stale and entry.sha256 == digest:
-            entry.size, entry.mtime_ns = stat.st_size, stat.st_mtime_ns
+            entry.size, entry.mtime_ns = stat_result.st_size, stat_result.st_mtime_ns
             kept.append(entry)
             continue
         if entry is None:
@@ -679,7 +973,8 @@ def _plan_update(
             report.repaired.append(relative)
         else:
             report.updated.append(relative)
-        to_encode.append(dict(path=relative, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest))
+        metadata = dict(path=relative, size=stat_result.st_size, mtime_ns=stat_result.st_mtime_ns, sha256=digest)
+        to_encode.append(dict(metadata, indexed=entry is not None))
     report.removed.extend(sorted(known))
     report.unchanged = len(kept)
     index.entries = kept
@@ -741,6 +1036,8 @@ def build_index(
     if not video_root.is_dir():
         raise NotADirectoryError(f"video folder {video_dir}: no such folder")
     index_path = Path(index_dir)
+    if model_name_or_path is not None:
+        model_name_or_path = resolve_model_folder(model_name_or_path)
     encoder = None
     if not _index_folder_is_ours(index_path):
         if model_name_or_path is None:
@@ -776,7 +1073,7 @@ def _update_index(
     report = HBIIndexReport()
     if (index_path / MANIFEST_NAME).is_file():
         index = HBIVideoIndex.load(index_path)
-        fingerprint = HBIModelFingerprint.of(model_name_or_path or index.model.path, known=index.model)
+        fingerprint = HBIModelFingerprint.of(resolve_model_folder(model_name_or_path, index), known=index.model)
         if fingerprint.sha256 != index.model.sha256:
             logger.warning(
                 "the model %s differs from the one %s was built with (%s; weights, config or processor changed): "
@@ -797,8 +1094,17 @@ def _update_index(
     for problem in report.damaged_shards:
         logger.warning("%s: shard %s: %s; its videos are re-encoded", problem.kind, problem.path, problem.reason)
     stale_shards = {problem.path for problem in report.damaged_shards}
-    files = scan_videos(video_root, extensions)
-    to_encode = _plan_update(index, files, video_root, report, stale_shards, reencode_all=report.model_changed)
+    extensions = tuple(extensions)
+    files, problems = scan_videos(video_root, extensions)
+    if not files and not problems:
+        emptied = f"; the {len(index.entries)} videos of the index are removed from it" if index.entries else ""
+        logger.warning(
+            f"{video_root}: no video file in this folder or its subfolders (looked for {' '.join(extensions)}): "
+            f"nothing to index{emptied}"
+        )
+    to_encode = _plan_update(
+        index, files, problems, video_root, report, stale_shards, reencode_all=report.model_changed
+    )
     if to_encode and encoder is None:
         encoder = _load_encoder(fingerprint.path, device)  # before the manifest changes
     index.model = fingerprint
@@ -813,10 +1119,25 @@ def _update_index(
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []
     batch_metadata: list[dict] = []
 
+    saved = 0
+    failed_before = len(report.failed)
+
     def fail(item: dict, kind: str, reason: str) -> None:
+        if item["indexed"]:
+            reason += "; it was in the index and was removed from it"
+            report.dropped.append(item["path"])
         logger.warning("skipping %s: %s", item["path"], reason)
         report.failed.append(HBIIndexFailure(item["path"], kind, reason))
         _drop_from_lists(report, item["path"])
+
+    def decode_failure(path: Path, error: Exception) -> tuple[str, str]:
+        """The kind and reason of a file the processor could not decode."""
+        reason = f"{type(error).__name__}: {error}"
+        if not path.exists():
+            return "unreadable", f"the file vanished after it was listed ({reason})"
+        if isinstance(error, PermissionError) or isinstance(error.__cause__, PermissionError):
+            return "unreadable", reason
+        return "undecodable", reason
 
     def encode_pending_batch() -> None:
         if not batch:
@@ -832,31 +1153,37 @@ def _update_index(
         batch_metadata.clear()
 
     def write_checkpoint() -> None:
+        nonlocal saved
         if encoded_metadata:
-            index.append_shard(HBIVideoFeatures.concatenate(encoded), list(encoded_metadata))
+            metadata = [{key: value for key, value in item.items() if key != "indexed"} for item in encoded_metadata]
+            index.append_shard(HBIVideoFeatures.concatenate(encoded), metadata)
+            saved += len(metadata)
         encoded.clear()
         encoded_metadata.clear()
 
     try:
-        for item in tqdm(to_encode, desc="indexing", unit="video", disable=not show_progress):
-            try:
-                batch.append(decode_video(processor, video_root / item["path"]))
-            except PermissionError as error:
-                fail(item, "unreadable", f"{type(error).__name__}: {error}")
-                continue
-            except Exception as error:  # any decoder failure: the file is reported, the run goes on
-                fail(item, "undecodable", f"{type(error).__name__}: {error}")
-                continue
-            batch_metadata.append(item)
-            if len(batch) == batch_size:
+        try:
+            with tqdm(to_encode, desc="indexing", unit="video", disable=not show_progress) as progress:
+                for item in progress:
+                    path = video_root / item["path"]
+                    try:
+                        batch.append(decode_video(processor, path))
+                    except Exception as error:  # any decoder failure: the file is reported, the run goes on
+                        fail(item, *decode_failure(path, error))
+                        continue
+                    batch_metadata.append(item)
+                    if len(batch) == batch_size:
+                        encode_pending_batch()
+                    if len(encoded_metadata) >= checkpoint_every:
+                        write_checkpoint()
                 encode_pending_batch()
-            if len(encoded_metadata) >= checkpoint_every:
-                write_checkpoint()
-        encode_pending_batch()
-    finally:
-        write_checkpoint()
-        index.failed = report.failed
-        index.save()
+        finally:
+            write_checkpoint()
+            index.failed = report.failed
+            index.save()
+    except KeyboardInterrupt as interrupt:
+        left = len(to_encode) - saved - (len(report.failed) - failed_before)
+        raise HBIIndexInterrupted(index_path, saved, len(index), left) from interrupt
     return report
 
 
@@ -874,7 +1201,35 @@ class HBISearchHit:
     score: float
 
 
-def global_shortlist(text_features: HBITextFeatures, video_features: HBIVideoFeatures, size: int) -> torch.Tensor:
+class HBIIndexGallery:
+    r"""
+    The videos of an index as [`rank_videos`] reads them: their global embeddings `(videos, dim)` held in memory
+    (read once), the other features read from the shards for the videos asked for (`gallery[positions]`, an
+    [`HBIVideoFeatures`]), so the memory of a search grows with the shortlist and the scoring block, not with the
+    index.
+
+    Args:
+        index ([`HBIVideoIndex`]): a loaded index.
+
+    Raises:
+        [`HBIInputError`]: the index holds no video. [`HBIIndexDamagedError`]: see
+            [`HBIVideoIndex.global_embeddings`].
+    """
+
+    def __init__(self, index: HBIVideoIndex):
+        self.index = index
+        self.global_embeddings = index.global_embeddings()
+
+    def __len__(self) -> int:
+        return len(self.index.entries)
+
+    def __getitem__(self, positions: torch.Tensor) -> HBIVideoFeatures:
+        return self.index.read_features(positions.tolist())
+
+
+def global_shortlist(
+    text_features: HBITextFeatures, video_features: "HBIVideoFeatures | HBIIndexGallery", size: int
+) -> torch.Tensor:
     """Indices of the `size` videos whose global embedding (mean frame token) has the highest cosine with the text's
     sentence embedding; `(size,)`, best first."""
     text = F.normalize(text_features.global_embeddings[:1].float(), dim=-1)
@@ -887,7 +1242,7 @@ def global_shortlist(text_features: HBITextFeatures, video_features: HBIVideoFea
 def rank_videos(
     model: HBIModel,
     text_features: HBITextFeatures,
-    video_features: HBIVideoFeatures,
+    video_features: "HBIVideoFeatures | HBIIndexGallery",
     top_k: int = 10,
     shortlist: int = 0,
     chunk_size: int | None = 1024,
@@ -895,13 +1250,14 @@ def rank_videos(
     r"""
     Rank videos for one text. With `shortlist > 0`, a two-stage search: the `shortlist` videos closest by global
     embedding ([`global_shortlist`]), then the full HBI score ([`HBIModel.score`]) of those only; with `shortlist=0`
-    every video gets the full score.
+    every video gets the full score, `chunk_size` videos at a time.
 
     Args:
         text_features ([`HBITextFeatures`]): one text (batch 1).
-        video_features ([`HBIVideoFeatures`]): the gallery.
+        video_features ([`HBIVideoFeatures`] or [`HBIIndexGallery`]): the gallery; from an [`HBIIndexGallery`] only
+            the shortlisted videos (or one block of `chunk_size` videos at a time) are read from disk.
         top_k (`int`): results (>= 1). shortlist (`int`): >= 0. chunk_size (`int`, *optional*): videos scored per
-            block.
+            block (`None`: all at once).
 
     Returns:
         `(scores, indices)`, each of shape `(min(top_k, candidates),)`, best first; indices into `video_features`.
@@ -917,7 +1273,13 @@ def rank_videos(
         scores = model.score(text_features, video_features[candidates], chunk_size=chunk_size)[0]
     else:
         candidates = torch.arange(len(video_features))
-        scores = model.score(text_features, video_features, chunk_size=chunk_size)[0]
+        step = chunk_size or len(candidates)
+        scores = torch.cat(
+            [
+                model.score(text_features, video_features[block], chunk_size=chunk_size)[0]
+                for block in candidates.split(step)
+            ]
+        )
     nan = torch.isnan(scores)
     if nan.any():
         text_finite = all(
@@ -946,8 +1308,11 @@ class HBIVideoSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, model_name_or_path: str | os.PathLike | None = None):
-        self.index, self.features = self._load(index_dir)
-        fingerprint = HBIModelFingerprint.of(model_name_or_path or self.index.model.path, known=self.index.model)
+        self.index_dir = index_dir
+        self.index, self.features, self._stamp = self._load(index_dir)
+        fingerprint = HBIModelFingerprint.of(
+            resolve_model_folder(model_name_or_path, self.index), known=self.index.model
+        )
         if fingerprint.sha256 != self.index.model.sha256:
             raise HBIModelMismatchError(
                 f"the model {fingerprint.path} (fingerprint {fingerprint.sha256[:12]}) is not the model the index "
@@ -957,40 +1322,65 @@ class HBIVideoSearcher:
             )
         self.model, _ = load_hbi_model(fingerprint.path)
         self.processor = load_processor(fingerprint.path)
-        self.paths = self.index.paths()
+
+    @property
+    def paths(self) -> list[str]:
+        return self.index.paths()
 
     @staticmethod
-    def _load(index_dir: str | os.PathLike, attempts: int = 3) -> tuple[HBIVideoIndex, HBIVideoFeatures]:
-        """The manifest and the features it refers to. An `hbi-hf index` run may replace the manifest and then
-        delete shards it no longer refers to while this reads them: a shard found missing or damaged after the
-        manifest was replaced is read again through the new manifest."""
+    def _manifest_stamp(index_dir: str | os.PathLike) -> tuple[int, int] | None:
         manifest = Path(index_dir) / MANIFEST_NAME
+        try:
+            status = manifest.stat()
+        except FileNotFoundError:
+            return None
+        return status.st_ino, status.st_mtime_ns
+
+    @classmethod
+    def _load(
+        cls, index_dir: str | os.PathLike, attempts: int = 3
+    ) -> tuple[HBIVideoIndex, HBIIndexGallery, tuple[int, int] | None]:
+        """The manifest and the gallery it describes (the global embeddings are read now, the rest per query). An
+        `hbi-hf index` run may replace the manifest and then delete shards it no longer refers to while this reads
+        them: a shard found missing or damaged after the manifest was replaced is read again through the new
+        manifest. Returns the index, its gallery and the manifest's identity (inode, modification time) when read."""
         attempt = 1
         while True:
+            stamp = cls._manifest_stamp(index_dir)
             index = HBIVideoIndex.load(index_dir)
-            stamp = (manifest.stat().st_ino, manifest.stat().st_mtime_ns)
             try:
-                return index, index.features()
+                return index, HBIIndexGallery(index), stamp
             except HBIIndexDamagedError:
-                replaced = manifest.is_file() and (manifest.stat().st_ino, manifest.stat().st_mtime_ns) != stamp
+                replaced = cls._manifest_stamp(index_dir) not in (None, stamp)
                 if not replaced or attempt == attempts:
                     raise
                 attempt += 1
 
     def search(self, query: str, top_k: int = 10, shortlist: int = 1000) -> list[HBISearchHit]:
-        """Rank the indexed videos for `query`; see [`rank_videos`]. Raises [`HBIInputError`] for an empty or
-        whitespace-only query (it has no words to match)."""
+        """Rank the indexed videos for `query`; see [`rank_videos`] (only the shortlisted videos' features are read
+        from disk). When an `hbi-hf index` run has replaced the index since it was loaded and a shard it read is gone,
+        the index is loaded again and the query answered from it.
+
+        Raises:
+            [`HBIInputError`]: an empty or whitespace-only query (it has no words to match), or one that is not UTF-8
+                text. [`HBIIndexDamagedError`]: see [`rank_videos`] and [`HBIVideoIndex.read_features`]."""
         if not query.strip():
             raise HBIInputError(f"the query {query!r} is empty: give some words to search for")
         text_features, _ = encode_text(self.model, self.processor, query)
+        text_features = text_features.map(lambda t: t.cpu())
         try:
-            scores, indices = rank_videos(
-                self.model, text_features.map(lambda t: t.cpu()), self.features, top_k, shortlist
-            )
+            try:
+                scores, indices = rank_videos(self.model, text_features, self.features, top_k, shortlist)
+            except HBIIndexDamagedError:
+                if self._manifest_stamp(self.index_dir) in (None, self._stamp):
+                    raise
+                self.index, self.features, self._stamp = self._load(self.index_dir)
+                scores, indices = rank_videos(self.model, text_features, self.features, top_k, shortlist)
         except HBIIndexDamagedError as error:
             raise HBIIndexDamagedError(f"query {query!r} on {self.index.directory}: {error}") from error
+        paths = self.index.paths()
         return [
-            HBISearchHit(rank=rank, path=self.paths[i], score=float(score))
+            HBISearchHit(rank=rank, path=paths[i], score=float(score))
             for rank, (score, i) in enumerate(zip(scores.tolist(), indices.tolist()), start=1)
         ]
 
@@ -1018,6 +1408,7 @@ __all__ = [
     "HBIIndexDamagedError",
     "HBIIndexEntry",
     "HBIIndexFailure",
+    "HBIIndexInterrupted",
     "HBIIndexLockedError",
     "HBIIndexReport",
     "HBIModelFingerprint",

@@ -93,19 +93,32 @@ def _figure_file(text: str) -> str:
     return text
 
 
+def _utf8_text(what: str, text: str) -> str:
+    """`text` if it is UTF-8 text. Bytes of the command line that are not UTF-8 reach Python as lone surrogates,
+    which no tokenizer takes: refused, naming the bytes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        raise argparse.ArgumentTypeError(f"the {what} is not UTF-8 text: {raw!r}; give it in UTF-8") from None
+    return text
+
+
 def _query(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"the query is empty: give some words to search for; got {text!r}")
-    return text
+    return _utf8_text("query", text)
 
 
 def _caption(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"the caption is empty: give the words to explain; got {text!r}")
-    return text
+    return _utf8_text("caption", text)
 
 
-MODEL_FOLDER = _existing_folder("expected a folder written by save_pretrained holding the model and its processor")
+MODEL_FOLDER = _existing_folder(
+    "expected a folder written by save_pretrained holding the model and its processor, or an index folder"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +133,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     index = commands.add_parser("index", help="encode every video of a folder into a searchable index")
     index.add_argument("video_dir", type=_existing_folder("the videos to index"), help="folder of videos (recursive)")
     index.add_argument(
-        "--model", type=MODEL_FOLDER, help="saved HBI model folder with its processor (default: the index's model)"
+        "--model",
+        type=MODEL_FOLDER,
+        help="saved HBI model folder with its processor, or an index folder (its model); default: the index's model",
     )
     index.add_argument("--out", required=True, help="index folder (created, or updated incrementally)")
     index.add_argument(
@@ -143,7 +158,12 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         type=_non_negative_float,
         help="seconds to wait while another `hbi-hf index` run updates the same index (default: wait until it ends)",
     )
-    index.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    index.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the per-video progress bar (also hidden with HF_HUB_DISABLE_PROGRESS_BARS=1); transformers' "
+        "weight-loading bar is never shown",
+    )
 
     search = commands.add_parser("search", help="rank the indexed videos for a text query")
     search.add_argument("index", type=_existing_folder("an index written by `hbi-hf index`"), help="index folder")
@@ -164,13 +184,23 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         help="videos kept by the global-embedding pre-selection before full HBI scoring; 0 scores every video "
         "(default: %(default)s)",
     )
-    search.add_argument("--model", type=MODEL_FOLDER, help="model folder (default: the one stored in the index)")
+    search.add_argument(
+        "--model",
+        type=MODEL_FOLDER,
+        help="model folder, e.g. the model's new place after it moved (default: the one stored in the index; it must "
+        "be the same model)",
+    )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     explain = commands.add_parser("explain", help="draw the word x frame Banzhaf interaction of a video and caption")
     explain.add_argument("video", type=_existing_file, help="video file")
     explain.add_argument("caption", type=_caption, help="caption to explain (not empty)")
-    explain.add_argument("--model", type=MODEL_FOLDER, required=True, help="saved HBI model folder with its processor")
+    explain.add_argument(
+        "--model",
+        type=MODEL_FOLDER,
+        required=True,
+        help="saved HBI model folder with its processor, or an index folder (the model it was built with)",
+    )
     explain.add_argument(
         "--out", type=_figure_file, required=True, help="figure file: .png, .pdf or .svg, in an existing folder"
     )
