@@ -814,7 +814,9 @@ class HBIVideoIndex:
                 raise self._damaged(name, f"the features of {videos} hold NaN or infinite values")
             parts.append(tensors_to_features(tensors))
             order.extend(members)
-        features = HBIVideoFeatures.concatenate(parts)
+        features = HBIVideoFeatures.concatenate(parts) if len(parts) > 1 else parts[0]
+        if order == list(positions):
+            return features
         where = {position: i for i, position in enumerate(order)}
         return features[torch.tensor([where[p] for p in positions], dtype=torch.long)]
 
