@@ -88,8 +88,8 @@ def test_ctrl_c_during_index_says_in_one_line_what_was_saved_exits_130_and_the_s
     tmp_path, real_model_dir, capsys
 ):
     videos = tmp_path / "videos"
-    for i in range(60):
-        write_video(videos / f"{i:02d}.mp4", (4 * i, 255 - 4 * i, 90), frames=8)
+    for i in range(24):
+        write_video(videos / f"{i:02d}.mp4", (10 * i, 255 - 10 * i, 90), frames=8)
     out = tmp_path / "index"
     command = [
         "index",
@@ -124,11 +124,11 @@ def test_ctrl_c_during_index_says_in_one_line_what_was_saved_exits_130_and_the_s
     )
     assert match, lines[0]
     saved, total, left = map(int, match.groups())
-    assert saved == total == len(HBIVideoIndex.load(out)) and 2 <= saved < 60 and saved + left == 60
+    assert saved == total == len(HBIVideoIndex.load(out)) and 2 <= saved < 24 and saved + left == 24
 
     resumed = run_cli(capsys, *command, "--no-progress")
-    assert f"{60 - saved} added" in resumed and f"{saved} unchanged" in resumed
-    assert len(HBIVideoIndex.load(out)) == 60
+    assert f"{24 - saved} added" in resumed and f"{saved} unchanged" in resumed
+    assert len(HBIVideoIndex.load(out)) == 24
 
 
 def test_ctrl_c_before_encoding_or_during_search_is_one_line_with_exit_status_130(
@@ -214,9 +214,8 @@ def test_an_indexed_file_that_became_corrupt_or_a_dangling_link_is_reported_as_d
 
     assert re.search(r"failed \(undecodable\): red\.mp4: .*; it was in the index and was removed from it", out)
     assert re.search(r"failed \(unreadable\): blue\.mp4: .*; it was in the index and was removed from it", out)
-    assert (
-        "failed (undecodable): broken.mp4" in out and "broken.mp4: HBIVideoDecodeError" not in out.split("was in")[0]
-    )
+    (broken,) = [line for line in out.splitlines() if "broken.mp4" in line]  # never indexed: failed, not dropped
+    assert "failed (undecodable)" in broken and "was in the index" not in broken
     summary = summary_line(out)
     assert "1 removed, 1 unchanged, 3 failed (undecodable 2, unreadable 1), 2 dropped (were in the index" in summary
     index = HBIVideoIndex.load(index_dir)
