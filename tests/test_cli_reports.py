@@ -418,10 +418,34 @@ def test_a_model_folder_without_a_processor_is_one_line_naming_the_folder_and_th
         error = capsys.readouterr().err
         assert error == (
             f"hbi-hf {argv[0]}: error: model {model_dir.resolve()}: the folder holds no processor (no "
-            f"processor_config.json): save one into the folder with `processor.save_pretrained('{model_dir.resolve()}')` "
-            "(an HBIProcessor, e.g. `HBIProcessor.from_pretrained(...)` of the model's processor)\n"
+            "processor_config.json): the text tower does not have CLIP's vocabulary, so save the model's own "
+            f"HBIProcessor into it with `processor.save_pretrained('{model_dir.resolve()}')`\n"
         )
     assert not out.exists() and not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.real_processor
+def test_the_call_named_for_a_clip_model_folder_without_a_processor_fixes_it(
+    video_dir, real_model_dir, tmp_path, capsys
+):
+    """A model folder written before models carried their processor (e.g. by an older converter): the error names
+    the one call that saves the default processor, and running that call makes the command work."""
+    folder = tmp_path / "old-model"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(real_model_dir / name, folder / name)
+    argv = ["index", str(video_dir), "--model", str(folder), "--out", str(tmp_path / "index"), "--no-progress"]
+
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert (
+        error.startswith(f"hbi-hf index: error: model {folder}: the folder holds no processor")
+        and error.count("\n") == 1
+    )
+    (call,) = re.findall(r"`([^`]+)`", error)
+    assert call.startswith("hbi_hf.modeling_hbi.default_processor(hbi_hf.HBIConfig.from_pretrained(")
+    exec(call, {"hbi_hf": __import__("hbi_hf.modeling_hbi")})
+    assert f"{len(COLOURS)} added" in run_cli(capsys, *argv)
 
 
 # --- 10. the memory of a search ---------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from transformers.utils import logging
 
 from .auto import AutoModelForVideoTextRetrieval
 from .errors import HBIInputError
-from .modeling_hbi import HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
+from .modeling_hbi import CLIP_VOCAB_SIZE, HBIBanzhafEstimator, HBIModel, HBITextFeatures, HBIVideoFeatures
 
 logger = logging.get_logger(__name__)
 
@@ -246,23 +246,42 @@ def load_processor(model_name_or_path: str | os.PathLike):
             be loaded, or it is not an HBI processor; one line naming the folder and the call that fixes it.
     """
     folder = Path(model_name_or_path)
-    fix = (
-        "save one into the folder with `processor.save_pretrained(FOLDER)` (an HBIProcessor, e.g. "
-        "`HBIProcessor.from_pretrained(...)` of the model's processor)"
-    ).replace("FOLDER", repr(str(folder)))
     if not any((folder / name).is_file() for name in PROCESSOR_FILES):
-        raise HBIInputError(f"model {folder}: the folder holds no processor (no {PROCESSOR_FILES[0]}): {fix}")
+        raise HBIInputError(
+            f"model {folder}: the folder holds no processor (no {PROCESSOR_FILES[0]}): {_processor_fix(folder)}"
+        )
     try:
         processor = AutoProcessor.from_pretrained(folder)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HBIInputError(f"model {folder}: its processor cannot be loaded ({first_line}): {fix}") from error
+        raise HBIInputError(
+            f"model {folder}: its processor cannot be loaded ({first_line}): {_processor_fix(folder)}"
+        ) from error
     if getattr(processor, "video_processor", None) is None:
         raise HBIInputError(
             f"model {folder}: expected an HBI processor (tokenizer + video processor) saved with the model; "
-            f"AutoProcessor found a {type(processor).__name__}: {fix}"
+            f"AutoProcessor found a {type(processor).__name__}: {_processor_fix(folder)}"
         )
     return processor
+
+
+def _processor_fix(folder: Path) -> str:
+    """The one call that saves a processor into a model folder: the default processor (`default_processor`, the one
+    the package saves with a model) when the text tower has CLIP's vocabulary, else the user's own."""
+    try:
+        clip_vocabulary = AutoConfig.from_pretrained(folder).text_config.vocab_size == CLIP_VOCAB_SIZE
+    except (OSError, ValueError, AttributeError):
+        clip_vocabulary = False
+    if clip_vocabulary:
+        return (
+            "save the default one (OpenAI's CLIP tokenizer, the model's frames and words) into it with "
+            f"`hbi_hf.modeling_hbi.default_processor(hbi_hf.HBIConfig.from_pretrained({str(folder)!r}))"
+            f".save_pretrained({str(folder)!r})`"
+        )
+    return (
+        f"the text tower does not have CLIP's vocabulary, so save the model's own HBIProcessor into it with "
+        f"`processor.save_pretrained({str(folder)!r})`"
+    )
 
 
 def text_token_count(processor, text: str) -> int | None:
