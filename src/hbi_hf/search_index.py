@@ -1343,10 +1343,7 @@ class HBIVideoSearcher:
             )
         self.model, _ = load_hbi_model(fingerprint.path)
         self.processor = load_processor(fingerprint.path)
-
-    @property
-    def paths(self) -> list[str]:
-        return self.index.paths()
+        self.paths = self.index.paths()
 
     @staticmethod
     def _manifest_stamp(index_dir: str | os.PathLike) -> tuple[int, int] | None:
@@ -1396,12 +1393,12 @@ class HBIVideoSearcher:
                 if self._manifest_stamp(self.index_dir) in (None, self._stamp):
                     raise
                 self.index, self.features, self._stamp = self._load(self.index_dir)
+                self.paths = self.index.paths()
                 scores, indices = rank_videos(self.model, text_features, self.features, top_k, shortlist)
         except HBIIndexDamagedError as error:
             raise HBIIndexDamagedError(f"query {query!r} on {self.index.directory}: {error}") from error
-        paths = self.index.paths()
         return [
-            HBISearchHit(rank=rank, path=paths[i], score=float(score))
+            HBISearchHit(rank=rank, path=self.paths[i], score=float(score))
             for rank, (score, i) in enumerate(zip(scores.tolist(), indices.tolist()), start=1)
         ]
 

@@ -165,7 +165,8 @@ class HBISearchService:
         without decoding; cached per file version)."""
         file = self.resolve_video(path)
         stat = file.stat()
-        valid = int(self.searcher.features.level_masks[0][self.positions[path]].sum())
+        features = self.searcher.features[torch.tensor([self.positions[path]])]  # one row, read from the index
+        valid = int(features.level_masks[0][0].sum())
         return _video_timing(str(file), stat.st_size, stat.st_mtime_ns, self._sampling(), valid)
 
     def _sampling(self) -> tuple[int, str, float]:
