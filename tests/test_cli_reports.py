@@ -44,17 +44,30 @@ TESTS = Path(__file__).parent
 SOURCES = TESTS.parent / "src"
 
 
-def hbi_hf_process(*argv, **kwargs) -> subprocess.Popen:
-    """A real `hbi-hf` process (`python -m hbi_hf_cli`, the console script's code) on this tree's sources."""
+def hbi_hf_process(*argv, seconds_per_video: float = 0.0) -> subprocess.Popen:
+    """A real `hbi-hf` process (`python -m hbi_hf_cli`, the console script's code) on this tree's sources. With
+    `seconds_per_video`, the process runs the same command with each video's encoding slowed down by that much (so
+    a test can interrupt it mid-run on a machine of any speed)."""
     environment = dict(
         os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{SOURCES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     )
+    if seconds_per_video:
+        slowed = (
+            "import sys, time\n"
+            "from hbi_hf import search_index\n"
+            "real = search_index.encode_video_batch\n"
+            "def slow(model, pixel_values, video_mask):\n"
+            f"    time.sleep({seconds_per_video} * len(pixel_values))\n"
+            "    return real(model, pixel_values, video_mask)\n"
+            "search_index.encode_video_batch = slow\n"
+            "from hbi_hf_cli import main\n"
+            "sys.exit(main())\n"
+        )
+        command = [sys.executable, "-c", slowed]
+    else:
+        command = [sys.executable, "-m", "hbi_hf_cli"]
     return subprocess.Popen(
-        [sys.executable, "-m", "hbi_hf_cli", *map(os.fsencode, argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=environment,
-        **kwargs,
+        [*command, *map(os.fsencode, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
     )
 
 
@@ -87,9 +100,11 @@ def summary_line(out: str) -> str:
 def test_ctrl_c_during_index_says_in_one_line_what_was_saved_exits_130_and_the_same_command_continues(
     tmp_path, real_model_dir, capsys
 ):
+    """A real `hbi-hf index` process (its encoder slowed to 0.5 s per video) gets SIGINT once two videos are saved:
+    one line on standard error with the counts and the fix, exit status 130, and the same command then continues."""
     videos = tmp_path / "videos"
-    for i in range(24):
-        write_video(videos / f"{i:02d}.mp4", (10 * i, 255 - 10 * i, 90), frames=8)
+    for i in range(12):
+        write_video(videos / f"{i:02d}.mp4", (20 * i, 255 - 20 * i, 90), frames=8)
     out = tmp_path / "index"
     command = [
         "index",
@@ -103,7 +118,7 @@ def test_ctrl_c_during_index_says_in_one_line_what_was_saved_exits_130_and_the_s
         "--batch-size",
         "1",
     ]
-    process = hbi_hf_process(*command, "--no-progress")
+    process = hbi_hf_process(*command, "--no-progress", seconds_per_video=0.5)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:  # interrupt once some videos are saved
         if (out / "manifest.json").is_file() and len(HBIVideoIndex.load(out)) >= 2:
@@ -124,11 +139,54 @@ def test_ctrl_c_during_index_says_in_one_line_what_was_saved_exits_130_and_the_s
     )
     assert match, lines[0]
     saved, total, left = map(int, match.groups())
-    assert saved == total == len(HBIVideoIndex.load(out)) and 2 <= saved < 24 and saved + left == 24
+    assert saved == total == len(HBIVideoIndex.load(out)) and 2 <= saved < 12 and saved + left == 12
 
     resumed = run_cli(capsys, *command, "--no-progress")
-    assert f"{24 - saved} added" in resumed and f"{saved} unchanged" in resumed
-    assert len(HBIVideoIndex.load(out)) == 24
+    assert f"{12 - saved} added" in resumed and f"{saved} unchanged" in resumed
+    assert len(HBIVideoIndex.load(out)) == 12
+
+
+@pytest.mark.parametrize("where", ["writing a shard", "after the shard, before the manifest", "after the manifest"])
+def test_ctrl_c_at_any_point_of_a_checkpoint_saves_each_video_once_and_counts_what_is_saved(
+    where, video_dir, model_dir, tmp_path, monkeypatch
+):
+    """The signal can land anywhere in a checkpoint: the counts in the message are what the manifest holds, and no
+    video is stored twice."""
+    index_class = search_module.HBIVideoIndex
+    real = {"writing a shard": index_class._write_shard, "after the manifest": search_module._atomic_write_bytes}
+    calls = {"n": 0}
+
+    def interrupt_on_second_checkpoint(function):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2 and where == "writing a shard":
+                raise KeyboardInterrupt
+            result = function(*args, **kwargs)
+            if calls["n"] == 2 and where != "writing a shard":
+                raise KeyboardInterrupt
+            return result
+
+        return wrapped
+
+    if where == "after the shard, before the manifest":
+        monkeypatch.setattr(index_class, "_write_shard", interrupt_on_second_checkpoint(index_class._write_shard))
+    elif where == "writing a shard":
+        monkeypatch.setattr(index_class, "_write_shard", interrupt_on_second_checkpoint(real[where]))
+    else:
+        calls["n"] = -1  # the first manifest writes are the empty index's and the first checkpoint's
+        monkeypatch.setattr(search_module, "_atomic_write_bytes", interrupt_on_second_checkpoint(real[where]))
+    out = tmp_path / "index"
+    with pytest.raises(search_module.HBIIndexInterrupted) as interrupted:
+        build_index(video_dir, out, model_dir, batch_size=1, checkpoint_every=1, show_progress=False)
+    monkeypatch.setattr(index_class, "_write_shard", real["writing a shard"])
+    monkeypatch.setattr(search_module, "_atomic_write_bytes", real["after the manifest"])
+
+    index = HBIVideoIndex.load(out)
+    assert interrupted.value.saved == interrupted.value.total == len(index) >= 1
+    assert len(set(index.paths())) == len(index.paths())
+    assert set(index.shards) <= {path.name for path in out.glob("shard-*.safetensors")}  # never a missing shard
+    report = build_index(video_dir, out, show_progress=False)
+    assert report.unchanged == len(index) and report.unchanged + len(report.added) == len(COLOURS)
 
 
 def test_ctrl_c_before_encoding_or_during_search_is_one_line_with_exit_status_130(

@@ -628,8 +628,9 @@ class HBIVideoIndex:
         save_file(tensors, str(temporary))
         _fsync(temporary)
         rows = next(iter(tensors.values())).shape[0]
-        self.shards[name] = dict(sha256=file_sha256(temporary), size=temporary.stat().st_size, rows=rows)
+        record = dict(sha256=file_sha256(temporary), size=temporary.stat().st_size, rows=rows)
         os.replace(temporary, self.directory / name)
+        self.shards[name] = record  # after the file is in place: the manifest never names a shard not written
         return name
 
     def append_shard(self, features: HBIVideoFeatures, metadata: list[dict]) -> None:
@@ -1140,8 +1141,7 @@ def _update_index(
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []
     batch_metadata: list[dict] = []
 
-    saved = 0
-    failed_before = len(report.failed)
+    kept_before, failed_before = len(index.entries), len(report.failed)
 
     def fail(item: dict, kind: str, reason: str) -> None:
         if item["indexed"]:
@@ -1174,13 +1174,13 @@ def _update_index(
         batch_metadata.clear()
 
     def write_checkpoint() -> None:
-        nonlocal saved
-        if encoded_metadata:
-            metadata = [{key: value for key, value in item.items() if key != "indexed"} for item in encoded_metadata]
-            index.append_shard(HBIVideoFeatures.concatenate(encoded), metadata)
-            saved += len(metadata)
-        encoded.clear()
+        if not encoded_metadata:
+            return
+        features = HBIVideoFeatures.concatenate(encoded)
+        metadata = [{key: value for key, value in item.items() if key != "indexed"} for item in encoded_metadata]
+        encoded.clear()  # before writing: a write interrupted half-way is completed by the final save, never repeated
         encoded_metadata.clear()
+        index.append_shard(features, metadata)
 
     try:
         try:
@@ -1203,6 +1203,7 @@ def _update_index(
             index.failed = report.failed
             index.save()
     except KeyboardInterrupt as interrupt:
+        saved = len(index.entries) - kept_before  # every entry is in the manifest saved just above
         left = len(to_encode) - saved - (len(report.failed) - failed_before)
         raise HBIIndexInterrupted(index_path, saved, len(index), left) from interrupt
     return report
