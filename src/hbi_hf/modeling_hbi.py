@@ -1312,7 +1312,8 @@ class HBIPreTrainedModel(PreTrainedModel):
         r"""
         Build an HBI model around a pretrained CLIP (Hub id or local folder), initialising the temporal transformer
         from the first CLIP text layers and the frame positions from CLIP's text positions, as the official code
-        does. With `estimator_name_or_path` in the config, the Banzhaf teacher is loaded from it.
+        does. With `estimator_name_or_path` in the config, the Banzhaf teacher is loaded from it. `save_pretrained`
+        then writes the model and the processor for its `num_frames` / `max_words` in one call.
 
         Args:
             clip_name_or_path (`str`, *optional*, defaults to `"openai/clip-vit-base-patch32"`): recorded in
