@@ -116,6 +116,24 @@ def test_explain_endpoint_gives_the_values_of_explain_video(server, trusted):
     assert status == 200 and png[:4] == b"\x89PNG"
 
 
+def test_each_thumbnail_shows_the_sampled_frame_the_model_saw(server):
+    """The clips paint their frame index: frame i has a white bar at x = 4i..4i+4 of 64 px. The 6 frames sampled
+    uniformly from 16 are 0, 3, 6, 9, 12, 15; thumbnail k must show the bar of frame 3k (scaled to 240 px)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    for k, index in enumerate([0, 3, 6, 9, 12, 15]):
+        status, jpeg, _ = get(server, f"/thumbnails/blue.mp4?frame={k}")
+        assert status == 200
+        picture = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L"), dtype=float)
+        assert picture.shape[1] == 240
+        assert abs(int(picture.mean(0).argmax()) - (4 * index + 2) * 240 / 64) <= 8
+    status, body, _ = get(server, "/thumbnails/blue.mp4?frame=6")
+    assert status == 400 and "not one of its 6 sampled frames" in json.loads(body)["error"]
+
+
 def test_best_frame_is_the_largest_weighted_best_word_match_and_its_span_the_run_of_its_clip():
     similarity = torch.tensor([[0.1, 0.9, 0.2, 0.8, 0.0], [0.3, 0.1, 0.2, 0.1, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
     word_mask = torch.tensor([True, True, False])  # the third word is padding: never the best match

@@ -179,19 +179,19 @@ class HBISearchService:
         )
 
     def thumbnail(self, path: str, frame: int) -> bytes:
-        """The `frame`-th sampled frame of an indexed video as a JPEG `THUMBNAIL_WIDTH` pixels wide.
+        """The `frame`-th sampled frame of an indexed video (the frame the model saw, chosen by the processor's
+        sampling rule and decoded as a player shows it: [`~hbi_hf.video_processing_hbi.read_video`]) as a JPEG
+        `THUMBNAIL_WIDTH` pixels wide.
 
         Raises:
             [`HBINotServedError`]; [`HBIInputError`]: `frame` is not a sampled frame, or the video cannot be decoded.
         """
         file = self.resolve_video(path)
         stat = file.stat()
-        timing = self.timing(path)
-        count = len(timing.frame_times) if timing.frame_times else 1
+        count = int(self.searcher.features.level_masks[0][self.positions[path]].sum())
         if not 0 <= frame < count:
             raise HBIInputError(f"{path}: frame {frame} is not one of its {count} sampled frames")
-        at = timing.frame_times[frame] if timing.frame_times else 0.0
-        return _thumbnail(str(file), stat.st_size, stat.st_mtime_ns, at)
+        return _thumbnail(str(file), stat.st_size, stat.st_mtime_ns, self._sampling(), frame)
 
     # -- search and explain -----------------------------------------------------------------------------------------
 
@@ -346,25 +346,33 @@ def _video_timing(
 
 
 @functools.lru_cache(maxsize=1024)
-def _thumbnail(file: str, size: int, mtime_ns: int, at: float) -> bytes:
-    """The frame shown at `at` seconds, scaled to `THUMBNAIL_WIDTH` pixels wide, as JPEG bytes."""
-    import av
+def _thumbnail(file: str, size: int, mtime_ns: int, sampling: tuple[int, str, float], frame: int) -> bytes:
+    """The `frame`-th frame that the processor's sampling rule picks, scaled to `THUMBNAIL_WIDTH` pixels wide, as JPEG
+    bytes. `size` and `mtime_ns` key the cache."""
+    from PIL import Image
+
+    from .video_processing_hbi import read_video
+
+    num_frames, mode, sampling_fps = sampling
+
+    def pick(metadata) -> list[int]:
+        indices = sample_frame_indices(
+            metadata.total_num_frames,
+            num_frames,
+            metadata.fps,
+            mode,
+            sampling_fps,
+            getattr(metadata, "frame_times", None),
+        )
+        return [int(indices[min(frame, len(indices) - 1)])]
 
     try:
-        with av.open(file) as container:
-            stream = container.streams.video[0]
-            if at > 0 and stream.time_base is not None:
-                container.seek(int(at / stream.time_base), stream=stream, backward=True)
-            image = None
-            for frame in container.decode(stream):
-                image = frame
-                if frame.time is None or frame.time >= at - 1e-3:
-                    break
-            if image is None:
-                raise HBIInputError(f"{file}: no frame could be decoded")
-            picture = image.to_image()
-    except (av.error.FFmpegError, IndexError, OSError) as error:
+        frames, _ = read_video(file, pick, backend="pyav")
+    except HBIInputError:
+        raise
+    except Exception as error:  # the decoder's own errors: the file is at fault
         raise HBIInputError(f"{file}: cannot be decoded ({type(error).__name__}: {error})") from error
+    picture = Image.fromarray(frames[0])
     height = max(1, round(picture.height * THUMBNAIL_WIDTH / picture.width))
     buffer = io.BytesIO()
     picture.convert("RGB").resize((THUMBNAIL_WIDTH, height)).save(buffer, format="JPEG", quality=85)
