@@ -160,14 +160,20 @@ class HBISearchService:
             return False
         return True
 
-    def timing(self, path: str) -> HBIVideoTiming:
+    def timing(self, path: str, frame_count: int | None = None) -> HBIVideoTiming:
         """The sampled frames' times of an indexed video (from its container's frame rate and frame count, read
-        without decoding; cached per file version)."""
+        without decoding; cached per file version). `frame_count`: the frames the model saw, when known (else read
+        from the index)."""
         file = self.resolve_video(path)
         stat = file.stat()
-        features = self.searcher.features[torch.tensor([self.positions[path]])]  # one row, read from the index
-        valid = int(features.level_masks[0][0].sum())
-        return _video_timing(str(file), stat.st_size, stat.st_mtime_ns, self._sampling(), valid)
+        count = self._frame_count(path) if frame_count is None else frame_count
+        return _video_timing(str(file), stat.st_size, stat.st_mtime_ns, self._sampling(), count)
+
+    def _frame_count(self, path: str) -> int:
+        """The frames the model saw of an indexed video (its valid entity-level tokens, one row read from the
+        index)."""
+        features = self.searcher.features[torch.tensor([self.positions[path]])]
+        return int(features.level_masks[0][0].sum())
 
     def _sampling(self) -> tuple[int, str, float]:
         video_processor = getattr(self.processor, "video_processor", None)
@@ -188,7 +194,7 @@ class HBISearchService:
         """
         file = self.resolve_video(path)
         stat = file.stat()
-        count = int(self.searcher.features.level_masks[0][self.positions[path]].sum())
+        count = self._frame_count(path)
         if not 0 <= frame < count:
             raise HBIInputError(f"{path}: frame {frame} is not one of its {count} sampled frames")
         return _thumbnail(str(file), stat.st_size, stat.st_mtime_ns, self._sampling(), frame)
@@ -228,7 +234,7 @@ class HBISearchService:
             if self._served(path):
                 video_url, thumbnail_url = f"/videos/{quote(path)}", f"/thumbnails/{quote(path)}?frame={frame}"
                 try:
-                    timing = self.timing(path)
+                    timing = self.timing(path, int(hit_features.level_masks[0][row].sum()))
                 except HBIInputError as error:
                     logger.warning("%s: no frame times (%s)", path, error)
                     timing = HBIVideoTiming(None, None)
