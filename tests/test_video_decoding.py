@@ -32,6 +32,7 @@ from hbi_hf.data.painted_video import (
     write_painted_video,
 )
 from hbi_hf.video_processing_hbi import (
+    HBIDisplayTransform,
     HBIVideoDecodeError,
     HBIVideoProcessor,
     default_video_backend,
@@ -522,3 +523,21 @@ def test_containers_are_closed_under_a_low_open_file_limit(tmp_path, backend):
     assert result["kept"] == [f"good{index:02d}.mp4" for index in range(20)]
     assert sum(result["skipped"].values()) == 10
     assert result["open_after"] == result["open_before"]
+
+
+def test_display_metadata_a_player_could_not_apply_as_a_right_angle_is_left_out_with_a_warning(caplog):
+    """A 45-degree display matrix or rotate tag keeps the frames as stored; a sample aspect ratio outside [1/8, 8]
+    (damaged metadata: a sliver) is ignored. Each is logged with the file's name."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.warning_once.cache_clear()
+    half = round(0.7071 * 65536)
+    with caplog.at_level("WARNING"):
+        by_matrix = HBIDisplayTransform.from_metadata("m.mp4", [half, half, 0, -half, half, 0, 0, 0, 1 << 30])
+        by_tag = HBIDisplayTransform.from_metadata("t.mkv", rotate_tag="45")
+        by_ratio = HBIDisplayTransform.from_metadata("s.mp4", sample_aspect_ratio=Fraction(20))
+    assert by_matrix == by_tag == by_ratio == HBIDisplayTransform()
+    for name in ("m.mp4", "t.mkv", "s.mp4"):
+        assert name in caplog.text
+    frame = paint_frame_index(5, 48, 64, marker=True)
+    np.testing.assert_array_equal(HBIDisplayTransform().apply(frame), frame)

@@ -1,10 +1,10 @@
 """Video processor for HBI: decode, sample frames as the paper does, resize and centre-crop to CLIP's input size.
 
-Frames are decoded with PyAV (default) or decord; on both, frame `i` is the `i`-th frame a player shows ([`read_video`]
-says how, and where each backend falls back). The default sampling follows the official code
-(CLIP4Clip-style loaders): frames are taken at 1 frame per second, then, if more than `num_frames` remain, uniformly
-down-sampled to `num_frames`. Videos with fewer frames are padded with zero frames, and `video_mask` marks the real
-ones.
+Frames are decoded with PyAV (default) or decord; on both, frame `i` is the `i`-th frame a player shows, turned,
+mirrored and stretched as the player shows it ([`read_video`] says how, and where each backend falls back). The
+default sampling follows the official code (CLIP4Clip-style loaders): frames are taken at 1 frame per second, then,
+if more than `num_frames` remain, uniformly down-sampled to `num_frames`. Videos with fewer frames are padded with
+zero frames, and `video_mask` marks the real ones.
 """
 
 import gc
@@ -249,7 +249,10 @@ def _pyav_display(path: str) -> HBIDisplayTransform:
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
-        frame = next(container.decode(stream), None)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError:  # a damaged start: the reader decides whether the sampled frames decode
+            frame = None
         matrix = _display_matrix(frame) if frame is not None else None
         del frame
         gc.collect(0)
@@ -991,4 +994,11 @@ def pad_videos(videos: list[torch.Tensor], num_frames: int) -> tuple[torch.Tenso
     return pixel_values, video_mask
 
 
-__all__ = ["HBIVideoDecodeError", "HBIVideoMetadata", "HBIVideoProcessor", "read_video", "sample_frame_indices"]
+__all__ = [
+    "HBIDisplayTransform",
+    "HBIVideoDecodeError",
+    "HBIVideoMetadata",
+    "HBIVideoProcessor",
+    "read_video",
+    "sample_frame_indices",
+]
