@@ -508,6 +508,43 @@ def test_the_call_named_for_a_clip_model_folder_without_a_processor_fixes_it(
 
 # --- 10. the memory of a search ---------------------------------------------------------------------------------------
 
+
+@pytest.mark.parametrize("rows_per_shard", [64, 300])
+def test_rows_read_from_the_shards_equal_the_stored_features(rows_per_shard, model_dir, tmp_path):
+    """What search reads row by row (`read_features`, `global_embeddings`) is exactly what the shards hold, in the
+    order asked for, for shards read in one span (64 rows) and in runs of nearby rows (300 rows, sparse picks)."""
+    from hbi_hf.search_index import HBIIndexGallery, HBIModelFingerprint, features_to_tensors
+
+    model = HBIForRetrieval.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        features = model.hbi.get_video_features(
+            torch.randn(600, NUM_FRAMES, 3, SIZE, SIZE), (torch.rand(600, NUM_FRAMES) > 0.3).long()
+        )
+    index = HBIVideoIndex(tmp_path / "index", model=HBIModelFingerprint.of(model_dir), video_root=str(tmp_path))
+    index.directory.mkdir()
+    for start in range(0, 600, rows_per_shard):
+        metadata = [
+            dict(path=f"v{i:03d}.mp4", size=1, mtime_ns=0, sha256="0") for i in range(start, start + rows_per_shard)
+        ]
+        index.append_shard(
+            features[start : start + rows_per_shard], metadata[: len(features[start : start + rows_per_shard])]
+        )
+    index = HBIVideoIndex.load(tmp_path / "index")
+    generator = torch.Generator().manual_seed(0)
+    for picks in (
+        [0],
+        [599, 3, 250, 251, 4],
+        torch.randperm(600, generator=generator)[:40].tolist(),
+        list(range(600)),
+    ):
+        read = features_to_tensors(HBIIndexGallery(index)[torch.tensor(picks)])
+        expected = features_to_tensors(features[torch.tensor(picks)])
+        assert read.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(read[key], expected[key]), (key, picks[:5])
+    torch.testing.assert_close(index.global_embeddings(), features.global_embeddings, rtol=0, atol=0)
+
+
 MEMORY_PROBE = """
 import json, sys
 from pathlib import Path
@@ -589,3 +626,56 @@ def test_search_memory_grows_with_the_shortlist_and_the_block_not_the_gallery(tm
     assert growth["search"] < gallery_mb / 16
     assert growth["score every video"] < gallery_mb / 8
     assert growth["load every feature"] > 0.9 * gallery_mb  # the measurement sees a whole-gallery load
+
+
+SCORING_PROBE = """
+import json, sys, torch
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import TINY_TEXT, tiny_hbi_config
+from hbi_hf import HBIForRetrieval
+from hbi_hf.retrieval_evaluation import score_gallery
+
+
+def resident_mb(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+
+
+torch.manual_seed(0)
+text_config = dict(TINY_TEXT, max_position_embeddings=32)
+config = tiny_hbi_config(num_frames=64, max_words=32, projection_dim=256, video_cluster_counts=[8, 4], text_config=text_config)
+model = HBIForRetrieval(config).eval()
+with torch.no_grad():
+    video = model.hbi.get_video_features(torch.randn(1, 64, 3, 32, 32), torch.ones(1, 64, dtype=torch.long))
+    input_ids = torch.randint(1, 97, (1, 32))
+    input_ids[0, 0], input_ids[0, -1] = 98, 99
+    text = model.hbi.get_text_features(input_ids, torch.ones(1, 32, dtype=torch.long))
+growth = {{}}
+for n in (128, 512):
+    videos = video.map(lambda t: t.expand(n, *t.shape[1:]).contiguous())
+    texts = text.map(lambda t: t.expand(n, *t.shape[1:]).contiguous())
+    Path("/proc/self/clear_refs").write_text("5")
+    before = resident_mb("VmRSS")
+    scores = score_gallery(model, texts, videos, chunk_size=64)
+    growth[n] = resident_mb("VmHWM") - before - scores.numel() * 4 / 2**20
+    del videos, texts, scores
+print(json.dumps(growth))
+"""
+
+
+@pytest.mark.slow
+def test_evaluation_scoring_memory_grows_with_the_chunk_not_the_gallery():
+    """`evaluate_retrieval` scores the texts x videos matrix with `score_gallery` in chunks: beyond the score matrix
+    it returns, its peak memory is the same for 128 and 512 texts and videos (64 frames of 256-d tokens, chunks of
+    64), while the features it reads grow four times."""
+    script = SCORING_PROBE.format(tests=str(TESTS))
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    growth = {int(n): mb for n, mb in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    print(f"\nscore_gallery peak growth beyond its output (MB): {growth}")
+    assert growth[512] < 1.25 * growth[128] + 8

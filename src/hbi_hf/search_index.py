@@ -64,6 +64,10 @@ _SAFETENSORS_DTYPES = {
 }
 """The safetensors dtype names a shard can hold, as torch dtypes (shards are read row by row by
 [`HBIVideoIndex.read_features`])."""
+ROW_SPAN = 64
+"""A shard's rows asked for that span at most this many rows are read from the file in one call."""
+ROW_GAP = 16
+"""Otherwise rows less than this far apart are read together (see `HBIVideoIndex._read_rows`)."""
 # Files of a model folder that decide the features: the weights (every `*.safetensors`) and these.
 MODEL_FILES = (
     "config.json",
@@ -790,24 +794,43 @@ class HBIVideoIndex:
         return data_start, tensors
 
     def _read_rows(self, name: str, rows: list[int], keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        """The given rows of the tensors `keys` (default: all) of one shard, read from the file without reading the
-        other rows: memory grows with `len(rows)`, not with the shard or the index."""
+        """The given rows of the tensors `keys` (default: all) of one shard, read from the file without loading the
+        shard. Per tensor, the rows from the first to the last asked for are read in one call when they span at most
+        `max(ROW_SPAN, 4 * len(rows))` rows (always, for shards of the default 64 videos); otherwise rows at most
+        `ROW_GAP` apart are read together. Memory grows with `len(rows)`, never with the shard or the index."""
         if name not in self._layouts:
             self._layouts[name] = self._shard_layout(name)
         data_start, layout = self._layouts[name]
+        wanted = sorted(set(rows))
+        if wanted[-1] - wanted[0] < max(ROW_SPAN, 4 * len(wanted)):
+            runs = [(wanted[0], wanted[-1] + 1)]
+        else:
+            runs = []
+            for row in wanted:
+                if runs and row - runs[-1][1] < ROW_GAP:
+                    runs[-1] = (runs[-1][0], row + 1)
+                else:
+                    runs.append((row, row + 1))
+        where, read = {}, 0
+        for start, stop in runs:
+            where.update({row: read + row - start for row in range(start, stop)})
+            read += stop - start
+        pick = torch.tensor([where[row] for row in rows], dtype=torch.long)
         tensors = {}
         with open(self.directory / name, "rb", buffering=0) as handle:
             for key in keys if keys is not None else layout:
                 dtype, shape, begin = layout[key]
                 row_bytes = math.prod(shape[1:]) * torch.empty((), dtype=dtype).element_size()
-                data = bytearray(len(rows) * row_bytes)
-                view = memoryview(data)
-                for i, row in enumerate(rows):
-                    handle.seek(data_start + begin + row * row_bytes)
-                    if handle.readinto(view[i * row_bytes : (i + 1) * row_bytes]) != row_bytes:
+                data = bytearray(read * row_bytes)
+                view, filled = memoryview(data), 0
+                for start, stop in runs:
+                    size = (stop - start) * row_bytes
+                    handle.seek(data_start + begin + start * row_bytes)
+                    if handle.readinto(view[filled : filled + size]) != size:
                         raise self._damaged(name, "the shard ends before its last row (truncated?)")
-                flat = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
-                tensors[key] = flat.view(dtype).reshape(len(rows), *shape[1:])
+                    filled += size
+                block = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+                tensors[key] = block.view(dtype).reshape(read, *shape[1:])[pick]
         return tensors
 
     def _rows_by_shard(self, positions: list[int]) -> dict[str, list[int]]:
