@@ -216,3 +216,21 @@ def test_scores_do_not_depend_on_the_chunk_the_order_or_the_rest_of_the_gallery(
         for texts, videos in (([4], [0, 1, 2, 3, 4]), ([0, 1, 2, 3, 4, 5, 6], [2]), ([5, 1], [4, 0, 3])):
             part = model.score(text[torch.tensor(texts)], video[torch.tensor(videos)], chunk_size=chunk_size)
             torch.testing.assert_close(part, reference[texts][:, videos], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_figures_do_not_depend_on_batch_size_chunk_or_row_order(tiny_synthetic_root):
+    """12 captions of 6 videos (T != V): the same figures whatever the encoding batch, the scoring chunk and the
+    order of the rows."""
+    from hbi_hf.data.synthetic import load_synthetic_retrieval
+    from hbi_hf.retrieval_data import build_retrieval_processor
+    from hbi_hf.retrieval_evaluation import evaluate_retrieval
+
+    torch.manual_seed(0)
+    model = HBIForRetrieval(tiny_hbi_config(text_config=dict(TINY_TEXT_CLIP_VOCABULARY), **ALL_LEVELS)).eval()
+    processor = build_retrieval_processor(model.config)
+    rows = load_synthetic_retrieval(tiny_synthetic_root)["train"]
+    assert (len(rows), len(set(rows["video_id"]))) == (12, 6)
+    reference = evaluate_retrieval(model, rows, processor, batch_size=12, chunk_size=64)
+    shuffled = rows.select(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist())
+    for dataset, batch_size, chunk_size in ((rows, 1, 1), (rows, 5, 3), (shuffled, 4, 2), (shuffled, 12, 64)):
+        assert evaluate_retrieval(model, dataset, processor, batch_size, chunk_size) == pytest.approx(reference)

@@ -113,18 +113,31 @@ class HBIModalityFeatures(ModelOutput):
 
     @classmethod
     def concatenate(cls, parts: list["HBIModalityFeatures"]) -> "HBIModalityFeatures":
-        """Join features of several batches, e.g. encoded chunk by chunk, along the batch axis."""
+        """Join features of several batches, e.g. encoded chunk by chunk or on several processes, along the batch
+        axis. Batches padded to different lengths (words, frames) are padded to the longest with invalid tokens
+        (mask False, cluster index -1), which changes no score."""
         first = parts[0]
         changes = {}
         for field in fields(first):
             value = getattr(first, field.name)
             if isinstance(value, tuple):
-                changes[field.name] = tuple(
-                    torch.cat([getattr(p, field.name)[i] for p in parts]) for i in range(len(value))
-                )
+                fill = False if field.name == "level_masks" else -1 if field.name == "cluster_assignments" else 0
+                per_level = [[getattr(p, field.name)[i] for p in parts] for i in range(len(value))]
+                changes[field.name] = tuple(torch.cat(_padded_to_longest(level, fill)) for level in per_level)
             elif value is not None:
                 changes[field.name] = torch.cat([getattr(p, field.name) for p in parts])
         return replace(first, **changes)
+
+
+def _padded_to_longest(tensors: list[torch.Tensor], fill: float | bool) -> list[torch.Tensor]:
+    """Per-token tensors `(batch, tokens, ...)` of several batches, padded with `fill` to the most tokens."""
+    length = max(tensor.shape[1] for tensor in tensors)
+    return [
+        torch.cat([tensor, tensor.new_full((tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:]), fill)], 1)
+        if tensor.shape[1] < length
+        else tensor
+        for tensor in tensors
+    ]
 
 
 @dataclass
@@ -1940,8 +1953,10 @@ class HBIAlignmentLoss(nn.Module):
     The alignment objective shared by every HBI task (Eq. 16 without the task loss): per level the contrastive loss
     (Eq. 13) plus alpha times the Banzhaf-interaction loss (Eq. 8), and beta times the entity->action and
     entity->event self-distillation (Eq. 15). Holds the per-level prediction heads R and the slot of the frozen
-    estimator teacher. Under `torch.distributed`, negatives come from every process (the local slice keeps its
-    gradient).
+    estimator teacher. Under `torch.distributed`, in training mode, negatives come from every process (the local
+    slice keeps its gradient); in evaluation mode the loss is that of the batch given, so an evaluation loss does not
+    depend on the number of processes and runs no collective (processes may hold batches of different sizes and
+    padded lengths).
 
     The teacher of Eq. 8 is `config.banzhaf_teacher` ([`HBIConfig`]): the exact (default) or Monte-Carlo
     interactions of the detached matched-pair similarity of each level (with the level's WTI weight logits and masks,
@@ -1984,9 +1999,12 @@ class HBIAlignmentLoss(nn.Module):
                 f"the alignment loss needs matched pairs; got {len(text_features)} texts and "
                 f"{len(video_features)} videos"
             )
-        global_text = text_features.map(lambda t: gather_with_local_grad(t)[0])
-        global_video = video_features.map(lambda t: gather_with_local_grad(t)[0])
-        offset = gather_with_local_grad(text_features.global_embeddings[:, :1])[1]
+        if self.training:  # negatives from every process: the loss of the step's global batch
+            global_text = text_features.map(lambda t: gather_with_local_grad(t)[0])
+            global_video = video_features.map(lambda t: gather_with_local_grad(t)[0])
+            offset = gather_with_local_grad(text_features.global_embeddings[:, :1])[1]
+        else:  # evaluation: the loss of the batch given, whatever the number of processes, with no collective
+            global_text, global_video, offset = text_features, video_features, 0
         global_similarity = model.similarity_per_level(global_text, global_video)
         scale = model.logit_scale()
         logits = [scale * s for s in global_similarity]

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import struct
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -454,6 +455,46 @@ class HBITrainer(Trainer):
             self._loss_part_count = 0
         super().log(logs, start_time)
 
+    @torch.no_grad()
+    def evaluation_loss(self, dataset: Dataset, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """
+        `<prefix>_loss`: the model's loss of Eq. 16 averaged over the rows of `dataset`, taken in order as batches
+        of `per_device_eval_batch_size` matched pairs (the last one shorter), each batch's loss being that of its own
+        pairs (in evaluation mode the contrastive negatives are the batch's, not every process's). The batches are
+        shared out over the processes and the sums reduced, so the figure is the same for any number of processes.
+        It is not comparable with the training loss, whose negatives are the whole global batch (per-device batch x
+        processes), and it grows with `per_device_eval_batch_size` (more negatives per batch). Rows the collator
+        leaves out do not count. Also `<prefix>_runtime`.
+        """
+        start_time = time.time()
+        batch_size = self.args.per_device_eval_batch_size
+        starts = range(0, len(dataset), batch_size)[self.args.process_index :: self.args.world_size]
+        model = self.model
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)  # loss x rows, rows
+        try:
+            for start in starts:
+                inputs = self.data_collator(
+                    [dataset[row] for row in range(start, min(start + batch_size, len(dataset)))]
+                )
+                if not inputs:
+                    continue
+                inputs = self._prepare_inputs(inputs)
+                with self.compute_loss_context_manager():
+                    loss = self.compute_loss(model, inputs)
+                rows = inputs["pixel_values"].shape[0]
+                totals += torch.stack([loss.detach().double() * rows, totals.new_tensor(rows)])
+        finally:
+            model.train(was_training)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        loss_sum, rows = totals.tolist()
+        return {
+            f"{metric_key_prefix}_loss": loss_sum / rows if rows else float("nan"),
+            f"{metric_key_prefix}_runtime": round(time.time() - start_time, 4),
+        }
+
     def evaluate(
         self,
         eval_dataset: Dataset | None = None,
@@ -461,8 +502,8 @@ class HBITrainer(Trainer):
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
         """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, and the loss of
-        Eq. 16 on its rows taken as matched pairs in batches (`<prefix>_loss`), logged and returned with
-        `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the loss on
+        Eq. 16 on its rows taken as matched pairs in batches ([`evaluation_loss`]: `<prefix>_loss`), logged and
+        returned with `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the loss on
         `eval_dataset`). A model wrapped by PEFT is evaluated with its adapters."""
         model = unwrap_peft_model(self.accelerator.unwrap_model(self.model))
         if not isinstance(model, HBIForRetrieval):
@@ -483,13 +524,7 @@ class HBITrainer(Trainer):
                 state=self.accelerator.state,
                 strict=getattr(self.data_collator, "strict", False),
             )
-        loss = self.evaluation_loop(
-            self.get_eval_dataloader(dataset),
-            description="Evaluation",
-            prediction_loss_only=True,
-            ignore_keys=ignore_keys,
-            metric_key_prefix=metric_key_prefix,
-        ).metrics
+        loss = self.evaluation_loss(dataset, metric_key_prefix)
         metrics = {**loss, **{f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
