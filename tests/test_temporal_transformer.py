@@ -92,3 +92,17 @@ def test_frame_positions_past_clips_text_positions_start_random_with_a_warning(c
     assert "frame positions 16 to 19 keep their random init" in caplog.text
     text_positions = model.clip.text_model.embeddings.position_embedding.weight
     torch.testing.assert_close(model.temporal.frame_position_embeddings.weight[:16], text_positions)
+
+
+def test_evaluation_refuses_a_processor_sampling_more_frames_than_the_table_before_decoding(tmp_path):
+    from datasets import Dataset
+
+    from hbi_hf import HBIForRetrieval, HBIProcessor, HBIVideoProcessor
+    from hbi_hf.data import build_clip_tokenizer
+    from hbi_hf.retrieval_evaluation import evaluate_retrieval
+
+    model = HBIForRetrieval(tiny_hbi_config(num_frames=6, temporal_max_position_embeddings=8))
+    processor = HBIProcessor(HBIVideoProcessor(num_frames=9), build_clip_tokenizer(), max_words=10)
+    rows = Dataset.from_list([{"video_id": "a", "video_path": str(tmp_path / "missing.mp4"), "caption": "a dog"}])
+    with pytest.raises(ValueError, match=r"num_frames=9 .* more than the model's temporal_max_position_embeddings=8"):
+        evaluate_retrieval(model, rows, processor)  # refused before the (missing) video is looked at

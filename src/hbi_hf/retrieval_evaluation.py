@@ -230,6 +230,23 @@ def _non_finite_embeddings(encoded: HBIEncodedGallery) -> str:
     return f"non-finite embeddings: {' and '.join(counts)}"
 
 
+def check_frame_budget(model, processor) -> None:
+    """Refuse, before any video is decoded, a processor that samples more frames than the model's frame position
+    table holds: otherwise the first long enough video would stop the evaluation midway.
+
+    Raises:
+        `ValueError`: naming both numbers.
+    """
+    num_frames = getattr(getattr(processor, "video_processor", None), "num_frames", None)
+    table = getattr(model.config, "temporal_max_position_embeddings", None)
+    if num_frames is not None and table is not None and num_frames > table:
+        raise ValueError(
+            f"the processor samples up to num_frames={num_frames} frames per video, more than the model's "
+            f"temporal_max_position_embeddings={table} (the rows of its frame position table): save a processor "
+            f"with num_frames <= {table} with the model"
+        )
+
+
 def evaluate_retrieval(
     model,
     dataset: Dataset,
@@ -258,6 +275,8 @@ def evaluate_retrieval(
             it out (lenient: left out, counted and logged).
 
     Raises:
+        `ValueError`: the processor samples more frames than the model's frame position table holds (before any
+            video is decoded; see [`check_frame_budget`]).
         [`HBIBadInputError`]: in strict mode, a bad caption (naming its row, video and field) or video (naming the
             file); in either mode, when nothing usable is left to rank.
         `ValueError`: the model gave NaN or infinite scores (naming how many, the test rows of their captions and
@@ -265,6 +284,7 @@ def evaluate_retrieval(
             have no ranking, so no figures are given.
     """
     api = _data_api()
+    check_frame_budget(model, processor)
     gallery = HBIRetrievalGallery.from_dataset(dataset)
     state = state or PartialState()
     policy = api.HBIBadInputPolicy(strict, name="retrieval evaluation", log=state.is_main_process)
@@ -319,6 +339,7 @@ __all__ = [
     "HBIEncodedGallery",
     "HBIRetrievalGallery",
     "HBIUnusableItem",
+    "check_frame_budget",
     "encode_gallery",
     "encode_sharded",
     "evaluate_retrieval",

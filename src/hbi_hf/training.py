@@ -7,8 +7,9 @@ What differs from a plain `Trainer` run, and where it lives:
   [`HBITrainer.create_optimizer`]), each logged as `learning_rate/<tower>`; no weight decay on biases and norms;
 * the loss parts (contrastive, Banzhaf, distillation, and the QA / captioning task loss where the model has one) are
   logged next to the loss ([`HBITrainer.log`]);
-* evaluation of a retrieval model is retrieval (R@K, median / mean rank on the full text x video matrix), not a loss
-  ([`HBITrainer.evaluate`]); the QA and captioning heads keep the `Trainer`'s loss evaluation;
+* evaluation of a retrieval model is retrieval (R@K, median / mean rank on the full text x video matrix) next to the
+  loss; every model's evaluation loss is taken batch by batch without gathering across processes, so it does not
+  depend on the number of processes ([`HBITrainer.evaluate`], [`HBITrainer.evaluation_loss`]);
 * `HBITrainingArguments` defaults reproduce the official recipe (lr 1e-4, coef_lr 1e-3, warm-up 10 % then cosine,
   weight decay 0.2, Adam betas (0.9, 0.98), eps 1e-6, gradient clipping 1.0, 5 epochs) and turn on mixed precision
   where the hardware has it.
@@ -501,31 +502,30 @@ class HBITrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Retrieval metrics on `eval_dataset` (retrieval rows), every caption against every video, and the loss of
-        Eq. 16 on its rows taken as matched pairs in batches ([`evaluation_loss`]: `<prefix>_loss`), logged and
-        returned with `metric_key_prefix`. Other models than [`HBIForRetrieval`] get the `Trainer`'s evaluation (the loss on
-        `eval_dataset`). A model wrapped by PEFT is evaluated with its adapters."""
+        """The loss of Eq. 16 on the rows of `eval_dataset` taken as matched pairs in batches ([`evaluation_loss`]:
+        `<prefix>_loss`, the same for any number of processes), and for [`HBIForRetrieval`] the retrieval metrics,
+        every caption against every video; logged and returned with `metric_key_prefix`. A model wrapped by PEFT is
+        evaluated with its adapters."""
         model = unwrap_peft_model(self.accelerator.unwrap_model(self.model))
-        if not isinstance(model, HBIForRetrieval):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if dataset is None:
-            raise ValueError("HBITrainer.evaluate needs an eval_dataset (retrieval rows)")
-        if self.processing_class is None:
-            raise ValueError("HBITrainer.evaluate needs processing_class: the processor that encodes the gallery")
-        with self.autocast_smart_context_manager():
-            metrics = evaluate_retrieval(
-                model,
-                dataset,
-                self.processing_class,
-                batch_size=self.args.per_device_eval_batch_size,
-                chunk_size=self.eval_chunk_size,
-                dual_softmax=self.dual_softmax,
-                state=self.accelerator.state,
-                strict=getattr(self.data_collator, "strict", False),
-            )
-        loss = self.evaluation_loss(dataset, metric_key_prefix)
-        metrics = {**loss, **{f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}}
+            raise ValueError("HBITrainer.evaluate needs an eval_dataset")
+        metrics = self.evaluation_loss(dataset, metric_key_prefix)
+        if isinstance(model, HBIForRetrieval):
+            if self.processing_class is None:
+                raise ValueError("HBITrainer.evaluate needs processing_class: the processor that encodes the gallery")
+            with self.autocast_smart_context_manager():
+                retrieval = evaluate_retrieval(
+                    model,
+                    dataset,
+                    self.processing_class,
+                    batch_size=self.args.per_device_eval_batch_size,
+                    chunk_size=self.eval_chunk_size,
+                    dual_softmax=self.dual_softmax,
+                    state=self.accelerator.state,
+                    strict=getattr(self.data_collator, "strict", False),
+                )
+            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in retrieval.items()})
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
