@@ -50,6 +50,7 @@ class ServeBenchmarkArguments:
     warmup: int = field(default=5, metadata={"help": "queries answered before timing"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads of the server (OMP_NUM_THREADS)"})
     shortlist: int = field(default=1000, metadata={"help": "the server's --shortlist"})
+    read_per_query: bool = field(default=False, metadata={"help": "the server's --read-per-query"})
     seed: int = field(default=0)
 
 
@@ -98,6 +99,8 @@ def build(directory: Path, args: ServeBenchmarkArguments) -> Path:
             stat = link.stat()
             metadata.append(dict(path=link.name, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digests[source]))
         index.append_shard(gallery[start : start + len(metadata)], metadata)
+    shard_bytes = sum(path.stat().st_size for path in index_dir.glob("shard-*.safetensors"))
+    print(f"index features: {shard_bytes / args.num_videos / 1024:.1f} KiB a video ({shard_bytes / 2**20:.0f} MiB)")
     return index_dir
 
 
@@ -137,7 +140,7 @@ def main() -> None:
         port = free_port()
         environment = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         command = [sys.executable, "-m", "hbi_hf_cli", "serve", str(index_dir), "--port", str(port)]
-        command += ["--shortlist", str(args.shortlist)]
+        command += ["--shortlist", str(args.shortlist)] + (["--read-per-query"] if args.read_per_query else [])
         started = time.perf_counter()
         server = subprocess.Popen(
             command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -177,7 +180,7 @@ def breakdown(index_dir: Path, queries: list[str], args: ServeBenchmarkArguments
     from hbi_hf.serve import HBISearchService
 
     torch.set_num_threads(args.threads)
-    service = HBISearchService(index_dir, shortlist=args.shortlist)
+    service = HBISearchService(index_dir, shortlist=args.shortlist, in_memory=not args.read_per_query)
     encode, rank = [], []
     with torch.no_grad():
         for query in queries:
@@ -185,7 +188,7 @@ def breakdown(index_dir: Path, queries: list[str], args: ServeBenchmarkArguments
             features = service.encode_query(query)
             encode.append(time.perf_counter() - start)
             start = time.perf_counter()
-            rank_videos(service.model, features, service.searcher.features, 10, args.shortlist)
+            rank_videos(service.model, features, service.gallery, 10, args.shortlist)
             rank.append(time.perf_counter() - start)
     print(
         f"in one process, median: encoding the query {statistics.median(encode) * 1000:.1f} ms, ranking "

@@ -355,3 +355,36 @@ def test_a_query_encoded_at_its_own_length_scores_as_when_padded(trusted):
                 service.model.similarity_per_level(padded, gallery),
             ):
                 torch.testing.assert_close(level_cut, level_padded, atol=1e-5, rtol=1e-5)
+
+
+def test_the_command_serves_the_index_until_stopped(trusted):
+    """`hbi-hf serve INDEX --port 0` in its own process: it says where it listens, answers there, and stops on Ctrl-C
+    with one line."""
+    import signal
+
+    command = [sys.executable, "-m", "hbi_hf_cli", "serve", str(trusted[2]), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while not any("serving" in line for line in lines):
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+            lines.append(process.stdout.readline())
+        url = lines[-1].split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/")
+        status, answer = get_json(url.removeprefix("http://").rstrip("/"), "/api/search", q="a green field", k=1)
+        assert status == 200 and answer["hits"][0]["path"] == "green.mp4"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130  # Ctrl-C: one line and status 130, as every hbi-hf command
+        rest = process.stdout.read()
+        assert "hbi-hf serve: interrupted" in rest and "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_features_held_in_memory_or_read_per_query_give_the_same_hits(trusted):
+    held, read = HBISearchService(trusted[2]), HBISearchService(trusted[2], in_memory=False)
+    for query in ("a blue sky", "a yellow sun"):
+        assert [hit.__dict__ for hit in held.search(query)] == [hit.__dict__ for hit in read.search(query)]

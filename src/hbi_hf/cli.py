@@ -158,6 +158,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         video_root=args.videos,
         top_k=args.top_k,
         shortlist=args.shortlist,
+        in_memory=not args.read_per_query,
         on_ready=lambda url: print(f"serving {args.index} on {url} (Ctrl-C stops)", flush=True),
     )
     return 0

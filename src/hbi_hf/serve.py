@@ -104,6 +104,9 @@ class HBISearchService:
         video_root (`str`, *optional*): the indexed video folder, when it moved since indexing (default: the
             index's).
         shortlist (`int`, *optional*, defaults to 1000): see [`~hbi_hf.search_index.rank_videos`].
+        in_memory (`bool`, *optional*, defaults to `True`): hold every video's features in memory (read once at
+            start-up; about 43 KB a video at ViT-B/32 shapes) instead of reading the shortlisted rows from the shards
+            for each query, as `hbi-hf search` does to bound its memory.
 
     Raises:
         See [`~hbi_hf.search_index.HBIVideoSearcher`]; `NotADirectoryError`: no such video folder.
@@ -115,8 +118,11 @@ class HBISearchService:
         model_name_or_path: str | os.PathLike | None = None,
         video_root: str | os.PathLike | None = None,
         shortlist: int = 1000,
+        in_memory: bool = True,
     ):
         self.searcher = HBIVideoSearcher(index_dir, model_name_or_path)
+        # rank_videos reads a gallery by its global embeddings and by rows: HBIVideoFeatures in memory serve both
+        self.gallery = self.searcher.index.features() if in_memory else self.searcher.features
         self.video_root = Path(video_root or self.searcher.index.video_root).resolve()
         if not self.video_root.is_dir():
             raise NotADirectoryError(
@@ -172,7 +178,7 @@ class HBISearchService:
     def _frame_count(self, path: str) -> int:
         """The frames the model saw of an indexed video (its valid entity-level tokens, one row read from the
         index)."""
-        features = self.searcher.features[torch.tensor([self.positions[path]])]
+        features = self.gallery[torch.tensor([self.positions[path]])]
         return int(features.level_masks[0][0].sum())
 
     def _sampling(self) -> tuple[int, str, float]:
@@ -214,8 +220,8 @@ class HBISearchService:
             raise HBIInputError(f"k must be >= 1; got {top_k}")
         with self.lock, torch.no_grad():
             text_features = self.encode_query(query).map(lambda t: t.cpu())
-            scores, indices = rank_videos(self.model, text_features, self.searcher.features, top_k, self.shortlist)
-            hit_features = self.searcher.features[indices]
+            scores, indices = rank_videos(self.model, text_features, self.gallery, top_k, self.shortlist)
+            hit_features = self.gallery[indices]
             frames = self.model.matched_token_similarity(
                 text_features[torch.zeros(len(indices), dtype=torch.long)], hit_features, 0
             )
@@ -496,18 +502,19 @@ def serve(
     video_root: str | os.PathLike | None = None,
     top_k: int = 10,
     shortlist: int = 1000,
+    in_memory: bool = True,
     on_ready=None,
 ) -> None:
     """
     Load the index and its model once ([`HBISearchService`]) and serve the page and the API on `host:port` until
-    interrupted. `on_ready(url)` is called once the server listens.
+    interrupted. `on_ready(url)` is called once the server listens (with the port the system chose for `port=0`).
 
     Raises:
         See [`HBISearchService`]; `ImportError`: the `serve` extra is not installed.
     """
     import uvicorn
 
-    service = HBISearchService(index_dir, model_name_or_path, video_root, shortlist)
+    service = HBISearchService(index_dir, model_name_or_path, video_root, shortlist, in_memory)
     config = uvicorn.Config(build_app(service, top_k), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     if on_ready is not None:
@@ -515,7 +522,8 @@ def serve(
 
         async def announce(sockets=None):
             await startup(sockets)
-            on_ready(f"http://{host}:{port}/")
+            listening = [sock.getsockname()[1] for s in server.servers for sock in s.sockets]
+            on_ready(f"http://{host}:{listening[0] if listening else port}/")  # port 0: the one the system chose
 
         server.startup = announce
     server.run()
