@@ -9,10 +9,10 @@ from transformers import pipeline
 
 classifier = pipeline("zero-shot-video-classification", model="MODEL")  # a saved HBI model with its processor
 classifier("clip.mp4", candidate_labels=["a dog runs", "a car drives"])
-# [{"label": "a dog runs", "score": 0.93}, {"label": "a car drives", "score": 0.07}]
+# [{"label": ..., "score": ...}, {"label": ..., "score": ...}]: best first, the scores sum to 1
 retriever = pipeline("video-text-retrieval", model="MODEL")
 retriever(["a dog runs"], videos=["a.mp4", "b.mp4"], top_k=1)
-# [[{"video": "b.mp4", "index": 1, "score": 0.41, "rank": 1}]]
+# [[{"video": ..., "index": ..., "score": ..., "rank": 1}]]: one ranking per text
 ```
 
 Both load the model with `AutoModel` (an [`HBIModel`]; a saved [`HBIForRetrieval`] gives its encoder) and the
