@@ -1,7 +1,6 @@
 # Set-up and everyday commands. Everything installs into ./.venv, exactly as pinned in requirements/lock.txt.
 #   make test         create the environment (first time) and run the test suite
-#   make demo         create the environment, then fine-tune + evaluate retrieval on the embedded dataset (CLIP
-#                     towers pre-trained once on captioned frames of other scenes, then cached)
+#   make demo         create the environment, then train + evaluate retrieval on the embedded dataset
 #   make ablation     the paper's ablation in miniature: every variant fine-tuned from the same pre-trained towers,
 #                     5 seeds, paired tests against mean pooling (docs/banzhaf.md)
 #   make ablation-scratch  the earlier ablation, every variant trained from random towers (docs/banzhaf.md)

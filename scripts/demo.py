@@ -1,6 +1,6 @@
-"""Fine-tune a small HBI on the embedded synthetic dataset on the CPU and evaluate it (`make demo`; `--quick` for
-~1 min). Its CLIP towers are pre-trained once on captioned single frames of other scenes and cached (`--towers
-pretrained`, the default), or random (`--towers scratch`)."""
+"""Train a small HBI on the embedded synthetic dataset on the CPU and evaluate it (`make demo`; `--quick` for ~1 min).
+Its CLIP towers are random and trained from scratch (`--towers scratch`, the default), or pre-trained once on
+captioned single frames of other scenes, cached, and fine-tuned as the paper fine-tunes CLIP (`--towers pretrained`)."""
 
 from transformers import HfArgumentParser
 

@@ -27,13 +27,13 @@ def test_demo_config_is_small_and_matches_the_clip_tokenizer():
 
 
 def test_retrieval_demo_takes_the_papers_schedule_with_pretrained_towers_and_the_measured_one_from_scratch():
-    pretrained = HBIRetrievalDemoArguments()
-    assert pretrained.towers == "pretrained"
+    assert HBIRetrievalDemoArguments().towers == "scratch"
+    pretrained = HBIRetrievalDemoArguments(towers="pretrained")
     training = demo_training_arguments(pretrained)
     # tau = 0.01; new modules at 1e-3, CLIP at coef_lr = 1e-3 times that; no alpha warm-up
     assert (pretrained.temperature, training.learning_rate, training.coef_lr) == (0.01, 1e-3, 1e-3)
     assert training.banzhaf_loss_warmup_steps == 0.0
-    scratch = HBIRetrievalDemoArguments(towers="scratch")
+    scratch = HBIRetrievalDemoArguments()
     training = demo_training_arguments(scratch)
     assert (scratch.temperature, training.learning_rate, training.coef_lr, training.num_train_epochs) == (
         0.05,
@@ -51,6 +51,7 @@ def test_retrieval_demo_fine_tunes_the_pretrained_towers_loaded_like_a_real_clip
     from transformers import CLIPModel
 
     args = HBIRetrievalDemoArguments(
+        towers="pretrained",
         pretrained_dir=str(tmp_path / "clip"),
         hidden_size=32,
         num_layers=1,
@@ -102,6 +103,7 @@ def test_quick_demo_trains_evaluates_and_saves(tmp_path):
     args = HBIRetrievalDemoArguments(
         output_dir=str(tmp_path / "demo"),
         data_root=str(tmp_path / "data"),
+        towers="pretrained",
         pretrained_dir=str(tmp_path / "clip"),
         quick=True,
     )

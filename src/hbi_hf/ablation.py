@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -203,6 +204,13 @@ class HBIAblationArguments(HBIRetrievalDemoArguments):
 
     output_dir: str = field(
         default="outputs/ablation", metadata={"help": "Where the per-run and summary results (JSON) go."}
+    )
+    towers: Literal["pretrained", "scratch"] = field(
+        default="pretrained",
+        metadata={
+            "help": "pretrained: every variant fine-tunes the same CLIP towers, pre-trained contrastively on captioned "
+            "single frames of other scenes (the paper's regime); scratch: every variant trains random towers."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset and of the pre-training."})
     seeds: list[int] = field(
