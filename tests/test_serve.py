@@ -249,6 +249,14 @@ def test_serve_listens_on_this_machine_only_unless_told():
     assert parse_args(["serve", index, "--host", "0.0.0.0", "--port", "8000"]).port == 8000
 
 
+@pytest.mark.parametrize("port", ["-1", "65536", "99999"])
+def test_serve_refuses_a_port_out_of_range_as_an_argument_error(port, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["serve", str(Path(__file__).parent), "--port", port])
+    assert exit_info.value.code == 2
+    assert f"argument --port: must be a port number from 0 to 65535; got {port}" in capsys.readouterr().err
+
+
 # -- the page in a real browser --------------------------------------------------------------------------------------
 
 

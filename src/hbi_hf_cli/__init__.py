@@ -31,6 +31,17 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 0 to 65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535; got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535; got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -234,7 +245,7 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 opens it to the network)",
     )
     serve.add_argument(
-        "--port", type=_int_at_least(0), default=7860, help="port; 0 lets the system choose (default: %(default)s)"
+        "--port", type=_port, default=7860, help="port, 0 to 65535; 0 lets the system choose (default: %(default)s)"
     )
     serve.add_argument("--model", type=MODEL_FOLDER, help="model folder (default: the one stored in the index)")
     serve.add_argument(
