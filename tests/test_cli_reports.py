@@ -282,6 +282,30 @@ def test_an_indexed_file_that_became_corrupt_or_a_dangling_link_is_reported_as_d
     assert sorted(dropped) == ["blue.mp4", "red.mp4"]
 
 
+def test_indexed_videos_in_a_folder_that_can_no_longer_be_listed_are_dropped_not_silently_removed(
+    video_dir, model_dir, tmp_path, capsys, monkeypatch
+):
+    index_dir = tmp_path / "index"
+    build_index(video_dir, index_dir, model_dir, show_progress=False)
+    locked = video_dir / "sub"
+    real_scandir = os.scandir
+
+    def permission_checked(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", permission_checked)
+    out = run_cli(capsys, "index", video_dir, "--out", index_dir, "--no-progress")
+
+    assert (
+        "failed (unreadable): sub/: the folder cannot be listed (PermissionError: Permission denied); the 1 indexed "
+        "videos in it were removed from the index" in out
+    )
+    assert "0 removed" in summary_line(out) and "1 dropped (were in the index, fail now)" in summary_line(out)
+    assert "sub/grey.mp4" not in HBIVideoIndex.load(index_dir).paths()
+
+
 # --- 4. empty folders -------------------------------------------------------------------------------------------------
 
 

@@ -980,7 +980,14 @@ def _plan_update(
     known = {entry.path: entry for entry in index.entries}
 
     def unreadable(failure: HBIIndexFailure) -> None:
-        if known.pop(failure.path, None) is not None:
+        if failure.path.endswith("/"):  # a folder that cannot be listed: the indexed videos in it
+            inside = sorted(path for path in known if failure.path == "./" or path.startswith(failure.path))
+            for path in inside:
+                del known[path]
+            if inside:
+                failure.reason += f"; the {len(inside)} indexed videos in it were removed from the index"
+                report.dropped.extend(inside)
+        elif known.pop(failure.path, None) is not None:
             failure.reason += "; it was in the index and was removed from it"
             report.dropped.append(failure.path)
         logger.warning("skipping %s: %s", failure.path, failure.reason)
