@@ -316,6 +316,33 @@ def test_the_page_finds_the_clip_plays_its_span_and_explains_it(server, browser,
     page.close()
 
 
+def test_a_new_query_clears_the_player_and_the_explain_view_of_the_previous_one(server, browser):
+    """The player and explain view belong to a hit of the query shown: a new query, answered or refused, takes them
+    away (they used to stay beside the new hits, or beside the error message, explaining a query no longer asked)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"http://{server}/")
+    page.fill("#query", "a blue sky")
+    page.press("#query", "Enter")
+    page.locator(".hit").first.locator(".explain-button").click()
+    page.locator(".level[data-level='entity'] td").first.wait_for()
+    assert page.locator("#player video").count() == 1
+
+    page.fill("#query", "a green field")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('.hit').dataset.path === 'green.mp4'")
+    assert page.locator("#player").inner_text() == "" and page.locator("#player video").count() == 0
+    assert page.locator("#explain").inner_text() == ""
+
+    page.locator(".hit").first.locator(".explain-button").click()
+    page.locator(".level[data-level='entity'] td").first.wait_for()
+    page.fill("#query", "   x" * 300)
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#message').textContent.length > 0")
+    assert page.locator(".hit").count() == 0 and page.locator("#player video").count() == 0
+    assert page.locator("#explain").inner_text() == ""
+    page.close()
+
+
 def test_the_space_app_serves_its_folders_on_the_space_port(monkeypatch):
     """space/app.py: the index, model and videos beside it (or as the environment says), on 0.0.0.0:$PORT."""
     import runpy
