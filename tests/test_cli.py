@@ -227,6 +227,26 @@ def test_search_prints_a_ranked_table_and_json(index_dir, capsys):
     assert [line.split()[1] for line in lines[1:]] == [hit["path"] for hit in hits[:3]]
 
 
+def test_search_table_aligns_the_score_column_in_a_terminal_whatever_the_file_names_script():
+    """A CJK character takes two terminal columns, an accent combined with its letter none: the scores still line up
+    at column 28 here (they were shifted left by one column per wide character)."""
+    import unicodedata
+
+    from hbi_hf.cli import _hit_table
+    from hbi_hf.search_index import HBISearchHit
+
+    cafe = unicodedata.normalize("NFD", "café.mp4")  # 9 characters, 8 columns
+    names = ["été à Paris 東京.mp4", "beach.mp4", cafe, "京都/寺.avi"]  # 20, 9, 8 and 11 columns
+    table = _hit_table([HBISearchHit(rank, name, 0.5 / rank) for rank, name in enumerate(names, 1)])
+    assert table.splitlines() == [
+        "rank  file" + " " * 16 + "  score",
+        "   1  été à Paris 東京.mp4  0.5000",
+        "   2  beach.mp4" + " " * 11 + "  0.2500",
+        "   3  " + cafe + " " * 12 + "  0.1667",
+        "   4  京都/寺.avi" + " " * 9 + "  0.1250",
+    ]
+
+
 def test_two_stage_search_with_the_whole_gallery_shortlisted_equals_full_scoring(index_dir, model_dir):
     model, _ = load_hbi_model(model_dir)
     features = HBIVideoIndex.load(index_dir).features()

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -114,11 +115,26 @@ def _run_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], indent=1))
         return 0
-    width = max([len(hit.path) for hit in hits] + [4])
-    print(f"{'rank':>4}  {'file':<{width}}  score")
-    for hit in hits:
-        print(f"{hit.rank:>4}  {hit.path:<{width}}  {hit.score:.4f}")
+    print(_hit_table(hits))
     return 0
+
+
+def _display_width(text: str) -> int:
+    """Terminal columns of `text`: East Asian wide and full-width characters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text
+    )
+
+
+def _hit_table(hits: list) -> str:
+    """`rank  file  score` lines of `hbi-hf search`, the score column aligned in a terminal whatever the file names'
+    scripts (a name with CJK characters is wider than its length)."""
+    width = max([_display_width(hit.path) for hit in hits] + [4])
+    lines = [f"{'rank':>4}  {'file'}{' ' * (width - 4)}  score"]
+    for hit in hits:
+        padding = " " * (width - _display_width(hit.path))
+        lines.append(f"{hit.rank:>4}  {hit.path}{padding}  {hit.score:.4f}")
+    return "\n".join(lines)
 
 
 def _run_explain(args: argparse.Namespace) -> int:
