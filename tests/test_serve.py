@@ -243,6 +243,27 @@ def test_a_video_damaged_after_indexing_gets_a_message(server, trusted):
         path.write_bytes(saved)
 
 
+def test_a_file_name_that_is_not_utf8_is_a_hit_without_player_and_never_breaks_the_answer(trusted):
+    """Linux file names are bytes: one indexed as `caf\\xe9.mp4` (Latin-1) used to make every search whose hits
+    included it answer 500 (its URL and JSON could not be encoded). It is now listed with U+FFFD in place of the
+    undecodable bytes, without player or thumbnail, and the answer is JSON as always."""
+    from dataclasses import asdict
+
+    videos = Path(trusted[0])
+    name = os.fsdecode(b"caf\xe9.mp4")  # a surrogate escape, as os.listdir gives it
+    service = HBISearchService(trusted[2])
+    service.searcher.paths = [name if path == "blue.mp4" else path for path in service.searcher.paths]
+    service.positions = {path: position for position, path in enumerate(service.searcher.paths)}
+    (videos / name).write_bytes((videos / "blue.mp4").read_bytes())
+    try:
+        hits = service.search("a blue sky", top_k=len(CAPTIONS))
+    finally:
+        (videos / name).unlink()
+    (hit,) = [hit for hit in hits if hit.path.startswith("caf")]
+    assert hit.path == "caf\ufffd.mp4" and hit.video_url is None and hit.thumbnail_url is None
+    json.dumps([asdict(hit) for hit in hits], ensure_ascii=False).encode("utf-8")  # as the JSON response encodes it
+
+
 def test_serve_listens_on_this_machine_only_unless_told():
     index = str(Path(__file__).parent)
     assert parse_args(["serve", index]).host == "127.0.0.1"

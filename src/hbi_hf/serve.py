@@ -51,6 +51,12 @@ class HBINotServedError(HBIInputError):
     """The requested file is not an indexed video inside the video folder (the server answers 404)."""
 
 
+def _utf8_name(path: str) -> str:
+    """`path` as UTF-8 text: the bytes of a file name that is not UTF-8 (kept by Python as surrogate escapes, which
+    neither a URL nor a JSON answer can encode) become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @dataclass
 class HBIServedHit:
     r"""
@@ -68,7 +74,9 @@ class HBIServedHit:
             (`end`: the time of the next sampled frame, or the end of the video); `None` when the file gives no frame
             rate.
         video_url (`str`, *optional*), thumbnail_url (`str`, *optional*): where the server serves the video and the
-            thumbnail of `frame`; `None` for a video it does not serve (a symbolic link out of the video folder).
+            thumbnail of `frame`; `None` for a video it does not serve (a symbolic link out of the video folder, a
+            file gone since indexing, a file name that is not UTF-8: `path` then shows U+FFFD for its undecodable
+            bytes).
     """
 
     rank: int
@@ -236,8 +244,9 @@ class HBISearchService:
                 hit_features.cluster_assignments[0][row],
             )
             path = self.searcher.paths[index]
+            shown = _utf8_name(path)
             start = end = video_url = thumbnail_url = None
-            if self._served(path):
+            if shown == path and self._served(path):
                 video_url, thumbnail_url = f"/videos/{quote(path)}", f"/thumbnails/{quote(path)}?frame={frame}"
                 try:
                     timing = self.timing(path, int(hit_features.level_masks[0][row].sum()))
@@ -249,7 +258,7 @@ class HBISearchService:
                     following = timing.frame_times[last + 1] if last + 1 < len(timing.frame_times) else None
                     end = following if following is not None else timing.duration
             hits.append(
-                HBIServedHit(rank, path, float(score), frame, first, last, start, end, video_url, thumbnail_url)
+                HBIServedHit(rank, shown, float(score), frame, first, last, start, end, video_url, thumbnail_url)
             )
         return hits
 
