@@ -247,6 +247,16 @@ def test_search_table_aligns_the_score_column_in_a_terminal_whatever_the_file_na
     ]
 
 
+def test_help_describes_every_command_and_the_three_levels_explain_draws(capsys):
+    from hbi_hf_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "explain a match, serve a search page" in text
+    assert "word x frame, phrase x clip, paragraph x segment" in text
+
+
 def test_two_stage_search_with_the_whole_gallery_shortlisted_equals_full_scoring(index_dir, model_dir):
     model, _ = load_hbi_model(model_dir)
     features = HBIVideoIndex.load(index_dir).features()

@@ -1,4 +1,4 @@
-"""`hbi-hf`: index a folder of videos with a trained HBI model, search it with text, explain a match.
+"""`hbi-hf`: index a folder of videos with a trained HBI model, search it with text, explain a match, serve a search page.
 
 hbi-hf index VIDEO_DIR --model MODEL --out INDEX
 hbi-hf search INDEX "a query" --top-k 10 [--shortlist N] [--json]
@@ -203,7 +203,10 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    explain = commands.add_parser("explain", help="draw the word x frame Banzhaf interaction of a video and caption")
+    explain = commands.add_parser(
+        "explain",
+        help="draw the Banzhaf interactions of a video and caption (word x frame, phrase x clip, paragraph x segment)",
+    )
     explain.add_argument("video", type=_existing_file, help="video file")
     explain.add_argument("caption", type=_caption, help="caption to explain (not empty)")
     explain.add_argument(
