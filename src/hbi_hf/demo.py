@@ -7,9 +7,10 @@ from scratch by default (temperature 0.05, every parameter at the full learning 
 the steps: at the paper's 0.01 random towers collapse to one embedding). `--towers pretrained` runs the paper's
 regime instead: the towers are pre-trained once, contrastively, on captioned single frames of scenes outside the
 retrieval splits ([`hbi_hf.pretraining`], cached by recipe), then HBI is fine-tuned from them at temperature 0.01
-with the CLIP parameters at `coef_lr = 1e-3` times the learning rate; measured on seed 0, one such epoch retrieved
-far worse than 10 epochs from scratch (docs/banzhaf.md, "Ablation in miniature"), so the demo keeps the latter. The QA and captioning demos ([`HBIDemoArguments`]) start
-from random towers or, with `--init_from`, from a saved HBI. The Banzhaf loss L_I is taught by the config's default
+with the CLIP parameters at `coef_lr = 1e-3` times the learning rate; measured on seeds 0 and 1, one such epoch
+retrieved far worse than 10 epochs from scratch (README, "make demo trains from scratch"), so the demo keeps the
+latter. The QA and captioning demos ([`HBIDemoArguments`]) start from random towers or, with `--init_from`, from a
+saved HBI. The Banzhaf loss L_I is taught by the config's default
 teacher, the exact interactions of each batch (`banzhaf_teacher="exact"`, docs/banzhaf.md), and logged as
 `banzhaf_loss`. The figures show the pipeline learns; they say nothing about the paper's numbers.
 """
