@@ -234,8 +234,10 @@ def test_a_video_damaged_after_indexing_gets_a_message(server, trusted):
         path.write_bytes(b"not a video any more" * 50)
         status, answer = get_json(server, "/api/explain", q="a green field", path="green.mp4")
         assert status == 400 and "green.mp4" in answer["error"] and "Traceback" not in answer["error"]
+        assert str(videos.resolve()) not in answer["error"]  # the server's own folders are not told to the client
         status, body, _ = get(server, "/thumbnails/green.mp4?frame=0")
         assert status == 400 and "green.mp4" in json.loads(body)["error"]
+        assert str(videos.resolve()) not in json.loads(body)["error"]
         path.unlink()
         status, answer = get_json(server, "/api/explain", q="a green field", path="green.mp4")
         assert status == 404 and "gone" in answer["error"]

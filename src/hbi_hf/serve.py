@@ -426,7 +426,7 @@ def build_app(service: HBISearchService, default_top_k: int = 10):
 
     def guarded(handler):
         """Errors about the input become `{"error": ...}` (404: a file not served, 400: the rest); any other error is
-        logged with its traceback here and answered with one line."""
+        logged with its traceback here and answered with one line. The answers never show the server's video folder."""
 
         @functools.wraps(handler)
         def wrapper(request):
@@ -434,8 +434,8 @@ def build_app(service: HBISearchService, default_top_k: int = 10):
                 return handler(request)
             except HBINotServedError as problem:
                 return error(str(problem), 404)
-            except (HBIInputError, OSError) as problem:
-                return error(str(problem), 400)
+            except (HBIInputError, OSError) as problem:  # a file's path is told relative to the video folder
+                return error(str(problem).replace(f"{service.video_root}{os.sep}", ""), 400)
             except Exception as problem:  # a bug: the traceback goes to the server's log, not to the page
                 logger.exception("error answering %s", request.url.path)
                 return error(f"internal error ({type(problem).__name__}); the server's log has the details", 500)
