@@ -366,6 +366,51 @@ def test_a_new_query_clears_the_player_and_the_explain_view_of_the_previous_one(
     page.close()
 
 
+def test_a_late_explain_answer_never_replaces_the_one_asked_for_last(server, browser):
+    """Explaining takes seconds: click explain on one hit, then on another, and the first answer may come last. The
+    view shows the hit asked for last (it showed whichever answer arrived last), and an answer for the previous query
+    never fills the view of a new one."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    held = []
+    page.route("**/api/explain?*path=red.mp4*", lambda route: held.append(route))
+    page.goto(f"http://{server}/")
+    page.fill("#query", "a red square")
+    page.press("#query", "Enter")
+    page.wait_for_selector(".hit[data-path='red.mp4']")
+    page.locator(".hit[data-path='red.mp4'] .explain-button").click()
+    while not held:
+        page.wait_for_timeout(50)
+    page.locator(".hit[data-path='blue.mp4'] .explain-button").click()
+    page.locator(".level[data-level='entity'] td").first.wait_for()
+    held.pop().continue_()
+    page.wait_for_timeout(1500)
+    assert "blue.mp4" in page.locator("#explain h3").first.inner_text()
+
+    page.locator(".hit[data-path='red.mp4'] .explain-button").click()
+    while not held:
+        page.wait_for_timeout(50)
+    page.fill("#query", "a green field")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('.hit').dataset.path === 'green.mp4'")
+    held.pop().continue_()
+    page.wait_for_timeout(1500)
+    assert page.locator("#explain").inner_text() == ""
+
+    # the same for searches: a late failure of an earlier query leaves the hits of the last one
+    page.route("**/api/search?q=a%20yellow*", lambda route: held.append(route))
+    page.fill("#query", "a yellow sun")
+    page.press("#query", "Enter")
+    while not held:
+        page.wait_for_timeout(50)
+    page.fill("#query", "a blue sky")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('.hit').dataset.path === 'blue.mp4'")
+    held.pop().fulfill(status=500, content_type="application/json", body='{"error": "late failure"}')
+    page.wait_for_timeout(1000)
+    assert page.locator(".hit").count() == len(CAPTIONS) + 1 and page.locator("#message").inner_text() == ""
+    page.close()
+
+
 def test_the_space_app_serves_its_folders_on_the_space_port(monkeypatch):
     """space/app.py: the index, model and videos beside it (or as the environment says), on 0.0.0.0:$PORT."""
     import runpy
