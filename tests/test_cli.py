@@ -227,6 +227,43 @@ def test_search_prints_a_ranked_table_and_json(index_dir, capsys):
     assert [line.split()[1] for line in lines[1:]] == [hit["path"] for hit in hits[:3]]
 
 
+def test_search_into_a_pipe_closed_early_stops_quietly(video_dir, tmp_path):
+    """`hbi-hf search ... | head -1`: the reader leaves before the table is written. The command stops without an
+    error line or a traceback (it printed `hbi-hf search: error: [Errno 32] Broken pipe`), with the status a process
+    ended by SIGPIPE has in a shell, 141."""
+    import subprocess
+    import sys
+
+    from hbi_hf import HBIProcessor, HBIVideoProcessor
+    from hbi_hf.data import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer()
+    config = tiny_hbi_config(num_frames=NUM_FRAMES, max_words=MAX_WORDS)
+    config.text_config.update(
+        dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    )
+    video_processor = HBIVideoProcessor(
+        num_frames=NUM_FRAMES, size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+    )
+    processor = HBIProcessor(video_processor, tokenizer, max_words=MAX_WORDS)
+    HBIForRetrieval(config).save_pretrained(tmp_path / "model", processor=processor)
+    index_dir = tmp_path / "index"
+    build_index(video_dir, index_dir, tmp_path / "model", show_progress=False)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "hbi_hf_cli", "search", str(index_dir), "a red square"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and "error" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_search_table_aligns_the_score_column_in_a_terminal_whatever_the_file_names_script():
     """A CJK character takes two terminal columns, an accent combined with its letter none: the scores still line up
     at column 28 here (they were shifted left by one column per wide character)."""

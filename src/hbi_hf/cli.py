@@ -4,6 +4,7 @@ command that needs them only (explain draws with matplotlib)."""
 
 import argparse
 import json
+import os
 import sys
 import time
 import unicodedata
@@ -184,7 +185,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command. The errors the package raises on purpose about the user's input, an
     [`~hbi_hf.errors.HBIInputError`] (a damaged or empty index, another model, an index without `--model`, an empty
     query, a never-trained estimator, an undecodable video, ...) or an `OSError` (no such folder, a folder this package
-    did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; Ctrl-C prints one
+    did not create, a held lock), are printed as `hbi-hf COMMAND: error: ...` with exit status 1; a reader of standard
+    output that left early (`| head`) ends the command quietly with status 141, as SIGPIPE would; Ctrl-C prints one
     line (for `index`: how many videos were saved, and to run the same command to continue) with exit status 130;
     any other exception is a bug and keeps its traceback."""
     from .search_index import HBIIndexInterrupted
@@ -192,6 +194,9 @@ def run_command(args: argparse.Namespace) -> int:
     runners = {"index": _run_index, "search": _run_search, "explain": _run_explain, "serve": _run_serve}
     try:
         return runners[args.command](args)
+    except BrokenPipeError:  # the reader of standard output left (`hbi-hf search ... | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     except (OSError, HBIInputError) as error:
         print(f"hbi-hf {args.command}: error: {error}", file=sys.stderr)
         return 1
