@@ -272,6 +272,22 @@ def test_serve_listens_on_this_machine_only_unless_told():
     assert parse_args(["serve", index, "--host", "0.0.0.0", "--port", "8000"]).port == 8000
 
 
+def test_serve_on_a_port_in_use_fails_at_once_with_one_line(trusted, monkeypatch, capsys):
+    """The address is bound before the model loads: a busy port is one error line, status 1, nothing loaded (it
+    loaded the model first, then uvicorn logged the error and exited with status 3)."""
+    import hbi_hf.serve
+    from hbi_hf.cli import main
+
+    monkeypatch.setattr(hbi_hf.serve, "HBISearchService", lambda *args: pytest.fail("the model was loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(trusted[2]), "--port", str(port)]) == 1
+    error = capsys.readouterr().err
+    assert f"hbi-hf serve: error: cannot listen on 127.0.0.1:{port}" in error and "choose another --port" in error
+
+
 @pytest.mark.parametrize("port", ["-1", "65536", "99999"])
 def test_serve_refuses_a_port_out_of_range_as_an_argument_error(port, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -22,6 +22,7 @@ traceback on the server and answered with a one-line message.
 import functools
 import io
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -503,6 +504,25 @@ def build_app(service: HBISearchService, default_top_k: int = 10):
     return Starlette(routes=routes)
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (`port=0`: a free port the system chooses), for the server to listen on.
+
+    Raises:
+        `OSError`: the address cannot be bound (the port is in use, the host is not an address of this machine).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {host}:{port}: {error.strerror or error} (is another server there? choose another --port)"
+        ) from error
+    return sock
+
+
 def serve(
     index_dir: str | os.PathLike,
     model_name_or_path: str | os.PathLike | None = None,
@@ -519,10 +539,12 @@ def serve(
     interrupted. `on_ready(url)` is called once the server listens (with the port the system chose for `port=0`).
 
     Raises:
-        See [`HBISearchService`]; `ImportError`: the `serve` extra is not installed.
+        See [`HBISearchService`]; `OSError`: `host:port` cannot be bound (checked before the model loads);
+        `ImportError`: the `serve` extra is not installed.
     """
     import uvicorn
 
+    listening_socket = _listening_socket(host, port)  # before the model loads: a busy port fails at once
     service = HBISearchService(index_dir, model_name_or_path, video_root, shortlist, in_memory)
     config = uvicorn.Config(build_app(service, top_k), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -535,7 +557,7 @@ def serve(
             on_ready(f"http://{host}:{listening[0] if listening else port}/")  # port 0: the one the system chose
 
         server.startup = announce
-    server.run()
+    server.run(sockets=[listening_socket])
 
 
 __all__ = [
