@@ -40,7 +40,7 @@ UV_COMPILE = $(PY) -m uv pip compile pyproject.toml requirements/build.in --extr
 	--find-links $(TORCH_FIND_LINKS) --generate-hashes --python-version 3.11 --no-emit-package torch \
 	--custom-compile-command "make lock"
 
-.PHONY: venv lock test test-slow test-hub test-latest test-oldest lint demo demo-qa demo-captioning ablation ablation-scratch clean
+.PHONY: venv lock test test-slow test-hub test-latest test-oldest lint screenshot demo demo-qa demo-captioning ablation ablation-scratch clean
 
 venv: $(VENV)/.installed
 
@@ -78,6 +78,11 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
+
+# README's screenshot: the browser test on the demo's index (the embedded dataset's test videos, outputs/demo's model)
+screenshot: venv $(DEMO_MODEL)
+	HBI_SERVE_SCREENSHOT=docs/images/serve.png $(PY) -m pytest -q -s -m slow \
+		tests/test_serve.py::test_the_page_finds_a_demo_test_caption_in_the_demo_index
 
 test-hub: venv
 	$(PY) -m pytest -q -m hub

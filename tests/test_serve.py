@@ -313,10 +313,9 @@ def browser():
         browser.close()
 
 
-def test_the_page_finds_the_clip_plays_its_span_and_explains_it(server, browser, tmp_path):
+def test_the_page_finds_the_clip_plays_its_span_and_explains_it(server, browser):
     """Type a query, press Enter: the right clip comes first (printed: how long after Enter), its player starts at the
-    matched span, and its explain view shows the interaction values the API gives. The screenshot is written where
-    HBI_SERVE_SCREENSHOT says (README's is taken so), else in the test's folder."""
+    matched span, and its explain view shows the interaction values the API gives."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"http://{server}/")
     page.fill("#query", "a blue sky")
@@ -346,13 +345,69 @@ def test_the_page_finds_the_clip_plays_its_span_and_explains_it(server, browser,
     assert float(cell.get_attribute("data-value")) == pytest.approx(data["levels"][0]["values"][0][0], rel=1e-6)
     assert page.locator(".level").count() == 3
     assert page.locator("#message").inner_text() == ""
-    page.screenshot(path=os.environ.get("HBI_SERVE_SCREENSHOT", str(tmp_path / "serve.png")), full_page=False)
 
     page.fill("#query", "   x" * 300)
     page.press("#query", "Enter")
     page.wait_for_function("document.querySelector('#message').textContent.length > 0")
     assert "at most 1000" in page.locator("#message").inner_text()
     page.close()
+
+
+DEMO_MODEL = Path(os.environ.get("HBI_DEMO_MODEL", Path(__file__).parents[1] / "outputs" / "demo"))
+"""The retrieval demo's saved model and processor (`make demo`)."""
+
+
+def start_serve(index_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`hbi-hf serve INDEX --port 0` in its own process; returns it and the `host:port` it says it listens on."""
+    command = [sys.executable, "-m", "hbi_hf_cli", "serve", str(index_dir), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 240
+    while not any("serving" in line for line in lines):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+        lines.append(process.stdout.readline())
+    return process, lines[-1].split(" on ")[1].split()[0].removeprefix("http://").rstrip("/")
+
+
+@pytest.mark.slow
+def test_the_page_finds_a_demo_test_caption_in_the_demo_index(browser, tmp_path):
+    """README's screenshot (`make screenshot` writes it to HBI_SERVE_SCREENSHOT): the embedded dataset's test videos
+    indexed with the demo's model by `hbi-hf index`, `hbi-hf serve` on that index, and the first test caption typed
+    into the page: the caption's own video is among the hits shown; its player and explain view are opened."""
+    if not (DEMO_MODEL / "model.safetensors").is_file():
+        pytest.skip(f"no demo model in {DEMO_MODEL}: run `make demo` first (or set HBI_DEMO_MODEL)")
+    from hbi_hf.retrieval_data import synthetic_retrieval_splits
+
+    test = synthetic_retrieval_splits(seed=0)["test"]  # `make demo`'s dataset (seed 0, in the cache)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for path in sorted(set(test["video_path"])):
+        (videos / Path(path).name).write_bytes(Path(path).read_bytes())
+    caption, own = test[0]["caption"], Path(test[0]["video_path"]).name
+    index = [sys.executable, "-m", "hbi_hf_cli", "index", str(videos), "--model", str(DEMO_MODEL)]
+    subprocess.run([*index, "--out", str(tmp_path / "index"), "--no-progress"], check=True)
+    process, server = start_serve(tmp_path / "index")
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://{server}/")
+        page.fill("#query", caption)
+        page.press("#query", "Enter")
+        page.wait_for_selector(".hit")
+        shown = [hit.get_attribute("data-path") for hit in page.locator(".hit").all()]
+        assert own in shown, f"{own} ({caption!r}) is not among the hits shown: {shown}"
+        page.wait_for_function("[...document.querySelectorAll('.hit img')].every((img) => img.naturalWidth > 0)")
+        hit = page.locator(f".hit[data-path='{own}']")
+        hit.click()
+        page.wait_for_function("document.querySelector('#player video')?.readyState >= 1")
+        hit.locator(".explain-button").click()
+        page.locator(".level[data-level='entity'] td").first.wait_for()
+        assert page.locator("#message").inner_text() == ""
+        print(f"\nquery {caption!r}: {own} is hit {shown.index(own) + 1} of {len(shown)}")
+        page.screenshot(path=os.environ.get("HBI_SERVE_SCREENSHOT", str(tmp_path / "serve.png")), full_page=False)
+        page.close()
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_new_query_clears_the_player_and_the_explain_view_of_the_previous_one(server, browser):
@@ -484,17 +539,10 @@ def test_the_command_serves_the_index_until_stopped(trusted):
     with one line."""
     import signal
 
-    command = [sys.executable, "-m", "hbi_hf_cli", "serve", str(trusted[2]), "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process, server = start_serve(trusted[2])
     try:
-        lines = []
-        deadline = time.monotonic() + 240
-        while not any("serving" in line for line in lines):
-            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
-            lines.append(process.stdout.readline())
-        url = lines[-1].split(" on ")[1].split()[0]
-        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/")
-        status, answer = get_json(url.removeprefix("http://").rstrip("/"), "/api/search", q="a green field", k=1)
+        assert server.startswith("127.0.0.1:") and server != "127.0.0.1:0"
+        status, answer = get_json(server, "/api/search", q="a green field", k=1)
         assert status == 200 and answer["hits"][0]["path"] == "green.mp4"
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 130  # Ctrl-C: one line and status 130, as every hbi-hf command
