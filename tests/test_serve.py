@@ -398,7 +398,7 @@ def test_the_page_finds_a_demo_test_caption_in_the_demo_index(browser, tmp_path)
         page.wait_for_function("[...document.querySelectorAll('.hit img')].every((img) => img.naturalWidth > 0)")
         hit = page.locator(f".hit[data-path='{own}']")
         hit.click()
-        page.wait_for_function("document.querySelector('#player video')?.readyState >= 1")
+        page.wait_for_function("(v => v && v.readyState >= 2 && !v.seeking)(document.querySelector('#player video'))")
         hit.locator(".explain-button").click()
         page.locator(".level[data-level='entity'] td").first.wait_for()
         assert page.locator("#message").inner_text() == ""
