@@ -697,12 +697,12 @@ class HBIVideoIndex:
             "verifies every shard and re-encodes the videos of damaged ones"
         )
 
-    def _load_shard(self, name: str) -> dict[str, torch.Tensor]:
-        """The tensors of one shard of the manifest, after checking its size and row count (not its SHA-256, which
-        `build_index` verifies).
+    def _checked_shard_file(self, name: str) -> tuple[dict, Path, int]:
+        """The manifest record, path and size in bytes of a shard, after checking that its file exists and has the
+        recorded size.
 
         Raises:
-            [`HBIIndexDamagedError`]: the shard is missing, truncated or unreadable; the message names the file.
+            [`HBIIndexDamagedError`]: the shard is missing or its size differs from the manifest's (truncated?).
         """
         record, path = self.shards[name], self.directory / name
         if not path.is_file():
@@ -712,6 +712,16 @@ class HBIVideoIndex:
             raise self._damaged(
                 name, f"the shard has {size} bytes, the manifest records {record['size']} (truncated?)"
             )
+        return record, path, size
+
+    def _load_shard(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of one shard of the manifest, after checking its size and row count (not its SHA-256, which
+        `build_index` verifies).
+
+        Raises:
+            [`HBIIndexDamagedError`]: the shard is missing, truncated or unreadable; the message names the file.
+        """
+        record, path, _ = self._checked_shard_file(name)
         try:
             tensors = load_file(str(path))
         except Exception as error:  # safetensors raises its own error type for every malformed file
@@ -763,14 +773,7 @@ class HBIVideoIndex:
             [`HBIIndexDamagedError`]: the shard is missing, truncated, or its header is not a valid safetensors
                 header of the recorded rows.
         """
-        record, path = self.shards[name], self.directory / name
-        if not path.is_file():
-            raise self._damaged(name, "the shard is missing")
-        size = path.stat().st_size
-        if size != record["size"]:
-            raise self._damaged(
-                name, f"the shard has {size} bytes, the manifest records {record['size']} (truncated?)"
-            )
+        record, path, size = self._checked_shard_file(name)
         try:
             with open(path, "rb") as handle:
                 header_size = int.from_bytes(handle.read(8), "little")
